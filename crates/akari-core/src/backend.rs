@@ -1,0 +1,67 @@
+//! The op interface the decoder is written against.
+//!
+//! A backend owns its tensors: the CPU backend computes eagerly, a GPU backend may record
+//! work and only synchronise in [`Backend::read`]. Shapes are row-major `[tokens, features]`.
+
+use crate::config::ModelConfig;
+use crate::quant::QuantFormat;
+use crate::weights::Matrix;
+use crate::Result;
+
+/// Precomputed rotary tables for positions `0..len`: `cos[pos * half + i]`, `sin[...]`, with
+/// the half-split pairing of Hugging Face's `rotate_half`.
+pub struct RopeTables {
+    pub half: usize,
+    pub len: usize,
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+pub trait Backend: Send + Sync {
+    /// Activations, `[rows, cols]` f32.
+    type Tensor: Send;
+    /// A weight matrix in the backend's storage.
+    type Matrix: Send + Sync;
+    /// A norm weight or bias.
+    type Vector: Send + Sync;
+    type Rope: Send + Sync;
+    type KvCache: Send;
+
+    fn name(&self) -> &'static str;
+
+    /// Whether matrices of `format` run natively (others must be converted before upload).
+    fn supports(&self, format: QuantFormat) -> bool;
+
+    fn upload_matrix(&self, m: Matrix) -> Result<Self::Matrix>;
+    fn upload_vector(&self, v: Vec<f32>) -> Result<Self::Vector>;
+    fn upload_rope(&self, tables: RopeTables) -> Result<Self::Rope>;
+    fn new_kv_cache(&self, cfg: &ModelConfig, max_seq: usize) -> Result<Self::KvCache>;
+
+    /// Rows of `table` for each token.
+    fn embed(&self, table: &Self::Matrix, tokens: &[u32]) -> Result<Self::Tensor>;
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Vector, eps: f32) -> Result<Self::Tensor>;
+    /// `x · wᵀ (+ bias)`: `[t, cols] → [t, rows]`.
+    fn matmul(&self, x: &Self::Tensor, w: &Self::Matrix, bias: Option<&Self::Vector>)
+        -> Result<Self::Tensor>;
+    /// Rotates each of the `heads` heads of every row; row `i` is at position `pos + i`.
+    fn rope(&self, x: &mut Self::Tensor, heads: usize, rope: &Self::Rope, pos: usize) -> Result<()>;
+    /// Appends `k`, `v` at `pos..` in `layer`'s cache and attends causally over `0..pos + t`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        cache: &mut Self::KvCache,
+        layer: usize,
+        pos: usize,
+    ) -> Result<Self::Tensor>;
+    /// `silu(gate) * up`.
+    fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `x += y`.
+    fn add_assign(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
+    /// The last row as a `[1, cols]` tensor.
+    fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Copies a tensor to host memory.
+    fn read(&self, x: &Self::Tensor) -> Result<Vec<f32>>;
+}
