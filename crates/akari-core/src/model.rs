@@ -1,1 +1,243 @@
-//! The decoder.
+//! One decoder definition for llama, qwen2 and phi3, generic over the backend.
+//!
+//! Per layer: `x += o_proj(attn(rope(q), rope(k), v))` over `rms_norm(x)`, then
+//! `x += down(silu(gate(h)) * up(h))` over `rms_norm(x)`. The families differ only in what
+//! [`ModelConfig`] says (q/k/v bias, tied lm_head, rope scaling) — the readers have already
+//! split Phi-3's fused projections.
+
+use crate::backend::Backend;
+use crate::config::ModelConfig;
+use crate::rope;
+use crate::weights::{LayerTensor as L, ModelWeights, TensorKey};
+use crate::{Error, Result};
+
+struct Layer<B: Backend> {
+    attn_norm: B::Vector,
+    q: B::Matrix,
+    k: B::Matrix,
+    v: B::Matrix,
+    q_bias: Option<B::Vector>,
+    k_bias: Option<B::Vector>,
+    v_bias: Option<B::Vector>,
+    o: B::Matrix,
+    ffn_norm: B::Vector,
+    gate: B::Matrix,
+    up: B::Matrix,
+    down: B::Matrix,
+}
+
+/// A loaded model with its KV cache.
+pub struct Model<B: Backend> {
+    cfg: ModelConfig,
+    backend: B,
+    embed: B::Matrix,
+    /// `None` when tied to the embedding.
+    lm_head: Option<B::Matrix>,
+    norm: B::Vector,
+    layers: Vec<Layer<B>>,
+    rope_short: B::Rope,
+    /// Long-context frequencies and the sequence length past which they apply.
+    rope_long: Option<(B::Rope, usize)>,
+    cache: B::KvCache,
+    max_seq: usize,
+    pos: usize,
+    /// Rows per forward pass; longer prompts are fed in chunks.
+    chunk: usize,
+}
+
+/// The object-safe face of a [`Model`], so callers need not be generic over the backend.
+pub trait LanguageModel: Send {
+    fn config(&self) -> &ModelConfig;
+    fn backend_name(&self) -> &'static str;
+    /// The most tokens the cache holds.
+    fn max_seq(&self) -> usize;
+    /// Tokens in the cache.
+    fn position(&self) -> usize;
+    /// Appends `tokens` and returns the logits after the last one.
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+    /// Forgets everything after the first `pos` tokens.
+    fn truncate(&mut self, pos: usize);
+    fn reset(&mut self) {
+        self.truncate(0);
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// Uploads `weights` (which must already be in formats the backend supports) and
+    /// allocates a cache of `max_seq` tokens.
+    pub fn load(backend: B, cfg: ModelConfig, mut w: ModelWeights, max_seq: usize) -> Result<Self> {
+        let h = cfg.hidden_size;
+        fn take<B: Backend>(
+            backend: &B,
+            w: &mut ModelWeights,
+            key: TensorKey,
+            rows: usize,
+            cols: usize,
+        ) -> Result<B::Matrix> {
+            let m = w.take_matrix(key)?;
+            if m.rows != rows || m.cols != cols {
+                return Err(Error::ShapeMismatch {
+                    tensor: key.to_string(),
+                    expected: vec![rows, cols],
+                    got: vec![m.rows, m.cols],
+                });
+            }
+            backend.upload_matrix(m)
+        }
+        let embed = take(&backend, &mut w, TensorKey::Embed, cfg.vocab_size, h)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(take(&backend, &mut w, TensorKey::Output, cfg.vocab_size, h)?)
+        };
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let key = |t| TensorKey::Layer(i, t);
+            let (qd, kvd, ff) = (cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+            let q = take(&backend, &mut w, key(L::Q), qd, h)?;
+            let k = take(&backend, &mut w, key(L::K), kvd, h)?;
+            let v = take(&backend, &mut w, key(L::V), kvd, h)?;
+            let o = take(&backend, &mut w, key(L::O), h, qd)?;
+            let gate = take(&backend, &mut w, key(L::Gate), ff, h)?;
+            let up = take(&backend, &mut w, key(L::Up), ff, h)?;
+            let down = take(&backend, &mut w, key(L::Down), h, ff)?;
+            let mut vector = |t, len| -> Result<B::Vector> {
+                backend.upload_vector(w.take_vector(key(t), len)?)
+            };
+            let (q_bias, k_bias, v_bias) = if cfg.qkv_bias {
+                (
+                    Some(vector(L::QBias, qd)?),
+                    Some(vector(L::KBias, kvd)?),
+                    Some(vector(L::VBias, kvd)?),
+                )
+            } else {
+                (None, None, None)
+            };
+            layers.push(Layer {
+                attn_norm: vector(L::AttnNorm, h)?,
+                ffn_norm: vector(L::FfnNorm, h)?,
+                q,
+                k,
+                v,
+                q_bias,
+                k_bias,
+                v_bias,
+                o,
+                gate,
+                up,
+                down,
+            });
+        }
+        let norm = backend.upload_vector(w.take_vector(TensorKey::OutputNorm, h)?)?;
+        let plan = rope::plan(&cfg);
+        let rope_short = backend.upload_rope(plan.short.tables(max_seq))?;
+        let rope_long = match plan.long {
+            Some((freqs, switch)) => Some((backend.upload_rope(freqs.tables(max_seq))?, switch)),
+            None => None,
+        };
+        let cache = backend.new_kv_cache(&cfg, max_seq)?;
+        Ok(Model {
+            cfg,
+            backend,
+            embed,
+            lm_head,
+            norm,
+            layers,
+            rope_short,
+            rope_long,
+            cache,
+            max_seq,
+            pos: 0,
+            chunk: 256,
+        })
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Runs `tokens` (at most one chunk) and returns the hidden state of the last one.
+    fn step(&mut self, tokens: &[u32]) -> Result<B::Tensor> {
+        let be = &self.backend;
+        let cfg = &self.cfg;
+        // Longrope switches frequency sets by the length the sequence reaches, as
+        // transformers does.
+        let rope = match &self.rope_long {
+            Some((long, switch)) if self.pos + tokens.len() > *switch => long,
+            _ => &self.rope_short,
+        };
+        let mut x = be.embed(&self.embed, tokens)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let h = be.rms_norm(&x, &l.attn_norm, cfg.rms_norm_eps)?;
+            let mut q = be.matmul(&h, &l.q, l.q_bias.as_ref())?;
+            let mut k = be.matmul(&h, &l.k, l.k_bias.as_ref())?;
+            let v = be.matmul(&h, &l.v, l.v_bias.as_ref())?;
+            be.rope(&mut q, cfg.num_heads, rope, self.pos)?;
+            be.rope(&mut k, cfg.num_kv_heads, rope, self.pos)?;
+            let a = be.attention(&q, &k, &v, &mut self.cache, i, self.pos)?;
+            let o = be.matmul(&a, &l.o, None)?;
+            be.add_assign(&mut x, &o)?;
+            let h = be.rms_norm(&x, &l.ffn_norm, cfg.rms_norm_eps)?;
+            let gate = be.matmul(&h, &l.gate, None)?;
+            let up = be.matmul(&h, &l.up, None)?;
+            let act = be.silu_mul(&gate, &up)?;
+            let down = be.matmul(&act, &l.down, None)?;
+            be.add_assign(&mut x, &down)?;
+        }
+        self.pos += tokens.len();
+        be.last_row(&x)
+    }
+}
+
+impl<B: Backend> LanguageModel for Model<B> {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    fn max_seq(&self) -> usize {
+        self.max_seq
+    }
+
+    fn position(&self) -> usize {
+        self.pos
+    }
+
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("forward needs at least one token".into()));
+        }
+        if self.pos + tokens.len() > self.max_seq {
+            return Err(Error::ContextOverflow {
+                prompt: self.pos + tokens.len(),
+                context: self.max_seq,
+                reserve: 0,
+            });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {} tokens",
+                self.cfg.vocab_size
+            )));
+        }
+        let mut last = None;
+        for chunk in tokens.chunks(self.chunk) {
+            last = Some(self.step(chunk)?);
+        }
+        let Some(last) = last else {
+            return Err(Error::InvalidArgument("forward needs at least one token".into()));
+        };
+        let be = &self.backend;
+        let h = be.rms_norm(&last, &self.norm, self.cfg.rms_norm_eps)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let logits = be.matmul(&h, head, None)?;
+        be.read(&logits)
+    }
+
+    fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+}

@@ -1,1 +1,376 @@
-//! akari-cpu
+//! akari-cpu: the CPU backend.
+//!
+//! Weights stay in the bytes the reader produced (usually a slice of the memory-mapped file):
+//! nothing is copied at load. Matmuls split output rows over rayon threads; quantised weights
+//! meet int8-quantised activations ([`kernels`]). The KV cache is preallocated f32,
+//! `[layer][kv_head][position][head_dim]`, so each head's keys are contiguous.
+
+pub mod kernels;
+
+use akari_core::backend::{Backend, RopeTables};
+use akari_core::quant::QK;
+use akari_core::weights::Matrix;
+use akari_core::{Error, ModelConfig, QuantFormat, Result};
+use kernels::{Isa, Q8Act};
+use rayon::prelude::*;
+
+/// Row-major f32 activations.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    max_seq: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    heads: usize,
+}
+
+pub struct CpuBackend {
+    isa: Isa,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl CpuBackend {
+    /// `threads`: worker count, or `None` for one per core.
+    pub fn new(threads: Option<usize>) -> Result<CpuBackend> {
+        let pool = match threads {
+            Some(n) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n.max(1))
+                    .build()
+                    .map_err(|e| Error::InvalidArgument(format!("cannot start {n} threads: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(CpuBackend {
+            isa: Isa::detect(),
+            pool,
+        })
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool
+            .as_ref()
+            .map(|p| p.current_num_threads())
+            .unwrap_or_else(rayon::current_num_threads)
+    }
+
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+
+    fn check_cols(x: &Tensor, cols: usize, what: &str) -> Result<()> {
+        if x.cols != cols {
+            return Err(Error::ShapeMismatch {
+                tensor: what.to_string(),
+                expected: vec![x.rows, cols],
+                got: vec![x.rows, x.cols],
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Output rows handled by one task: enough work to amortise scheduling, small enough to
+/// balance threads.
+const ROWS_PER_TASK: usize = 16;
+
+impl Backend for CpuBackend {
+    type Tensor = Tensor;
+    type Matrix = Matrix;
+    type Vector = Vec<f32>;
+    type Rope = RopeTables;
+    type KvCache = KvCache;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn supports(&self, _format: QuantFormat) -> bool {
+        true
+    }
+
+    fn upload_matrix(&self, m: Matrix) -> Result<Matrix> {
+        Ok(m)
+    }
+
+    fn upload_vector(&self, v: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(v)
+    }
+
+    fn upload_rope(&self, tables: RopeTables) -> Result<RopeTables> {
+        Ok(tables)
+    }
+
+    fn new_kv_cache(&self, cfg: &ModelConfig, max_seq: usize) -> Result<KvCache> {
+        let per_layer = cfg.kv_dim() * max_seq;
+        Ok(KvCache {
+            k: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
+            v: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
+            max_seq,
+            kv_heads: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+            heads: cfg.num_heads,
+        })
+    }
+
+    fn embed(&self, table: &Matrix, tokens: &[u32]) -> Result<Tensor> {
+        let cols = table.cols;
+        let mut data = vec![0f32; tokens.len() * cols];
+        for (out, &t) in data.chunks_exact_mut(cols).zip(tokens) {
+            if t as usize >= table.rows {
+                return Err(Error::InvalidArgument(format!(
+                    "token id {t} is outside the embedding of {} rows",
+                    table.rows
+                )));
+            }
+            table.row_f32(t as usize, out);
+        }
+        Ok(Tensor {
+            rows: tokens.len(),
+            cols,
+            data,
+        })
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Vec<f32>, eps: f32) -> Result<Tensor> {
+        Self::check_cols(x, w.len(), "rms_norm input")?;
+        let mut out = x.clone();
+        for row in out.data.chunks_exact_mut(x.cols) {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / x.cols as f32;
+            let scale = 1.0 / (ms + eps).sqrt();
+            for (v, g) in row.iter_mut().zip(w) {
+                *v = *v * scale * g;
+            }
+        }
+        Ok(out)
+    }
+
+    fn matmul(&self, x: &Tensor, w: &Matrix, bias: Option<&Vec<f32>>) -> Result<Tensor> {
+        Self::check_cols(x, w.cols, "matmul input")?;
+        let (t, n, k) = (x.rows, w.rows, w.cols);
+        let rb = w.row_bytes();
+        let isa = self.isa;
+        let fmt = w.format;
+        let bytes: &[u8] = &w.bytes;
+        let mut out = vec![0f32; t * n];
+        self.run(|| {
+            // Quantise activations once; every weight row reuses them.
+            let xq: Vec<Vec<Q8Act>> = if fmt.is_quantized() {
+                x.data
+                    .par_chunks_exact(k)
+                    .map(|row| {
+                        let mut q = vec![Q8Act::default(); k / QK];
+                        isa.quantize_row(row, &mut q);
+                        q
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            // Each task computes a block of output rows for every token (weights are read
+            // once per matmul), written transposed then scattered.
+            let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(ROWS_PER_TASK))
+                .into_par_iter()
+                .map(|blk| {
+                    let r0 = blk * ROWS_PER_TASK;
+                    let r1 = (r0 + ROWS_PER_TASK).min(n);
+                    let mut acc = vec![0f32; (r1 - r0) * t];
+                    for r in r0..r1 {
+                        let wr = &bytes[r * rb..(r + 1) * rb];
+                        let dst = &mut acc[(r - r0) * t..(r - r0 + 1) * t];
+                        if fmt.is_quantized() {
+                            for (o, xr) in dst.iter_mut().zip(&xq) {
+                                *o = isa.dot_q(fmt, wr, xr);
+                            }
+                        } else {
+                            for (o, xr) in dst.iter_mut().zip(x.data.chunks_exact(k)) {
+                                *o = isa.dot_f(fmt, wr, xr);
+                            }
+                        }
+                    }
+                    (r0, acc)
+                })
+                .collect();
+            for (r0, acc) in blocks {
+                let rows = acc.len() / t.max(1);
+                for dr in 0..rows {
+                    for ti in 0..t {
+                        out[ti * n + r0 + dr] = acc[dr * t + ti];
+                    }
+                }
+            }
+        });
+        if let Some(b) = bias {
+            if b.len() != n {
+                return Err(Error::ShapeMismatch {
+                    tensor: "bias".into(),
+                    expected: vec![n],
+                    got: vec![b.len()],
+                });
+            }
+            for row in out.chunks_exact_mut(n) {
+                for (o, bv) in row.iter_mut().zip(b) {
+                    *o += bv;
+                }
+            }
+        }
+        Ok(Tensor {
+            rows: t,
+            cols: n,
+            data: out,
+        })
+    }
+
+    fn rope(&self, x: &mut Tensor, heads: usize, rope: &RopeTables, pos: usize) -> Result<()> {
+        let hd = 2 * rope.half;
+        if heads * hd != x.cols {
+            return Err(Error::ShapeMismatch {
+                tensor: "rope input".into(),
+                expected: vec![x.rows, heads * hd],
+                got: vec![x.rows, x.cols],
+            });
+        }
+        if pos + x.rows > rope.len {
+            return Err(Error::ContextOverflow {
+                prompt: pos + x.rows,
+                context: rope.len,
+                reserve: 0,
+            });
+        }
+        for (i, row) in x.data.chunks_exact_mut(x.cols).enumerate() {
+            let p = pos + i;
+            let cos = &rope.cos[p * rope.half..(p + 1) * rope.half];
+            let sin = &rope.sin[p * rope.half..(p + 1) * rope.half];
+            for head in row.chunks_exact_mut(hd) {
+                akari_core::rope::rotate_head(head, cos, sin);
+            }
+        }
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cache: &mut KvCache,
+        layer: usize,
+        pos: usize,
+    ) -> Result<Tensor> {
+        let (hd, kvh, heads, max_seq) = (cache.head_dim, cache.kv_heads, cache.heads, cache.max_seq);
+        let t = q.rows;
+        if pos + t > max_seq {
+            return Err(Error::ContextOverflow {
+                prompt: pos + t,
+                context: max_seq,
+                reserve: 0,
+            });
+        }
+        Self::check_cols(q, heads * hd, "attention query")?;
+        Self::check_cols(k, kvh * hd, "attention key")?;
+        Self::check_cols(v, kvh * hd, "attention value")?;
+        let (kc, vc) = (&mut cache.k[layer], &mut cache.v[layer]);
+        for i in 0..t {
+            for h in 0..kvh {
+                let dst = (h * max_seq + pos + i) * hd;
+                kc[dst..dst + hd].copy_from_slice(&k.row(i)[h * hd..(h + 1) * hd]);
+                vc[dst..dst + hd].copy_from_slice(&v.row(i)[h * hd..(h + 1) * hd]);
+            }
+        }
+        let (kc, vc) = (&*kc, &*vc);
+        let group = heads / kvh;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let isa = self.isa;
+        let mut out = vec![0f32; t * heads * hd];
+        self.run(|| {
+            out.par_chunks_exact_mut(hd)
+                .enumerate()
+                .for_each_init(Vec::new, |scores, (idx, o)| {
+                    let (i, h) = (idx / heads, idx % heads);
+                    let kvh_i = h / group;
+                    let qh = &q.row(i)[h * hd..(h + 1) * hd];
+                    let len = pos + i + 1;
+                    let base = kvh_i * max_seq * hd;
+                    scores.clear();
+                    let mut max = f32::NEG_INFINITY;
+                    for j in 0..len {
+                        let kj = &kc[base + j * hd..base + (j + 1) * hd];
+                        let s = isa.dot_f32(qh, kj) * scale;
+                        max = max.max(s);
+                        scores.push(s);
+                    }
+                    let mut sum = 0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let inv = 1.0 / sum;
+                    o.fill(0.0);
+                    for (j, s) in scores.iter().enumerate() {
+                        isa.axpy(s * inv, &vc[base + j * hd..base + (j + 1) * hd], o);
+                    }
+                });
+        });
+        Ok(Tensor {
+            rows: t,
+            cols: heads * hd,
+            data: out,
+        })
+    }
+
+    fn silu_mul(&self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        Self::check_cols(up, gate.cols, "silu_mul")?;
+        let data = gate
+            .data
+            .iter()
+            .zip(&up.data)
+            .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+            .collect();
+        Ok(Tensor {
+            rows: gate.rows,
+            cols: gate.cols,
+            data,
+        })
+    }
+
+    fn add_assign(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
+        Self::check_cols(y, x.cols, "residual")?;
+        for (a, b) in x.data.iter_mut().zip(&y.data) {
+            *a += b;
+        }
+        Ok(())
+    }
+
+    fn last_row(&self, x: &Tensor) -> Result<Tensor> {
+        let r = x.rows.checked_sub(1).ok_or_else(|| Error::InvalidArgument("empty tensor".into()))?;
+        Ok(Tensor {
+            rows: 1,
+            cols: x.cols,
+            data: x.row(r).to_vec(),
+        })
+    }
+
+    fn read(&self, x: &Tensor) -> Result<Vec<f32>> {
+        Ok(x.data.clone())
+    }
+}

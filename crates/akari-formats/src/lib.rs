@@ -1,1 +1,99 @@
-//! Model file readers.
+//! Model file readers: a file in, one canonical [`ModelSource`] out.
+//!
+//! # Contract
+//!
+//! Whatever the file format, a reader hands the engine:
+//!
+//! - a [`ModelConfig`] that passed [`ModelConfig::validate`], with `tie_word_embeddings`,
+//!   `qkv_bias` and `rope_scaling` decided from what the file holds;
+//! - [`ModelWeights`] keyed by [`TensorKey`], every matrix `[rows = out_features,
+//!   cols = in_features]` in Hugging Face layout (llama.cpp's rotary permutation of Q/K undone,
+//!   fused projections split), in a [`QuantFormat`](akari_core::QuantFormat) a backend runs,
+//!   and every vector (norms, biases) in f32. Every tensor the decoder needs is present and
+//!   has the shape the config implies; `Output` is absent exactly when the embedding is tied;
+//! - the vocabulary and chat template, when the file carries them.
+//!
+//! Matrices whose file layout is a backend format are not copied: their [`Bytes`] are slices
+//! of the memory-mapped file. A damaged or hostile file gives an [`Error`] naming the file and
+//! the problem, never a panic, and nothing is allocated from a size the file claims before
+//! that size is checked against the file's length.
+//!
+//! Formats: GGUF v2/v3 ([`gguf`]). The ggml tensor types and their conversions are in [`ggml`].
+
+pub mod ggml;
+pub mod gguf;
+
+use akari_core::tokenizer::VocabSpec;
+use akari_core::weights::{Bytes, ModelWeights};
+#[cfg(doc)]
+use akari_core::weights::TensorKey;
+use akari_core::{Error, ModelConfig, Result};
+use std::path::Path;
+use std::sync::Arc;
+
+pub use gguf::GgufFile;
+
+/// A model as read from a file: hyper-parameters, canonical weights, tokenizer, template.
+#[derive(Debug)]
+pub struct ModelSource {
+    pub config: ModelConfig,
+    pub weights: ModelWeights,
+    pub vocab: Option<VocabSpec>,
+    pub chat_template: Option<String>,
+    /// `general.name`.
+    pub name: Option<String>,
+    /// The file's dominant weight type, human readable (e.g. `Q4_1`, `Q4_K_M`).
+    pub file_type: String,
+    /// Every metadata entry, its value summarised for display (long arrays and strings cut).
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Opens a model file of any supported format (today: GGUF, recognised by its magic).
+pub fn open(path: &Path) -> Result<ModelSource> {
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+    match read {
+        Ok(()) if &magic == gguf::MAGIC => open_gguf(path),
+        Ok(()) => Err(Error::format(
+            path.display().to_string(),
+            "not a GGUF file (other model formats are not supported yet)",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::format(
+            path.display().to_string(),
+            "file is too short to be a model",
+        )),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Memory-maps `path` and reads it as GGUF. Matrices in backend formats stay in the map.
+pub fn open_gguf(path: &Path) -> Result<ModelSource> {
+    read_gguf(map_file(path)?, &path.display().to_string())
+}
+
+/// Reads a GGUF file held in `bytes`; `file_name` appears in errors.
+pub fn read_gguf(bytes: Bytes, file_name: &str) -> Result<ModelSource> {
+    let file = GgufFile::parse(bytes, file_name)?;
+    gguf::load::model_source(&file)
+}
+
+/// Parses only the header, metadata and tensor table of a GGUF file (memory-mapped).
+pub fn open_gguf_header(path: &Path) -> Result<GgufFile> {
+    GgufFile::parse(map_file(path)?, &path.display().to_string())
+}
+
+/// The whole file as [`Bytes`], memory-mapped.
+pub fn map_file(path: &Path) -> Result<Bytes> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len == 0 {
+        // Mapping an empty file fails on some platforms; it is no model either way.
+        return Err(Error::format(path.display().to_string(), "file is empty"));
+    }
+    // SAFETY: the map is read-only and private to this process. Its contents stay valid as
+    // long as no one truncates or rewrites the file while it is mapped; model files are
+    // written once and then only read, the same assumption llama.cpp and every other
+    // mmap-based loader make. The map lives as long as the `Bytes` that share it.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    Ok(Bytes::new(Arc::new(map)))
+}

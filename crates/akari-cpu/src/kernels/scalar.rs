@@ -1,0 +1,85 @@
+//! Portable reference kernels.
+
+use super::Q8Act;
+use akari_core::quant::QK;
+use akari_core::QuantFormat;
+use half::f16;
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+pub fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
+    for (blk, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in blk.qs.iter_mut().zip(xs) {
+            // Round half away from zero, like the SIMD paths.
+            *q = (v * id).round() as i8;
+            sum += *q as i32;
+        }
+        blk.d = d;
+        blk.sum = sum;
+    }
+}
+
+pub fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
+    let bb = format.block_bytes();
+    let mut acc = 0f32;
+    for (b, xb) in w.chunks_exact(bb).zip(x) {
+        let d = f16_at(b, 0) * xb.d;
+        match format {
+            QuantFormat::Q8_0 => {
+                let s: i32 = b[2..]
+                    .iter()
+                    .zip(&xb.qs)
+                    .map(|(&q, &v)| (q as i8) as i32 * v as i32)
+                    .sum();
+                acc += d * s as f32;
+            }
+            QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+                let qs = if format == QuantFormat::Q4_0 { &b[2..] } else { &b[4..] };
+                let mut s = 0i32;
+                for (j, &q) in qs.iter().enumerate() {
+                    s += (q & 0x0f) as i32 * xb.qs[j] as i32;
+                    s += (q >> 4) as i32 * xb.qs[j + 16] as i32;
+                }
+                if format == QuantFormat::Q4_0 {
+                    acc += d * (s - 8 * xb.sum) as f32;
+                } else {
+                    acc += d * s as f32 + f16_at(b, 2) * xb.d * xb.sum as f32;
+                }
+            }
+            QuantFormat::F32 | QuantFormat::F16 => unreachable!("float rows use dot_f"),
+        }
+    }
+    acc
+}
+
+pub fn dot_f(format: QuantFormat, w: &[u8], x: &[f32]) -> f32 {
+    match format {
+        QuantFormat::F32 => w
+            .chunks_exact(4)
+            .zip(x)
+            .map(|(c, v)| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * v)
+            .sum(),
+        QuantFormat::F16 => w
+            .chunks_exact(2)
+            .zip(x)
+            .map(|(c, v)| f16::from_le_bytes([c[0], c[1]]).to_f32() * v)
+            .sum(),
+        _ => unreachable!("quantised rows use dot_q"),
+    }
+}
+
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}

@@ -1,0 +1,185 @@
+//! AVX2 + FMA + F16C kernels. Callers must have detected those features.
+
+use super::Q8Act;
+use akari_core::quant::QK;
+use akari_core::QuantFormat;
+use std::arch::x86_64::*;
+
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
+    let sign_mask = _mm256_set1_ps(-0.0);
+    for (blk, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let p = xs.as_ptr();
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
+        let mut m = _mm256_andnot_ps(sign_mask, v[0]);
+        for vi in &v[1..] {
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign_mask, *vi));
+        }
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        let amax = _mm_cvtss_f32(m4);
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let mut ints = [_mm256_setzero_si256(); 4];
+        for (i, vi) in v.iter().enumerate() {
+            // Round half away from zero (like f32::round): add ±0.5 then truncate.
+            let scaled = _mm256_mul_ps(*vi, id);
+            let half = _mm256_or_ps(_mm256_and_ps(scaled, sign_mask), _mm256_set1_ps(0.5));
+            ints[i] = _mm256_cvttps_epi32(_mm256_add_ps(scaled, half));
+        }
+        // Sum of the quantised values.
+        let s = _mm256_add_epi32(_mm256_add_epi32(ints[0], ints[1]), _mm256_add_epi32(ints[2], ints[3]));
+        let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        let s4 = _mm_hadd_epi32(s4, s4);
+        let s4 = _mm_hadd_epi32(s4, s4);
+        // Pack i32 → i16 → i8; the packs interleave 128-bit lanes, undone by the permute.
+        let a = _mm256_packs_epi32(ints[0], ints[1]);
+        let b = _mm256_packs_epi32(ints[2], ints[3]);
+        let c = _mm256_packs_epi16(a, b);
+        let c = _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(blk.qs.as_mut_ptr() as *mut __m256i, c);
+        blk.d = d;
+        blk.sum = _mm_cvtsi128_si32(s4);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
+    let bb = format.block_bytes();
+    let nb = x.len().min(w.len() / bb);
+    let ones = _mm256_set1_epi16(1);
+    let low = _mm_set1_epi8(0x0f);
+    let mut acc = _mm256_setzero_ps();
+    let mut offset = 0f32;
+    let wp = w.as_ptr();
+    for (i, xb) in x.iter().enumerate().take(nb) {
+        let b = wp.add(i * bb);
+        let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+        let dw = f16_at(b);
+        let prod = match format {
+            QuantFormat::Q8_0 => {
+                let wv = _mm256_loadu_si256(b.add(2) as *const __m256i);
+                // maddubs needs one unsigned operand: move w's sign onto x.
+                let aw = _mm256_sign_epi8(wv, wv);
+                let sx = _mm256_sign_epi8(xv, wv);
+                _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones)
+            }
+            _ => {
+                let qs = if format == QuantFormat::Q4_0 { b.add(2) } else { b.add(4) };
+                let q = _mm_loadu_si128(qs as *const __m128i);
+                let lo = _mm_and_si128(q, low);
+                let hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
+                let wv = _mm256_set_m128i(hi, lo);
+                _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones)
+            }
+        };
+        let d = dw * xb.d;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(prod), acc);
+        match format {
+            QuantFormat::Q4_0 => offset -= 8.0 * d * xb.sum as f32,
+            QuantFormat::Q4_1 => offset += f16_at(b.add(2)) * xb.d * xb.sum as f32,
+            _ => {}
+        }
+    }
+    hsum(acc) + offset
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f(format: QuantFormat, w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len();
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let xp = x.as_ptr();
+    let wp = w.as_ptr();
+    let mut i = 0;
+    match format {
+        QuantFormat::F32 => {
+            let wf = wp as *const f32;
+            while i + 16 <= n {
+                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(wf.add(i)), _mm256_loadu_ps(xp.add(i)), acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(wf.add(i + 8)), _mm256_loadu_ps(xp.add(i + 8)), acc1);
+                i += 16;
+            }
+            let mut s = hsum(_mm256_add_ps(acc0, acc1));
+            while i < n {
+                s += (wf.add(i)).read_unaligned() * x[i];
+                i += 1;
+            }
+            s
+        }
+        QuantFormat::F16 => {
+            let wh = wp as *const u16;
+            while i + 16 <= n {
+                let w0 = _mm256_cvtph_ps(_mm_loadu_si128(wh.add(i) as *const __m128i));
+                let w1 = _mm256_cvtph_ps(_mm_loadu_si128(wh.add(i + 8) as *const __m128i));
+                acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp.add(i)), acc0);
+                acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp.add(i + 8)), acc1);
+                i += 16;
+            }
+            let mut s = hsum(_mm256_add_ps(acc0, acc1));
+            while i < n {
+                s += f16_at(wp.add(2 * i)) * x[i];
+                i += 1;
+            }
+            s
+        }
+        _ => unreachable!("quantised rows use dot_q"),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 16 <= n {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(ap.add(i)), _mm256_loadu_ps(bp.add(i)), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(ap.add(i + 8)), _mm256_loadu_ps(bp.add(i + 8)), acc1);
+        i += 16;
+    }
+    let mut s = hsum(_mm256_add_ps(acc0, acc1));
+    while i < n {
+        s += a[i] * b[i];
+        i += 1;
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        let r = _mm256_fmadd_ps(av, _mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(yp.add(i)));
+        _mm256_storeu_ps(yp.add(i), r);
+        i += 8;
+    }
+    while i < n {
+        y[i] += a * x[i];
+        i += 1;
+    }
+}
