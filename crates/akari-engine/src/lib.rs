@@ -1,1 +1,291 @@
-//! akari-engine
+//! akari-engine: from "this file, this dtype, this device" to a chat-ready model.
+//!
+//! [`Engine::load`] reads the model with `akari-formats`, converts weights to the requested
+//! dtype, uploads them to a backend, and builds the tokenizer, chat template and stop
+//! tokens. The engine then renders conversations, generates replies and exposes raw logits.
+
+use akari_core::generate::{Completion, Event, GenerateOptions, Session};
+use akari_core::model::{LanguageModel, Model};
+use akari_core::template::{opens_reasoning, ChatTemplate, Message};
+use akari_core::tokenizer::Tokenizer;
+use akari_core::weights::ModelWeights;
+use akari_core::{Device, Dtype, Error, ModelConfig, QuantFormat, Result};
+use akari_cpu::CpuBackend;
+use rayon::prelude::*;
+use std::ops::ControlFlow;
+use std::path::Path;
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub dtype: Dtype,
+    /// CPU threads; `None` uses every core.
+    pub threads: Option<usize>,
+    /// Tokens the KV cache holds; `None` takes the model's trained context, capped at
+    /// [`DEFAULT_CONTEXT`].
+    pub context: Option<usize>,
+}
+
+/// Default cache size: enough for a long chat, small enough for any machine.
+pub const DEFAULT_CONTEXT: usize = 4096;
+
+/// Progress of a slow step, for a progress bar.
+#[derive(Clone, Debug)]
+pub struct Progress<'a> {
+    pub stage: &'a str,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// What was loaded, for `akari info` and the UI.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub name: Option<String>,
+    pub file_type: String,
+    pub config: ModelConfig,
+    pub device: Device,
+    pub backend: String,
+    pub weight_formats: Vec<(QuantFormat, usize)>,
+    pub weight_bytes: usize,
+    pub context: usize,
+    pub metadata: Vec<(String, String)>,
+}
+
+pub struct Engine {
+    info: ModelInfo,
+    session: Session,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    stop_ids: Vec<u32>,
+}
+
+/// Tokens that end a turn in the chat formats we know. They stop generation when the model's
+/// template uses them.
+const END_OF_TURN: &[&str] = &[
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+    "<｜end▁of▁sentence｜>",
+    "</s>",
+];
+
+fn target_format(dtype: Dtype, file: QuantFormat) -> QuantFormat {
+    match dtype {
+        Dtype::Auto => file,
+        Dtype::Fp32 => QuantFormat::F32,
+        Dtype::Fp16 => QuantFormat::F16,
+        Dtype::Q8 => QuantFormat::Q8_0,
+        Dtype::Q4 | Dtype::Q4f16 => match file {
+            QuantFormat::Q4_0 | QuantFormat::Q4_1 => file,
+            _ => QuantFormat::Q4_0,
+        },
+    }
+}
+
+fn convert_weights(
+    w: &mut ModelWeights,
+    dtype: Dtype,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<()> {
+    let todo: Vec<_> = w
+        .matrices
+        .iter()
+        .filter(|(_, m)| target_format(dtype, m.format) != m.format)
+        .map(|(k, _)| *k)
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let total = todo.len() as u64;
+    progress(Progress {
+        stage: "converting weights",
+        done: 0,
+        total,
+    });
+    let converted: Vec<_> = todo
+        .par_iter()
+        .map(|k| {
+            let m = &w.matrices[k];
+            m.convert(target_format(dtype, m.format))
+                .map(|c| (*k, c))
+                .map_err(|e| Error::InvalidArgument(format!("tensor `{k}`: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    for (k, m) in converted {
+        w.matrices.insert(k, m);
+    }
+    progress(Progress {
+        stage: "converting weights",
+        done: total,
+        total,
+    });
+    Ok(())
+}
+
+impl Engine {
+    pub fn load(
+        path: &Path,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Engine> {
+        progress(Progress {
+            stage: "reading model",
+            done: 0,
+            total: 1,
+        });
+        let mut src = akari_formats::open(path)?;
+        let device = match opts.device {
+            Device::Auto | Device::Cpu => Device::Cpu,
+            Device::Gpu => {
+                return Err(Error::Unsupported {
+                    backend: "gpu",
+                    what: "this build (no GPU backend yet); use --device cpu".into(),
+                })
+            }
+        };
+        convert_weights(&mut src.weights, opts.dtype, progress)?;
+        let mut formats: Vec<(QuantFormat, usize)> = Vec::new();
+        let mut weight_bytes = 0;
+        for m in src.weights.matrices.values() {
+            weight_bytes += m.bytes.len();
+            match formats.iter_mut().find(|(f, _)| *f == m.format) {
+                Some((_, n)) => *n += 1,
+                None => formats.push((m.format, 1)),
+            }
+        }
+        formats.sort_by_key(|(f, _)| f.name());
+
+        let tokenizer = match &src.vocab {
+            Some(v) => Tokenizer::from_vocab(v)?,
+            None => {
+                return Err(Error::format(
+                    path.display().to_string(),
+                    "the model carries no tokenizer",
+                ))
+            }
+        };
+        let template = match &src.chat_template {
+            Some(t) => ChatTemplate::new(t, tokenizer.bos_token(), tokenizer.eos_token())?,
+            None => ChatTemplate::chatml(),
+        };
+        let mut stop_ids: Vec<u32> = Vec::new();
+        if let Some(v) = &src.vocab {
+            stop_ids.extend(v.eos_id);
+            stop_ids.extend(v.eot_id);
+        }
+        for t in END_OF_TURN {
+            if template.source().contains(t) {
+                stop_ids.extend(tokenizer.token_to_id(t));
+            }
+        }
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+
+        let cfg = src.config.clone();
+        let context = opts
+            .context
+            .unwrap_or(cfg.max_position_embeddings.min(DEFAULT_CONTEXT))
+            .max(1);
+        let backend = CpuBackend::new(opts.threads)?;
+        let backend_name = format!("cpu ({}, {} threads)", backend.isa().name(), backend.threads());
+        progress(Progress {
+            stage: "uploading weights",
+            done: 0,
+            total: 1,
+        });
+        let model = Model::load(backend, cfg.clone(), std::mem::take(&mut src.weights), context)?;
+        progress(Progress {
+            stage: "ready",
+            done: 1,
+            total: 1,
+        });
+        Ok(Engine {
+            info: ModelInfo {
+                name: src.name,
+                file_type: src.file_type,
+                config: cfg,
+                device,
+                backend: backend_name,
+                weight_formats: formats,
+                weight_bytes,
+                context,
+                metadata: src.metadata,
+            },
+            session: Session::new(Box::new(model)),
+            tokenizer,
+            template,
+            stop_ids,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// Renders a conversation with the model's template and tokenizes it. Returns the ids
+    /// and whether the prompt leaves the model inside a `<think>` block.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<(Vec<u32>, bool)> {
+        let text = self.template.render(messages, true)?;
+        // The template writes BOS itself where the model wants one.
+        let ids = self.tokenizer.encode(&text, false)?;
+        Ok((ids, opens_reasoning(&text)))
+    }
+
+    /// Tokenizes text as is, with BOS if the model wants one.
+    pub fn raw_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer
+            .encode(text, self.tokenizer.add_bos_default())
+    }
+
+    /// Generates a reply; the engine's stop tokens are added to `opts.stop_ids`.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_event: impl FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Completion> {
+        let mut opts = opts.clone();
+        opts.stop_ids.extend_from_slice(&self.stop_ids);
+        self.session.generate(&self.tokenizer, prompt, &opts, on_event)
+    }
+
+    /// Forgets the conversation held in the cache.
+    pub fn reset(&mut self) {
+        self.session.reset();
+    }
+
+    /// Feeds `tokens` from an empty cache, then takes `steps` greedy steps. Returns the
+    /// last-position logits after the prefill and after each step.
+    pub fn logits(&mut self, tokens: &[u32], steps: usize) -> Result<Vec<Vec<f32>>> {
+        self.session.reset();
+        let model: &mut dyn LanguageModel = self.session.model_mut();
+        if tokens.len() + steps > model.max_seq() {
+            return Err(Error::ContextOverflow {
+                prompt: tokens.len(),
+                context: model.max_seq(),
+                reserve: steps,
+            });
+        }
+        let mut out = vec![model.forward(tokens)?];
+        for _ in 0..steps {
+            let next = akari_core::sampler::argmax(out.last().map(Vec::as_slice).unwrap_or(&[]));
+            out.push(model.forward(&[next])?);
+        }
+        self.session.reset();
+        Ok(out)
+    }
+}

@@ -1,0 +1,502 @@
+//! `akari`: run chat models on this machine.
+
+use akari_core::generate::{Completion, Event, GenerateOptions};
+use akari_core::sampler::SamplerConfig;
+use akari_core::template::Message;
+use akari_core::{Device, Dtype};
+use akari_engine::{Engine, LoadOptions, Progress};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::io::{BufRead, IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "akari", version, about = "Run chat LLMs locally: GGUF models on the CPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Chat interactively (/reset clears the conversation, /exit quits).
+    Chat {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// System prompt.
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Generate one reply and print it.
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        #[arg(long)]
+        prompt: String,
+        /// System prompt.
+        #[arg(long)]
+        system: Option<String>,
+        /// Feed the prompt as is, without the chat template.
+        #[arg(long)]
+        raw: bool,
+        /// Print one JSON object with the text, tokens and stats.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print last-position logits after feeding token ids, then after each greedy step.
+    Logits {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Comma-separated token ids.
+        #[arg(long, value_delimiter = ',', required = true)]
+        tokens: Vec<u32>,
+        #[arg(long, default_value_t = 0)]
+        steps: usize,
+    },
+    /// Describe a model file.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure prefill and decode speed.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Prompt length for the prefill measurement.
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        /// Tokens generated for the decode measurement.
+        #[arg(long, default_value_t = 64)]
+        gen_tokens: usize,
+        /// Measured repetitions (after one warm-up); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// A .gguf file. Defaults to SmolLM2-135M-Instruct in the akari cache
+    /// (scripts/fetch-smollm2.sh puts it there).
+    model: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    device: Device,
+    #[arg(long, default_value = "auto")]
+    dtype: Dtype,
+    /// CPU threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Context length in tokens (default: the model's, at most 4096).
+    #[arg(long)]
+    context: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+struct SamplingArgs {
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Text that ends the reply (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: self.max_tokens,
+            sampler: SamplerConfig {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repeat_penalty,
+                presence_penalty: self.presence_penalty,
+                frequency_penalty: self.frequency_penalty,
+                seed: self.seed,
+                ..Default::default()
+            },
+            stop_strings: self.stop.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("AKARI_CACHE") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("akari")
+}
+
+const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn resolve_model(arg: &Option<PathBuf>) -> Result<PathBuf> {
+    let path = match arg {
+        Some(p) => p.clone(),
+        None => {
+            let p = cache_dir().join("models").join(DEFAULT_MODEL);
+            if !p.exists() {
+                bail!(
+                    "no model given and the default model is not at {} (run scripts/fetch-smollm2.sh)",
+                    p.display()
+                );
+            }
+            p
+        }
+    };
+    if !path.exists() {
+        bail!("{}: no such file", path.display());
+    }
+    Ok(path)
+}
+
+fn load(args: &ModelArgs) -> Result<Engine> {
+    let path = resolve_model(&args.model)?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let opts = LoadOptions {
+        device: args.device,
+        dtype: args.dtype,
+        threads: args.threads,
+        context: args.context,
+    };
+    let mut on_progress = |p: Progress<'_>| {
+        if p.total > 1 {
+            bar.set_message(format!("{} {}/{}", p.stage, p.done, p.total));
+        } else {
+            bar.set_message(p.stage.to_string());
+        }
+    };
+    let engine = Engine::load(&path, &opts, &mut on_progress)
+        .with_context(|| format!("cannot load {}", path.display()));
+    bar.finish_and_clear();
+    engine
+}
+
+fn messages(system: &Option<String>, user: &str) -> Vec<Message> {
+    let mut m = Vec::new();
+    if let Some(s) = system {
+        m.push(Message {
+            role: "system".into(),
+            content: s.clone(),
+        });
+    }
+    m.push(Message {
+        role: "user".into(),
+        content: user.into(),
+    });
+    m
+}
+
+fn stats_json(c: &Completion) -> serde_json::Value {
+    let s = &c.stats;
+    json!({
+        "prompt_tokens": s.prompt_tokens,
+        "cached_tokens": s.cached_tokens,
+        "generated_tokens": s.generated_tokens,
+        "ttft_ms": s.ttft_ms,
+        "prefill_ms": s.prefill_ms,
+        "prefill_tok_s": s.prefill_tok_s,
+        "decode_ms": s.decode_ms,
+        "decode_tok_s": s.decode_tok_s,
+        "reasoning_ms": s.reasoning_ms,
+        "stop": c.stop.name(),
+    })
+}
+
+/// Streams events to a terminal: reasoning dimmed, answer plain.
+fn print_event(out: &mut impl Write, color: bool, e: Event<'_>) {
+    let _ = match e {
+        Event::ReasoningStart => write!(out, "{}[thinking]\n", if color { "\x1b[2m" } else { "" }),
+        Event::ReasoningEnd => write!(out, "\n[/thinking]{}\n", if color { "\x1b[0m" } else { "" }),
+        Event::Text { text, .. } => write!(out, "{text}"),
+    };
+    let _ = out.flush();
+}
+
+fn cmd_generate(
+    model: &ModelArgs,
+    sampling: &SamplingArgs,
+    prompt: &str,
+    system: &Option<String>,
+    raw: bool,
+    as_json: bool,
+) -> Result<()> {
+    let mut engine = load(model)?;
+    let mut opts = sampling.options();
+    let ids = if raw {
+        engine.raw_prompt(prompt)?
+    } else {
+        let (ids, open) = engine.chat_prompt(&messages(system, prompt))?;
+        opts.reasoning_open = open;
+        ids
+    };
+    let stdout = std::io::stdout();
+    let color = !as_json && stdout.is_terminal();
+    let mut out = stdout.lock();
+    let completion = engine.generate(&ids, &opts, |e| {
+        if !as_json {
+            print_event(&mut out, color, e);
+        }
+        ControlFlow::Continue(())
+    })?;
+    if as_json {
+        let v = json!({
+            "text": completion.text,
+            "reasoning": completion.reasoning,
+            "tokens": completion.tokens,
+            "prompt_tokens": ids,
+            "stats": stats_json(&completion),
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(out)?;
+        eprintln!("{}", stats_line(&completion));
+    }
+    Ok(())
+}
+
+fn stats_line(c: &Completion) -> String {
+    let s = &c.stats;
+    format!(
+        "[{} prompt tokens ({} cached), {} generated; first token {:.0} ms; prefill {:.1} tok/s; decode {:.1} tok/s; stop: {}]",
+        s.prompt_tokens,
+        s.cached_tokens,
+        s.generated_tokens,
+        s.ttft_ms,
+        s.prefill_tok_s,
+        s.decode_tok_s,
+        c.stop.name()
+    )
+}
+
+fn cmd_chat(model: &ModelArgs, sampling: &SamplingArgs, system: &Option<String>) -> Result<()> {
+    let mut engine = load(model)?;
+    let info = engine.info().clone();
+    eprintln!(
+        "{} ({}, {} layers) on {}. /reset clears the conversation, /exit quits.",
+        info.name.as_deref().unwrap_or("model"),
+        info.file_type,
+        info.config.num_layers,
+        info.backend
+    );
+    let mut history: Vec<Message> = Vec::new();
+    if let Some(s) = system {
+        history.push(Message {
+            role: "system".into(),
+            content: s.clone(),
+        });
+    }
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let color = stdout.is_terminal();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!("> ");
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let input = line.trim();
+        match input {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                history.retain(|m| m.role == "system");
+                engine.reset();
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        history.push(Message {
+            role: "user".into(),
+            content: input.into(),
+        });
+        let (ids, open) = match engine.chat_prompt(&history) {
+            Ok(p) => p,
+            Err(e) => {
+                history.pop();
+                eprintln!("error: {e}");
+                continue;
+            }
+        };
+        let mut opts = sampling.options();
+        opts.reasoning_open = open;
+        let mut out = stdout.lock();
+        match engine.generate(&ids, &opts, |e| {
+            print_event(&mut out, color, e);
+            ControlFlow::Continue(())
+        }) {
+            Ok(c) => {
+                writeln!(out)?;
+                eprintln!("{}", stats_line(&c));
+                history.push(Message {
+                    role: "assistant".into(),
+                    content: c.text,
+                });
+            }
+            Err(e) => {
+                history.pop();
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cmd_logits(model: &ModelArgs, tokens: &[u32], steps: usize) -> Result<()> {
+    let mut engine = load(model)?;
+    let all = engine.logits(tokens, steps)?;
+    let steps: Vec<_> = all
+        .iter()
+        .map(|l| json!({"argmax": akari_core::sampler::argmax(l), "logits": l}))
+        .collect();
+    println!("{}", json!({ "steps": steps }));
+    Ok(())
+}
+
+fn cmd_info(model: &ModelArgs, as_json: bool) -> Result<()> {
+    let engine = load(model)?;
+    let i = engine.info();
+    let c = &i.config;
+    let formats: Vec<String> = i.weight_formats.iter().map(|(f, n)| format!("{f} x{n}")).collect();
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "name": i.name, "file_type": i.file_type, "architecture": c.arch.name(),
+                "layers": c.num_layers, "hidden_size": c.hidden_size, "heads": c.num_heads,
+                "kv_heads": c.num_kv_heads, "head_dim": c.head_dim, "vocab_size": c.vocab_size,
+                "intermediate_size": c.intermediate_size, "context_length": c.max_position_embeddings,
+                "tied_embeddings": c.tie_word_embeddings, "rope_scaling": format!("{:?}", c.rope_scaling),
+                "weights": formats, "weight_bytes": i.weight_bytes, "backend": i.backend,
+                "stop_ids": engine.stop_ids(),
+            })
+        );
+        return Ok(());
+    }
+    println!("name            {}", i.name.as_deref().unwrap_or("-"));
+    println!("architecture    {}", c.arch.name());
+    println!("file type       {}", i.file_type);
+    println!(
+        "shape           {} layers, hidden {}, {} heads ({} kv) of {}, ffn {}, vocab {}",
+        c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size, c.vocab_size
+    );
+    println!("context         {} (trained), rope theta {}, scaling {:?}", c.max_position_embeddings, c.rope_theta, c.rope_scaling);
+    println!("embeddings      {}", if c.tie_word_embeddings { "tied" } else { "separate lm_head" });
+    println!("weights         {} ({:.1} MiB)", formats.join(", "), i.weight_bytes as f64 / (1 << 20) as f64);
+    println!("backend         {}", i.backend);
+    println!("stop tokens     {:?}", engine.stop_ids());
+    for (k, v) in &i.metadata {
+        println!("  {k} = {v}");
+    }
+    Ok(())
+}
+
+fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn cmd_bench(model: &ModelArgs, prompt_tokens: usize, gen_tokens: usize, repeats: usize, as_json: bool) -> Result<()> {
+    let mut engine = load(model)?;
+    let vocab = engine.info().config.vocab_size as u32;
+    // A fixed, content-free prompt: speed does not depend on the ids.
+    let prompt: Vec<u32> = (0..prompt_tokens as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let (mut pp, mut tg, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..=repeats.max(1) {
+        let t0 = Instant::now();
+        let _ = engine.logits(&prompt, 0)?;
+        let prefill = t0.elapsed().as_secs_f64();
+        // Decode: one token of prompt, then gen_tokens single-token steps.
+        let t1 = Instant::now();
+        let _ = engine.logits(&prompt[..1], gen_tokens)?;
+        let decode = t1.elapsed().as_secs_f64();
+        if rep > 0 {
+            pp.push(prompt_tokens as f64 / prefill);
+            tg.push(gen_tokens as f64 / decode);
+            ttft.push(prefill * 1e3);
+        }
+    }
+    let (pp, tg, ttft) = (median(&mut pp), median(&mut tg), median(&mut ttft));
+    let rss = peak_rss_bytes();
+    let i = engine.info();
+    if as_json {
+        println!(
+            "{}",
+            json!({"model": i.name, "file_type": i.file_type, "backend": i.backend,
+                   "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
+                   "prefill_tok_s": pp, "decode_tok_s": tg, "ttft_ms": ttft, "peak_rss_bytes": rss})
+        );
+    } else {
+        println!("{} {} on {}", i.name.as_deref().unwrap_or("model"), i.file_type, i.backend);
+        println!("prefill  {pp:.1} tok/s ({prompt_tokens} tokens, time to first token {ttft:.0} ms)");
+        println!("decode   {tg:.1} tok/s ({gen_tokens} tokens)");
+        if let Some(r) = rss {
+            println!("peak RSS {:.1} MiB", r as f64 / (1 << 20) as f64);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AKARI_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Chat { model, sampling, system } => cmd_chat(model, sampling, system),
+        Command::Generate { model, sampling, prompt, system, raw, json } => {
+            cmd_generate(model, sampling, prompt, system, *raw, *json)
+        }
+        Command::Logits { model, tokens, steps } => cmd_logits(model, tokens, *steps),
+        Command::Info { model, json } => cmd_info(model, *json),
+        Command::Bench { model, prompt_tokens, gen_tokens, repeats, json } => {
+            cmd_bench(model, *prompt_tokens, *gen_tokens, *repeats, *json)
+        }
+    }
+}

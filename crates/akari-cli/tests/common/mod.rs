@@ -1,0 +1,81 @@
+//! Helpers for tests that run the `akari` binary.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    repo_root().join("fixtures").join(rel)
+}
+
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        assert!(self.ok, "akari failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("akari printed no JSON ({e}): {}", self.stdout))
+    }
+}
+
+pub fn akari(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_akari"))
+        .args(args)
+        .env("AKARI_LOG", "error")
+        .output()
+        .expect("the akari binary runs");
+    let run = Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !run.stderr.contains("panicked"),
+        "akari {args:?} panicked:\n{}",
+        run.stderr
+    );
+    run
+}
+
+/// The real SmolLM2-135M-Instruct GGUF: `$AKARI_MODEL`, else the default cache location.
+/// `scripts/test.sh` fetches it before the tests run.
+pub fn smollm2() -> PathBuf {
+    if let Some(p) = std::env::var_os("AKARI_MODEL") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("AKARI_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/akari"));
+    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-smollm2.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+pub fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .expect("an array of numbers")
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
+}
+
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
+}

