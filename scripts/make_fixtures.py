@@ -168,15 +168,15 @@ BASE_CFG = dict(
     attention_dropout=0.0,
 )
 
-# Seeds picked by --search-seeds (largest minimum relative top1-top2 margin over all
-# weight types, steps and cases). Changing anything above the reference computation
-# requires re-running the search.
+# Seeds picked from the --search-seeds listing: every weight type, case and step has
+# (top1 - top2) >= MIN_REL_MARGIN of the logit range, preferring varied greedy paths.
+# Changing the initialisation, prompts or tokenizer requires re-running the search.
 SEEDS = {
-    "llama": 0,
-    "llama3rope": 0,
-    "qwen2": 0,
-    "phi3": 0,
-    "llamak": 0,
+    "llama": 21,
+    "llama3rope": 5,
+    "qwen2": 39,
+    "phi3": 14,
+    "llamak": 4,
 }
 
 MODELS = {
@@ -211,8 +211,8 @@ WEIGHT_TYPES = {
 INIT_STD = 0.2  # std of all weight matrices and embeddings
 NORM_RANGE = (0.6, 1.4)  # RMSNorm weights ~ U(NORM_RANGE)
 BIAS_STD = 0.2  # qwen2 q/k/v biases
-N_BOOSTED_ROWS = int(os.environ.get("AKARI_FIX_NBOOST", 24))  # output rows (tokens) scaled by BOOST
-BOOST = float(os.environ.get("AKARI_FIX_BOOST", 3.0))
+N_BOOSTED_ROWS = 8  # output rows (tokens) whose weights are scaled by BOOST
+BOOST = 5.0
 LONG_PROMPT = 48
 SHORT_PROMPT = 7
 N_STEPS = 5  # steps[0] = after prefill, then 4 greedy decode steps
@@ -689,6 +689,17 @@ def variant_reference(name: str, wtype: str, config, sd, tok, out_dir: Path | No
     return path, cases
 
 
+def write_cases_json(path: Path, head: dict, cases: list[dict]):
+    """JSON with one line per case (readable diffs, compact token lists)."""
+    lines = ["{"] + [f" {json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}," for k, v in head.items()]
+    lines.append(' "cases": [')
+    lines += [f"  {json.dumps(c, ensure_ascii=False)}" + ("," if i + 1 < len(cases) else "") for i, c in enumerate(cases)]
+    lines += [" ]", "}"]
+    text = "\n".join(lines) + "\n"
+    json.loads(text)
+    path.write_text(text, encoding="utf-8")
+
+
 def sig6(x: float) -> float:
     return float(f"{float(x):.6g}")
 
@@ -713,31 +724,25 @@ def reference_json(name: str, wtype: str, cases, tok) -> dict:
     }
 
 
-def evaluate_seed(name: str, seed: int, tok, tmp_dir: Path, stop_below: float = -1.0) -> float:
-    config = hf_config(name, seed)
-    model = build_model(name, config)
-    sd = random_state_dict(model, seed)
-    worst = math.inf
-    for wtype in ["f32"] + [t for t in MODELS[name]["types"] if t != "f32"]:
-        _, cases = variant_reference(name, wtype, config, sd, tok, None, tmp_dir / f"{name}-{wtype}")
-        for steps in cases.values():
-            for s in steps:
-                worst = min(worst, rel_margin(s))
-        if worst < stop_below:
-            break
-    return worst
-
-
 def search_seeds(tok, n: int = 40):
+    """List seeds whose every variant/case/step has a relative margin >= MIN_REL_MARGIN."""
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "akari-seed-search"
     for name in MODELS:
-        best = (-1.0, None)
+        print(f"== {name}", flush=True)
         for seed in range(n):
-            m = evaluate_seed(name, seed, tok, tmp, stop_below=best[0])
-            if m > best[0]:
-                best = (m, seed)
-                print(f"  {name}: seed {seed} min rel margin {m:.4f}", flush=True)
-        print(f"{name}: best seed {best[1]} (min rel margin {best[0]:.4f})", flush=True)
+            config = hf_config(name, seed)
+            model = build_model(name, config)
+            sd = random_state_dict(model, seed)
+            worst, paths = math.inf, None
+            for wtype in MODELS[name]["types"]:
+                _, cases = variant_reference(name, wtype, config, sd, tok, None, tmp / f"{name}-{wtype}")
+                worst = min(worst, min(rel_margin(s) for steps in cases.values() for s in steps))
+                if wtype == "f32":
+                    paths = {c: [s["argmax"] for s in steps] for c, steps in cases.items()}
+                if worst < MIN_REL_MARGIN:
+                    break
+            if worst >= MIN_REL_MARGIN:
+                print(f"  seed {seed}: min rel margin {worst:.4f}, f32 greedy paths {paths}", flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -751,11 +756,10 @@ def make_tiny(tok):
     tcases = [{"text": t, "ids": hf.encode(t).ids} for t in TOKENIZER_TEST_TEXTS]
     for c in tcases:
         assert hf.decode(c["ids"], skip_special_tokens=False) == c["text"], c
-    with open(tiny / "tokenizer.json", "w", encoding="utf-8") as f:
-        json.dump({"description": "tiny byte-level BPE shared by all fixtures/tiny models; "
-                                  "special tokens are matched before pre-tokenization",
-                   "cases": tcases}, f, ensure_ascii=False, indent=1)
-        f.write("\n")
+    write_cases_json(tiny / "tokenizer.json", {
+        "description": "encodings by the tiny byte-level BPE shared by all fixtures/tiny models "
+                       "(GPT-2 pre-tokenizer regex; special tokens are matched before pre-tokenization)",
+    }, tcases)
 
     summary = []
     for name, spec in MODELS.items():
@@ -788,10 +792,15 @@ def make_tiny(tok):
 # --------------------------------------------------------------------------------------
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Chosen so that the greedy path's min top1-top2 margin over the first 32 tokens is > 0.05
+# (checked with --try-prompts; rejected e.g. "Explain how photosynthesis works." 0.010,
+# "Write a short story about a robot who learns to paint." 0.014).
 SMOLLM2_PROMPTS = [
     "What is the capital of France?",
     "Write a short poem about the ocean.",
-    "Explain how photosynthesis works.",
+    "Describe the water cycle in simple terms.",
+    "Explain what a neural network is.",
+    "What are the benefits of regular exercise?",
     "日本の首都について教えてください。",
 ]
 SMOLLM2_MAX_NEW = 48
@@ -846,11 +855,8 @@ def make_smollm2(prompt_list: list[str]):
 def write_smollm2(cases):
     out = FIXTURES / "smollm2"
     out.mkdir(parents=True, exist_ok=True)
-    ref = {"model_file": SMOLLM2_FILE, "arithmetic": "transformers float32 on dequantised Q4_1 weights",
-           "cases": cases}
-    with open(out / "reference.json", "w", encoding="utf-8") as f:
-        json.dump(ref, f, ensure_ascii=False, indent=1)
-        f.write("\n")
+    write_cases_json(out / "reference.json", {
+        "model_file": SMOLLM2_FILE, "arithmetic": "transformers float32 on dequantised Q4_1 weights"}, cases)
 
 
 def main():

@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "akari", version, about = "Run chat LLMs locally: GGUF models on the CPU")]
+#[command(
+    name = "akari",
+    version,
+    about = "Run chat LLMs locally: GGUF models on the CPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -154,7 +158,9 @@ fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("AKARI_CACHE") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("akari")
 }
 
@@ -241,7 +247,7 @@ fn stats_json(c: &Completion) -> serde_json::Value {
 /// Streams events to a terminal: reasoning dimmed, answer plain.
 fn print_event(out: &mut impl Write, color: bool, e: Event<'_>) {
     let _ = match e {
-        Event::ReasoningStart => write!(out, "{}[thinking]\n", if color { "\x1b[2m" } else { "" }),
+        Event::ReasoningStart => writeln!(out, "{}[thinking]", if color { "\x1b[2m" } else { "" }),
         Event::ReasoningEnd => write!(out, "\n[/thinking]{}\n", if color { "\x1b[0m" } else { "" }),
         Event::Text { text, .. } => write!(out, "{text}"),
     };
@@ -392,7 +398,11 @@ fn cmd_info(model: &ModelArgs, as_json: bool) -> Result<()> {
     let engine = load(model)?;
     let i = engine.info();
     let c = &i.config;
-    let formats: Vec<String> = i.weight_formats.iter().map(|(f, n)| format!("{f} x{n}")).collect();
+    let formats: Vec<String> = i
+        .weight_formats
+        .iter()
+        .map(|(f, n)| format!("{f} x{n}"))
+        .collect();
     if as_json {
         println!(
             "{}",
@@ -413,11 +423,31 @@ fn cmd_info(model: &ModelArgs, as_json: bool) -> Result<()> {
     println!("file type       {}", i.file_type);
     println!(
         "shape           {} layers, hidden {}, {} heads ({} kv) of {}, ffn {}, vocab {}",
-        c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size, c.vocab_size
+        c.num_layers,
+        c.hidden_size,
+        c.num_heads,
+        c.num_kv_heads,
+        c.head_dim,
+        c.intermediate_size,
+        c.vocab_size
     );
-    println!("context         {} (trained), rope theta {}, scaling {:?}", c.max_position_embeddings, c.rope_theta, c.rope_scaling);
-    println!("embeddings      {}", if c.tie_word_embeddings { "tied" } else { "separate lm_head" });
-    println!("weights         {} ({:.1} MiB)", formats.join(", "), i.weight_bytes as f64 / (1 << 20) as f64);
+    println!(
+        "context         {} (trained), rope theta {}, scaling {:?}",
+        c.max_position_embeddings, c.rope_theta, c.rope_scaling
+    );
+    println!(
+        "embeddings      {}",
+        if c.tie_word_embeddings {
+            "tied"
+        } else {
+            "separate lm_head"
+        }
+    );
+    println!(
+        "weights         {} ({:.1} MiB)",
+        formats.join(", "),
+        i.weight_bytes as f64 / (1 << 20) as f64
+    );
     println!("backend         {}", i.backend);
     println!("stop tokens     {:?}", engine.stop_ids());
     for (k, v) in &i.metadata {
@@ -438,11 +468,19 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn cmd_bench(model: &ModelArgs, prompt_tokens: usize, gen_tokens: usize, repeats: usize, as_json: bool) -> Result<()> {
+fn cmd_bench(
+    model: &ModelArgs,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    repeats: usize,
+    as_json: bool,
+) -> Result<()> {
     let mut engine = load(model)?;
     let vocab = engine.info().config.vocab_size as u32;
     // A fixed, content-free prompt: speed does not depend on the ids.
-    let prompt: Vec<u32> = (0..prompt_tokens as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let prompt: Vec<u32> = (0..prompt_tokens as u32)
+        .map(|i| (i * 7919 + 13) % vocab)
+        .collect();
     let (mut pp, mut tg, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..=repeats.max(1) {
         let t0 = Instant::now();
@@ -469,8 +507,15 @@ fn cmd_bench(model: &ModelArgs, prompt_tokens: usize, gen_tokens: usize, repeats
                    "prefill_tok_s": pp, "decode_tok_s": tg, "ttft_ms": ttft, "peak_rss_bytes": rss})
         );
     } else {
-        println!("{} {} on {}", i.name.as_deref().unwrap_or("model"), i.file_type, i.backend);
-        println!("prefill  {pp:.1} tok/s ({prompt_tokens} tokens, time to first token {ttft:.0} ms)");
+        println!(
+            "{} {} on {}",
+            i.name.as_deref().unwrap_or("model"),
+            i.file_type,
+            i.backend
+        );
+        println!(
+            "prefill  {pp:.1} tok/s ({prompt_tokens} tokens, time to first token {ttft:.0} ms)"
+        );
         println!("decode   {tg:.1} tok/s ({gen_tokens} tokens)");
         if let Some(r) = rss {
             println!("peak RSS {:.1} MiB", r as f64 / (1 << 20) as f64);
@@ -489,14 +534,31 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match &cli.command {
-        Command::Chat { model, sampling, system } => cmd_chat(model, sampling, system),
-        Command::Generate { model, sampling, prompt, system, raw, json } => {
-            cmd_generate(model, sampling, prompt, system, *raw, *json)
-        }
-        Command::Logits { model, tokens, steps } => cmd_logits(model, tokens, *steps),
+        Command::Chat {
+            model,
+            sampling,
+            system,
+        } => cmd_chat(model, sampling, system),
+        Command::Generate {
+            model,
+            sampling,
+            prompt,
+            system,
+            raw,
+            json,
+        } => cmd_generate(model, sampling, prompt, system, *raw, *json),
+        Command::Logits {
+            model,
+            tokens,
+            steps,
+        } => cmd_logits(model, tokens, *steps),
         Command::Info { model, json } => cmd_info(model, *json),
-        Command::Bench { model, prompt_tokens, gen_tokens, repeats, json } => {
-            cmd_bench(model, *prompt_tokens, *gen_tokens, *repeats, *json)
-        }
+        Command::Bench {
+            model,
+            prompt_tokens,
+            gen_tokens,
+            repeats,
+            json,
+        } => cmd_bench(model, *prompt_tokens, *gen_tokens, *repeats, *json),
     }
 }

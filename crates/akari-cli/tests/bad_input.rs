@@ -23,7 +23,9 @@ fn info_error(path: &Path) -> String {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> usize {
-    hay.windows(needle.len()).position(|w| w == needle).expect("pattern present")
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("pattern present")
 }
 
 #[test]
@@ -31,7 +33,10 @@ fn truncated_file() {
     let b = base();
     for cut in [3, 10, 40, b.len() / 4, b.len() / 2, b.len() - 1] {
         let err = info_error(&write_temp(&format!("cut{cut}.gguf"), &b[..cut]));
-        assert!(err.contains("cut") && err.contains("gguf"), "error names the file: {err}");
+        assert!(
+            err.contains("cut") && err.contains("gguf"),
+            "error names the file: {err}"
+        );
     }
 }
 
@@ -40,7 +45,10 @@ fn wrong_magic() {
     let mut b = base();
     b[..4].copy_from_slice(b"GGUX");
     let err = info_error(&write_temp("magic.gguf", &b));
-    assert!(err.to_lowercase().contains("magic") || err.contains("not a GGUF"), "{err}");
+    assert!(
+        err.to_lowercase().contains("magic") || err.contains("not a GGUF"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -48,7 +56,10 @@ fn tensor_data_past_the_end() {
     let b = base();
     // The header is intact; the last tensor's bytes are not all there.
     let err = info_error(&write_temp("short.gguf", &b[..b.len() - 64]));
-    assert!(err.contains("past the end") || err.contains("beyond"), "{err}");
+    assert!(
+        err.contains("past the end") || err.contains("beyond"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -59,7 +70,10 @@ fn unknown_architecture() {
     assert_eq!(&b[at..at + 5], b"llama");
     b[at..at + 5].copy_from_slice(b"mamba");
     let err = info_error(&write_temp("arch.gguf", &b));
-    assert!(err.contains("mamba") && err.contains("architecture"), "{err}");
+    assert!(
+        err.contains("mamba") && err.contains("architecture"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -72,7 +86,10 @@ fn unsupported_weight_type() {
     let ty = at + 4 + 8 * n_dims;
     b[ty..ty + 4].copy_from_slice(&16u32.to_le_bytes()); // IQ2_XXS
     let err = info_error(&write_temp("type.gguf", &b));
-    assert!(err.contains("token_embd.weight") && err.contains("weight type"), "{err}");
+    assert!(
+        err.contains("token_embd.weight") && err.contains("weight type"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -80,7 +97,13 @@ fn prompt_longer_than_context() {
     let model = fixture("tiny/llama-f32/model.gguf");
     let prompt = "the quick brown fox jumps over the lazy dog ".repeat(20);
     let run = akari(&[
-        "generate", model.to_str().expect("path"), "--prompt", &prompt, "--raw", "--context", "64",
+        "generate",
+        model.to_str().expect("path"),
+        "--prompt",
+        &prompt,
+        "--raw",
+        "--context",
+        "64",
     ]);
     assert!(!run.ok);
     assert!(run.stderr.contains("context"), "{}", run.stderr);
@@ -89,10 +112,27 @@ fn prompt_longer_than_context() {
 #[test]
 fn missing_file_and_bad_flags() {
     let run = akari(&["info", "/nonexistent/model.gguf"]);
-    assert!(!run.ok && run.stderr.contains("no such file"), "{}", run.stderr);
+    assert!(
+        !run.ok && run.stderr.contains("no such file"),
+        "{}",
+        run.stderr
+    );
     let model = fixture("tiny/llama-f32/model.gguf");
     let run = akari(&["info", model.to_str().expect("path"), "--dtype", "q3"]);
-    assert!(!run.ok && run.stderr.contains("unknown dtype"), "{}", run.stderr);
-    let run = akari(&["logits", model.to_str().expect("path"), "--tokens", "1,999999"]);
-    assert!(!run.ok && run.stderr.contains("outside the vocabulary"), "{}", run.stderr);
+    assert!(
+        !run.ok && run.stderr.contains("unknown dtype"),
+        "{}",
+        run.stderr
+    );
+    let run = akari(&[
+        "logits",
+        model.to_str().expect("path"),
+        "--tokens",
+        "1,999999",
+    ]);
+    assert!(
+        !run.ok && run.stderr.contains("outside the vocabulary"),
+        "{}",
+        run.stderr
+    );
 }

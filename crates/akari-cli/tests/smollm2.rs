@@ -34,16 +34,33 @@ fn greedy_reply_matches_transformers() {
         let prompt = case["prompt"].as_str().expect("prompt");
         let want = ids(&case["tokens"]);
         let out = generate(prompt, "fp32", want.len());
-        assert_eq!(ids(&out["prompt_tokens"]), ids(&case["prompt_tokens"]), "prompt tokens for {prompt:?}");
+        assert_eq!(
+            ids(&out["prompt_tokens"]),
+            ids(&case["prompt_tokens"]),
+            "prompt tokens for {prompt:?}"
+        );
         let got = ids(&out["tokens"]);
         let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
-        eprintln!("{prompt:?}: {same}/{} tokens equal; reply {:?}", want.len(), out["text"]);
-        assert_eq!(got, want, "greedy tokens for {prompt:?} part ways after {same}");
+        eprintln!(
+            "{prompt:?}: {same}/{} tokens equal; reply {:?}",
+            want.len(),
+            out["text"]
+        );
+        assert_eq!(
+            got, want,
+            "greedy tokens for {prompt:?} part ways after {same}"
+        );
         if want.len() >= 32 {
             long_cases += 1;
-            japanese |= prompt.chars().any(|c| ('\u{3040}'..='\u{30ff}').contains(&c) || ('\u{4e00}'..='\u{9fff}').contains(&c));
+            japanese |= prompt.chars().any(|c| {
+                ('\u{3040}'..='\u{30ff}').contains(&c) || ('\u{4e00}'..='\u{9fff}').contains(&c)
+            });
         }
-        assert_eq!(out["text"].as_str(), case["text"].as_str().map(str::trim), "text for {prompt:?}");
+        assert_eq!(
+            out["text"].as_str(),
+            case["text"].as_str().map(str::trim),
+            "text for {prompt:?}"
+        );
     }
     assert!(long_cases >= 3, "need at least 3 references of 32+ tokens");
     assert!(japanese, "need a Japanese prompt among them");
@@ -57,7 +74,10 @@ fn capital_of_france_is_paris() {
     assert!(text.contains("Paris"), "reply: {text}");
     let stats = &out["stats"];
     assert!(stats["decode_tok_s"].as_f64().unwrap_or(0.0) > 0.0);
-    assert_eq!(stats["prompt_tokens"].as_u64().map(|n| n as usize), Some(ids(&out["prompt_tokens"]).len()));
+    assert_eq!(
+        stats["prompt_tokens"].as_u64().map(|n| n as usize),
+        Some(ids(&out["prompt_tokens"]).len())
+    );
     assert!(out["reasoning"].is_null());
 }
 
@@ -66,8 +86,21 @@ fn same_seed_same_sample() {
     let model = smollm2();
     let run = |seed: &str| {
         akari(&[
-            "generate", model.to_str().expect("path"), "--prompt", "Tell me a story.", "--temperature", "0.9",
-            "--top-p", "0.95", "--top-k", "40", "--seed", seed, "--max-tokens", "24", "--json",
+            "generate",
+            model.to_str().expect("path"),
+            "--prompt",
+            "Tell me a story.",
+            "--temperature",
+            "0.9",
+            "--top-p",
+            "0.95",
+            "--top-k",
+            "40",
+            "--seed",
+            seed,
+            "--max-tokens",
+            "24",
+            "--json",
         ])
         .json()["tokens"]
             .clone()

@@ -14,7 +14,10 @@ struct Outcome {
 
 /// Runs one fixture case and returns the worst error relative to the logit range.
 fn compare(model: &std::path::Path, case: &Value, dtype: &str) -> (f32, bool, String) {
-    let prompt: Vec<String> = ids(&case["prompt_tokens"]).iter().map(|t| t.to_string()).collect();
+    let prompt: Vec<String> = ids(&case["prompt_tokens"])
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
     let steps = case["steps"].as_array().expect("steps");
     let run = akari(&[
         "logits",
@@ -37,12 +40,21 @@ fn compare(model: &std::path::Path, case: &Value, dtype: &str) -> (f32, bool, St
     for (i, (g, r)) in got.iter().zip(steps).enumerate() {
         let (gl, rl) = (floats(&g["logits"]), floats(&r["logits"]));
         assert_eq!(gl.len(), rl.len(), "vocabulary size");
-        let range = rl.iter().cloned().fold(f32::MIN, f32::max) - rl.iter().cloned().fold(f32::MAX, f32::min);
-        let err = gl.iter().zip(&rl).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / range;
+        let range = rl.iter().cloned().fold(f32::MIN, f32::max)
+            - rl.iter().cloned().fold(f32::MAX, f32::min);
+        let err = gl
+            .iter()
+            .zip(&rl)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+            / range;
         worst = worst.max(err);
         if g["argmax"] != r["argmax"] {
             argmax_ok = false;
-            detail += &format!(" step {i}: argmax {} vs {} (margin {})", g["argmax"], r["argmax"], r["margin"]);
+            detail += &format!(
+                " step {i}: argmax {} vs {} (margin {})",
+                g["argmax"], r["argmax"], r["margin"]
+            );
         }
     }
     (worst, argmax_ok, detail)
@@ -57,13 +69,20 @@ fn tiny_models_match_reference_logits() {
         .filter(|p| p.join("reference.json").exists())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 10, "expected the tiny fixtures in {}", root.display());
+    assert!(
+        dirs.len() >= 10,
+        "expected the tiny fixtures in {}",
+        root.display()
+    );
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
     for dir in &dirs {
         let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
         let reference: Value = serde_json::from_str(&text).expect("valid reference.json");
-        let wt = reference["weight_type"].as_str().expect("weight_type").to_uppercase();
+        let wt = reference["weight_type"]
+            .as_str()
+            .expect("weight_type")
+            .to_uppercase();
         let model = dir.join("model.gguf");
         // Float weights run in f32 like the reference; quantised ones meet int8 activations.
         let exact_weights = matches!(wt.as_str(), "F32" | "F16" | "BF16");
@@ -81,7 +100,9 @@ fn tiny_models_match_reference_logits() {
                 );
                 let (err, argmax_ok, detail) = compare(&model, case, dtype);
                 if err > *tol || !argmax_ok {
-                    failures.push(format!("{name}: max error {err:.2e} of range (limit {tol:.0e}){detail}"));
+                    failures.push(format!(
+                        "{name}: max error {err:.2e} of range (limit {tol:.0e}){detail}"
+                    ));
                 }
                 outcomes.push(Outcome {
                     name,

@@ -41,10 +41,15 @@ pub trait Backend: Send + Sync {
     fn embed(&self, table: &Self::Matrix, tokens: &[u32]) -> Result<Self::Tensor>;
     fn rms_norm(&self, x: &Self::Tensor, w: &Self::Vector, eps: f32) -> Result<Self::Tensor>;
     /// `x · wᵀ (+ bias)`: `[t, cols] → [t, rows]`.
-    fn matmul(&self, x: &Self::Tensor, w: &Self::Matrix, bias: Option<&Self::Vector>)
-        -> Result<Self::Tensor>;
+    fn matmul(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Matrix,
+        bias: Option<&Self::Vector>,
+    ) -> Result<Self::Tensor>;
     /// Rotates each of the `heads` heads of every row; row `i` is at position `pos + i`.
-    fn rope(&self, x: &mut Self::Tensor, heads: usize, rope: &Self::Rope, pos: usize) -> Result<()>;
+    fn rope(&self, x: &mut Self::Tensor, heads: usize, rope: &Self::Rope, pos: usize)
+        -> Result<()>;
     /// Appends `k`, `v` at `pos..` in `layer`'s cache and attends causally over `0..pos + t`.
     #[allow(clippy::too_many_arguments)]
     fn attention(

@@ -107,14 +107,20 @@ impl ModelConfig {
             ));
         }
         if self.head_dim % 2 != 0 {
-            return bad(format!("head size {} is odd; rotary embeddings need pairs", self.head_dim));
+            return bad(format!(
+                "head size {} is odd; rotary embeddings need pairs",
+                self.head_dim
+            ));
         }
         let half = self.head_dim / 2;
         let check = |name: &str, v: &[f32]| {
             if v.len() != half {
                 Err(Error::format(
                     file,
-                    format!("rope {name} has {} entries, expected head_dim/2 = {half}", v.len()),
+                    format!(
+                        "rope {name} has {} entries, expected head_dim/2 = {half}",
+                        v.len()
+                    ),
                 ))
             } else {
                 Ok(())

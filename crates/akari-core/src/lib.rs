@@ -67,7 +67,11 @@ impl std::str::FromStr for Dtype {
         Dtype::ALL
             .into_iter()
             .find(|d| d.name() == s)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown dtype `{s}` (expected one of auto, fp32, fp16, q8, q4, q4f16)")))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown dtype `{s}` (expected one of auto, fp32, fp16, q8, q4, q4f16)"
+                ))
+            })
     }
 }
 
@@ -103,7 +107,9 @@ impl std::str::FromStr for Device {
             "auto" => Ok(Device::Auto),
             "cpu" => Ok(Device::Cpu),
             "gpu" => Ok(Device::Gpu),
-            _ => Err(Error::InvalidArgument(format!("unknown device `{s}` (expected auto, cpu or gpu)"))),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown device `{s}` (expected auto, cpu or gpu)"
+            ))),
         }
     }
 }

@@ -88,7 +88,13 @@ impl<B: Backend> Model<B> {
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(take(&backend, &mut w, TensorKey::Output, cfg.vocab_size, h)?)
+            Some(take(
+                &backend,
+                &mut w,
+                TensorKey::Output,
+                cfg.vocab_size,
+                h,
+            )?)
         };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
@@ -208,7 +214,9 @@ impl<B: Backend> LanguageModel for Model<B> {
 
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         if tokens.is_empty() {
-            return Err(Error::InvalidArgument("forward needs at least one token".into()));
+            return Err(Error::InvalidArgument(
+                "forward needs at least one token".into(),
+            ));
         }
         if self.pos + tokens.len() > self.max_seq {
             return Err(Error::ContextOverflow {
@@ -228,7 +236,9 @@ impl<B: Backend> LanguageModel for Model<B> {
             last = Some(self.step(chunk)?);
         }
         let Some(last) = last else {
-            return Err(Error::InvalidArgument("forward needs at least one token".into()));
+            return Err(Error::InvalidArgument(
+                "forward needs at least one token".into(),
+            ));
         };
         let be = &self.backend;
         let h = be.rms_norm(&last, &self.norm, self.cfg.rms_norm_eps)?;

@@ -55,7 +55,11 @@ pub fn plan(cfg: &ModelConfig) -> RopePlan {
             high_freq_factor,
             original_max_position_embeddings,
         } => {
-            let (factor, low, high) = (*factor as f64, *low_freq_factor as f64, *high_freq_factor as f64);
+            let (factor, low, high) = (
+                *factor as f64,
+                *low_freq_factor as f64,
+                *high_freq_factor as f64,
+            );
             let old = *original_max_position_embeddings as f64;
             let low_wavelen = old / low;
             let high_wavelen = old / high;
@@ -107,7 +111,12 @@ impl RopeFreqs {
                 sin.push((angle.sin() * self.scale as f64) as f32);
             }
         }
-        RopeTables { half, len, cos, sin }
+        RopeTables {
+            half,
+            len,
+            cos,
+            sin,
+        }
     }
 }
 

@@ -129,7 +129,11 @@ impl Sampler {
         if cand.is_empty() {
             return argmax(logits);
         }
-        let k = if c.top_k == 0 { cand.len() } else { c.top_k.min(cand.len()) };
+        let k = if c.top_k == 0 {
+            cand.len()
+        } else {
+            c.top_k.min(cand.len())
+        };
         if k < cand.len() {
             cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
             cand.truncate(k);
@@ -195,7 +199,9 @@ mod tests {
                 seed,
                 ..Default::default()
             });
-            (0..64).map(|_| s.sample(&mut logits(), &[])).collect::<Vec<_>>()
+            (0..64)
+                .map(|_| s.sample(&mut logits(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -205,9 +211,23 @@ mod tests {
     fn top_k_one_and_tiny_top_p_are_greedy() {
         let best = argmax(&logits());
         for cfg in [
-            SamplerConfig { temperature: 1.0, top_k: 1, ..Default::default() },
-            SamplerConfig { temperature: 1.0, top_p: 1e-6, seed: 3, ..Default::default() },
-            SamplerConfig { temperature: 1.0, min_p: 0.999, seed: 5, ..Default::default() },
+            SamplerConfig {
+                temperature: 1.0,
+                top_k: 1,
+                ..Default::default()
+            },
+            SamplerConfig {
+                temperature: 1.0,
+                top_p: 1e-6,
+                seed: 3,
+                ..Default::default()
+            },
+            SamplerConfig {
+                temperature: 1.0,
+                min_p: 0.999,
+                seed: 5,
+                ..Default::default()
+            },
         ] {
             let mut s = Sampler::new(cfg);
             for _ in 0..20 {
@@ -222,7 +242,12 @@ mod tests {
         let mut order: Vec<u32> = (0..100).collect();
         order.sort_by(|a, b| l[*b as usize].total_cmp(&l[*a as usize]));
         let top3 = &order[..3];
-        let mut s = Sampler::new(SamplerConfig { temperature: 5.0, top_k: 3, seed: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 5.0,
+            top_k: 3,
+            seed: 1,
+            ..Default::default()
+        });
         for _ in 0..100 {
             l = logits();
             assert!(top3.contains(&s.sample(&mut l, &[])));
@@ -232,10 +257,17 @@ mod tests {
     #[test]
     fn penalties_demote_seen_tokens() {
         let best = argmax(&logits());
-        let mut s = Sampler::new(SamplerConfig { repetition_penalty: 2.0, presence_penalty: 1.0, ..Default::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            repetition_penalty: 2.0,
+            presence_penalty: 1.0,
+            ..Default::default()
+        });
         let mut l = logits();
         assert_ne!(s.sample(&mut l, &[best]), best);
-        let mut s = Sampler::new(SamplerConfig { frequency_penalty: 0.2, ..Default::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            frequency_penalty: 0.2,
+            ..Default::default()
+        });
         let mut l = logits();
         // 9.9 - 0.2*3 = 9.3 < 9.8
         assert_ne!(s.sample(&mut l, &[best, best, best]), best);

@@ -70,7 +70,13 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    pub fn new(name: &str, format: QuantFormat, rows: usize, cols: usize, bytes: Bytes) -> Result<Matrix> {
+    pub fn new(
+        name: &str,
+        format: QuantFormat,
+        rows: usize,
+        cols: usize,
+        bytes: Bytes,
+    ) -> Result<Matrix> {
         if cols % format.block_size() != 0 {
             return Err(Error::InvalidArgument(format!(
                 "tensor `{name}`: row length {cols} is not a multiple of the {format} block size {}",

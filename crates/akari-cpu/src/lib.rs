@@ -50,7 +50,9 @@ impl CpuBackend {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n.max(1))
                     .build()
-                    .map_err(|e| Error::InvalidArgument(format!("cannot start {n} threads: {e}")))?,
+                    .map_err(|e| {
+                        Error::InvalidArgument(format!("cannot start {n} threads: {e}"))
+                    })?,
             ),
             None => None,
         };
@@ -277,7 +279,8 @@ impl Backend for CpuBackend {
         layer: usize,
         pos: usize,
     ) -> Result<Tensor> {
-        let (hd, kvh, heads, max_seq) = (cache.head_dim, cache.kv_heads, cache.heads, cache.max_seq);
+        let (hd, kvh, heads, max_seq) =
+            (cache.head_dim, cache.kv_heads, cache.heads, cache.max_seq);
         let t = q.rows;
         if pos + t > max_seq {
             return Err(Error::ContextOverflow {
@@ -362,7 +365,10 @@ impl Backend for CpuBackend {
     }
 
     fn last_row(&self, x: &Tensor) -> Result<Tensor> {
-        let r = x.rows.checked_sub(1).ok_or_else(|| Error::InvalidArgument("empty tensor".into()))?;
+        let r = x
+            .rows
+            .checked_sub(1)
+            .ok_or_else(|| Error::InvalidArgument("empty tensor".into()))?;
         Ok(Tensor {
             rows: 1,
             cols: x.cols,

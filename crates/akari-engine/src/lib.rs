@@ -189,13 +189,22 @@ impl Engine {
             .unwrap_or(cfg.max_position_embeddings.min(DEFAULT_CONTEXT))
             .max(1);
         let backend = CpuBackend::new(opts.threads)?;
-        let backend_name = format!("cpu ({}, {} threads)", backend.isa().name(), backend.threads());
+        let backend_name = format!(
+            "cpu ({}, {} threads)",
+            backend.isa().name(),
+            backend.threads()
+        );
         progress(Progress {
             stage: "uploading weights",
             done: 0,
             total: 1,
         });
-        let model = Model::load(backend, cfg.clone(), std::mem::take(&mut src.weights), context)?;
+        let model = Model::load(
+            backend,
+            cfg.clone(),
+            std::mem::take(&mut src.weights),
+            context,
+        )?;
         progress(Progress {
             stage: "ready",
             done: 1,
@@ -260,7 +269,8 @@ impl Engine {
     ) -> Result<Completion> {
         let mut opts = opts.clone();
         opts.stop_ids.extend_from_slice(&self.stop_ids);
-        self.session.generate(&self.tokenizer, prompt, &opts, on_event)
+        self.session
+            .generate(&self.tokenizer, prompt, &opts, on_event)
     }
 
     /// Forgets the conversation held in the cache.

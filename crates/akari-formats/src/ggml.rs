@@ -231,7 +231,13 @@ impl std::fmt::Display for GgmlType {
     }
 }
 
-fn dequant_blocks(src: &[u8], out: &mut [f32], block: usize, bytes: usize, f: fn(&[u8], &mut [f32])) {
+fn dequant_blocks(
+    src: &[u8],
+    out: &mut [f32],
+    block: usize,
+    bytes: usize,
+    f: fn(&[u8], &mut [f32]),
+) {
     for (b, o) in src.chunks_exact(bytes).zip(out.chunks_exact_mut(block)) {
         f(b, o);
     }
@@ -362,7 +368,11 @@ pub fn q4_k_to_q4_1(src: &[u8], dst: &mut [u8]) {
     let min = f16_at(src, 2);
     let scales = &src[4..16];
     let qs = &src[16..144];
-    for (g, (q, out)) in qs.chunks_exact(32).zip(dst.chunks_exact_mut(40)).enumerate() {
+    for (g, (q, out)) in qs
+        .chunks_exact(32)
+        .zip(dst.chunks_exact_mut(40))
+        .enumerate()
+    {
         for (half, blk) in out.chunks_exact_mut(20).enumerate() {
             let (sc, m) = get_scale_min_k4(2 * g + half, scales);
             let bd = f16::from_f32(d * sc as f32);
@@ -381,7 +391,13 @@ pub fn q4_k_to_q4_1(src: &[u8], dst: &mut [u8]) {
 ///
 /// Types the backends run are used in place (the matrix shares `bytes`); the others are
 /// converted, rows in parallel. `name` is for error messages.
-pub fn to_matrix(name: &str, ty: GgmlType, rows: usize, cols: usize, bytes: Bytes) -> Result<Matrix> {
+pub fn to_matrix(
+    name: &str,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    bytes: Bytes,
+) -> Result<Matrix> {
     let unsupported = || Error::UnsupportedWeightType {
         tensor: name.to_string(),
         kind: format!("{ty} (ggml type {})", ty.id()),
@@ -503,10 +519,24 @@ mod tests {
             assert_eq!(TYPES.iter().filter(|t| t.ty == ty).count(), 1, "{ty:?}");
             assert_eq!(GgmlType::from_id(ty.id()), Some(ty));
         }
-        for (id, ty) in [(0, "F32"), (1, "F16"), (30, "BF16"), (8, "Q8_0"), (2, "Q4_0"), (3, "Q4_1")] {
+        for (id, ty) in [
+            (0, "F32"),
+            (1, "F16"),
+            (30, "BF16"),
+            (8, "Q8_0"),
+            (2, "Q4_0"),
+            (3, "Q4_1"),
+        ] {
             assert_eq!(GgmlType::from_id(id).unwrap().name(), ty);
         }
-        for (id, ty) in [(6, "Q5_0"), (7, "Q5_1"), (12, "Q4_K"), (13, "Q5_K"), (14, "Q6_K"), (16, "IQ2_XXS")] {
+        for (id, ty) in [
+            (6, "Q5_0"),
+            (7, "Q5_1"),
+            (12, "Q4_K"),
+            (13, "Q5_K"),
+            (14, "Q6_K"),
+            (16, "IQ2_XXS"),
+        ] {
             assert_eq!(GgmlType::from_id(id).unwrap().name(), ty);
         }
         assert_eq!(GgmlType::from_id(4), None);
@@ -528,7 +558,10 @@ mod tests {
     #[test]
     fn bf16() {
         let vals = [1.0f32, -2.5, 0.0, 3.140625, -0.0078125];
-        let bytes: Vec<u8> = vals.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect();
+        let bytes: Vec<u8> = vals
+            .iter()
+            .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+            .collect();
         assert_eq!(deq(GgmlType::BF16, &bytes, vals.len()), vals);
         let m = to_matrix("w", GgmlType::BF16, 1, 5, Bytes::from_vec(bytes)).unwrap();
         assert_eq!(m.format, QuantFormat::F32);
@@ -578,7 +611,12 @@ mod tests {
         let mut row = [0f32; 32];
         m.row_f32(0, &mut row);
         for j in 0..32 {
-            assert!((row[j] - y[j]).abs() <= 6.25 / 127.0 / 2.0 + 1e-3, "{} vs {}", row[j], y[j]);
+            assert!(
+                (row[j] - y[j]).abs() <= 6.25 / 127.0 / 2.0 + 1e-3,
+                "{} vs {}",
+                row[j],
+                y[j]
+            );
         }
     }
 
@@ -613,7 +651,9 @@ mod tests {
 
     /// Values 0..32 (or 0..16) per sub-block, deterministic.
     fn k_quants(bits: u32) -> Vec<u8> {
-        (0..QK_K).map(|i| ((i * 37 + i / 7) % (1 << bits)) as u8).collect()
+        (0..QK_K)
+            .map(|i| ((i * 37 + i / 7) % (1 << bits)) as u8)
+            .collect()
     }
 
     #[test]
@@ -696,7 +736,10 @@ mod tests {
             for l in 0..32 {
                 ql[64 * n + l] = (q[l] & 0x0f) | ((q[l + 64] & 0x0f) << 4);
                 ql[64 * n + 32 + l] = (q[l + 32] & 0x0f) | ((q[l + 96] & 0x0f) << 4);
-                qh[32 * n + l] = (q[l] >> 4) | ((q[l + 32] >> 4) << 2) | ((q[l + 64] >> 4) << 4) | ((q[l + 96] >> 4) << 6);
+                qh[32 * n + l] = (q[l] >> 4)
+                    | ((q[l + 32] >> 4) << 2)
+                    | ((q[l + 64] >> 4) << 4)
+                    | ((q[l + 96] >> 4) << 6);
             }
         }
         let mut b = Vec::new();
@@ -712,6 +755,42 @@ mod tests {
         }
         let m = to_matrix("w", GgmlType::Q6_K, 1, QK_K, Bytes::from_vec(b)).unwrap();
         assert_eq!(m.format, QuantFormat::Q8_0);
+    }
+
+    #[test]
+    fn hand_built_legacy_blocks() {
+        // Q8_0: x = d·q.
+        let mut b = h(0.5).to_vec();
+        b.extend((0..32).map(|j| (j as i8 - 16) as u8));
+        let y = deq(GgmlType::Q8_0, &b, 32);
+        for (j, v) in y.iter().enumerate() {
+            assert_eq!(*v, 0.5 * (j as f32 - 16.0));
+        }
+        // Q4_0: x = d·(q − 8); byte j holds value j (low nibble) and j + 16 (high).
+        let q: Vec<u8> = (0..32).map(|j| ((j * 5 + 1) % 16) as u8).collect();
+        let mut b = h(0.25).to_vec();
+        b.extend((0..16).map(|j| q[j] | (q[j + 16] << 4)));
+        let y = deq(GgmlType::Q4_0, &b, 32);
+        for j in 0..32 {
+            assert_eq!(y[j], 0.25 * (q[j] as f32 - 8.0), "j={j}");
+        }
+        // Q4_1: x = d·q + m.
+        let mut b = h(0.125).to_vec();
+        b.extend(h(-2.0));
+        b.extend((0..16).map(|j| q[j] | (q[j + 16] << 4)));
+        let y = deq(GgmlType::Q4_1, &b, 32);
+        for j in 0..32 {
+            assert_eq!(y[j], 0.125 * q[j] as f32 - 2.0, "j={j}");
+        }
+        // F16 and F32.
+        let y = deq(GgmlType::F16, &[h(1.5), h(-0.25)].concat(), 2);
+        assert_eq!(y, [1.5, -0.25]);
+        let y = deq(
+            GgmlType::F32,
+            &[3.5f32.to_le_bytes(), (-1f32).to_le_bytes()].concat(),
+            2,
+        );
+        assert_eq!(y, [3.5, -1.0]);
     }
 
     #[test]
@@ -732,7 +811,11 @@ mod tests {
             let bytes = Bytes::from_vec(b);
             let m = to_matrix("w", ty, 2, 32, bytes.clone()).unwrap();
             assert_eq!(m.format, fmt);
-            assert_eq!(m.bytes.as_ptr(), bytes.as_ptr(), "{ty} should be used in place");
+            assert_eq!(
+                m.bytes.as_ptr(),
+                bytes.as_ptr(),
+                "{ty} should be used in place"
+            );
         }
     }
 }

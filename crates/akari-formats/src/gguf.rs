@@ -57,15 +57,24 @@ const VALUE_TYPES: &[(u32, ValueType, &str)] = &[
 
 impl ValueType {
     pub fn from_id(id: u32) -> Option<ValueType> {
-        VALUE_TYPES.iter().find(|(i, _, _)| *i == id).map(|(_, t, _)| *t)
+        VALUE_TYPES
+            .iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, t, _)| *t)
     }
 
     pub fn id(self) -> u32 {
-        VALUE_TYPES.iter().find(|(_, t, _)| *t == self).map_or(0, |(i, _, _)| *i)
+        VALUE_TYPES
+            .iter()
+            .find(|(_, t, _)| *t == self)
+            .map_or(0, |(i, _, _)| *i)
     }
 
     pub fn name(self) -> &'static str {
-        VALUE_TYPES.iter().find(|(_, t, _)| *t == self).map_or("?", |(_, _, n)| n)
+        VALUE_TYPES
+            .iter()
+            .find(|(_, t, _)| *t == self)
+            .map_or("?", |(_, _, n)| n)
     }
 
     /// The fewest bytes a value of this type occupies in the file.
@@ -334,7 +343,8 @@ impl<'a> Reader<'a> {
     /// A UTF-8 string; invalid bytes are an error.
     fn strict_string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
         let b = self.string_bytes(what)?;
-        String::from_utf8(b.to_vec()).map_err(|_| self.err(format!("{} is not valid UTF-8", what())))
+        String::from_utf8(b.to_vec())
+            .map_err(|_| self.err(format!("{} is not valid UTF-8", what())))
     }
 
     fn value(&mut self, ty: ValueType, key: &str, in_array: bool) -> Result<Value> {
@@ -353,20 +363,33 @@ impl<'a> Reader<'a> {
             ValueType::Bool => match self.array::<1>(&what)?[0] {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                b => return Err(self.err(format!("metadata `{key}`: boolean byte {b} is neither 0 nor 1"))),
+                b => {
+                    return Err(self.err(format!(
+                        "metadata `{key}`: boolean byte {b} is neither 0 nor 1"
+                    )))
+                }
             },
             // Token strings are not always valid UTF-8 (byte-fallback pieces); keep them
             // readable rather than refuse the file.
-            ValueType::String => Value::String(String::from_utf8_lossy(self.string_bytes(&what)?).into_owned()),
+            ValueType::String => {
+                Value::String(String::from_utf8_lossy(self.string_bytes(&what)?).into_owned())
+            }
             ValueType::Array => {
                 if in_array {
-                    return Err(self.err(format!("metadata `{key}`: nested arrays are not supported")));
+                    return Err(
+                        self.err(format!("metadata `{key}`: nested arrays are not supported"))
+                    );
                 }
                 let id = self.u32(&|| format!("element type of metadata array `{key}`"))?;
-                let et = ValueType::from_id(id)
-                    .ok_or_else(|| self.err(format!("metadata array `{key}` has unknown element type {id}")))?;
+                let et = ValueType::from_id(id).ok_or_else(|| {
+                    self.err(format!(
+                        "metadata array `{key}` has unknown element type {id}"
+                    ))
+                })?;
                 if et == ValueType::Array {
-                    return Err(self.err(format!("metadata `{key}`: nested arrays are not supported")));
+                    return Err(
+                        self.err(format!("metadata `{key}`: nested arrays are not supported"))
+                    );
                 }
                 let n = self.count(et.min_size(), &|| format!("metadata array `{key}`"))?;
                 let mut v = Vec::with_capacity(n);
@@ -439,7 +462,10 @@ impl GgufFile {
             metadata.push((key, value));
         }
 
-        let alignment = match meta_index.get(keys::GENERAL_ALIGNMENT).map(|&i| &metadata[i].1) {
+        let alignment = match meta_index
+            .get(keys::GENERAL_ALIGNMENT)
+            .map(|&i| &metadata[i].1)
+        {
             None => keys::DEFAULT_ALIGNMENT,
             Some(v) => match v.as_int() {
                 Some(a) if a > 0 && a <= 1 << 30 && (a as u64).is_power_of_two() => a as usize,
@@ -500,11 +526,16 @@ impl GgufFile {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.meta_index.get(key).and_then(|&i| self.metadata.get(i)).map(|(_, v)| v)
+        self.meta_index
+            .get(key)
+            .and_then(|&i| self.metadata.get(i))
+            .map(|(_, v)| v)
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensor_index.get(name).and_then(|&i| self.tensors.get(i))
+        self.tensor_index
+            .get(name)
+            .and_then(|&i| self.tensors.get(i))
     }
 
     /// The bytes of a tensor of this file: a slice of the file, not a copy.
@@ -513,9 +544,18 @@ impl GgufFile {
         let end = start.and_then(|s| s.checked_add(t.n_bytes));
         start
             .zip(end)
-            .and_then(|(s, e)| self.bytes.slice(usize::try_from(s).ok()?..usize::try_from(e).ok()?))
+            .and_then(|(s, e)| {
+                self.bytes
+                    .slice(usize::try_from(s).ok()?..usize::try_from(e).ok()?)
+            })
             .ok_or_else(|| {
-                Error::format(&self.file_name, format!("tensor `{}`: tensor offsets past the end of the file", t.name))
+                Error::format(
+                    &self.file_name,
+                    format!(
+                        "tensor `{}`: tensor offsets past the end of the file",
+                        t.name
+                    ),
+                )
             })
     }
 
@@ -533,7 +573,9 @@ impl GgufFile {
 fn read_tensor_info(r: &mut Reader<'_>, name: String) -> Result<TensorInfo> {
     let n_dims = r.u32(&|| format!("the dimension count of tensor `{name}`"))? as usize;
     if n_dims == 0 || n_dims > MAX_DIMS {
-        return Err(r.err(format!("tensor `{name}` has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
+        return Err(r.err(format!(
+            "tensor `{name}` has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"
+        )));
     }
     let mut dims = Vec::with_capacity(n_dims);
     for _ in 0..n_dims {
@@ -548,7 +590,11 @@ fn read_tensor_info(r: &mut Reader<'_>, name: String) -> Result<TensorInfo> {
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= i64::MAX as u64)
-        .ok_or_else(|| r.err(format!("tensor `{name}`: element count of {dims:?} overflows")))?;
+        .ok_or_else(|| {
+            r.err(format!(
+                "tensor `{name}`: element count of {dims:?} overflows"
+            ))
+        })?;
     let ggml_type = GgmlType::from_id(id).ok_or_else(|| Error::UnsupportedWeightType {
         tensor: name.clone(),
         kind: format!("unknown ggml type id {id}"),
@@ -563,7 +609,11 @@ fn read_tensor_info(r: &mut Reader<'_>, name: String) -> Result<TensorInfo> {
     let n_bytes = ggml_type
         .bytes_for(n_elements)
         .filter(|&n| n <= i64::MAX as u64)
-        .ok_or_else(|| r.err(format!("tensor `{name}`: byte size of {dims:?} {ggml_type} overflows")))?;
+        .ok_or_else(|| {
+            r.err(format!(
+                "tensor `{name}`: byte size of {dims:?} {ggml_type} overflows"
+            ))
+        })?;
     Ok(TensorInfo {
         name,
         dims,

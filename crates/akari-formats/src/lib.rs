@@ -24,9 +24,9 @@ pub mod ggml;
 pub mod gguf;
 
 use akari_core::tokenizer::VocabSpec;
-use akari_core::weights::{Bytes, ModelWeights};
 #[cfg(doc)]
 use akari_core::weights::TensorKey;
+use akari_core::weights::{Bytes, ModelWeights};
 use akari_core::{Error, ModelConfig, Result};
 use std::path::Path;
 use std::sync::Arc;
@@ -51,7 +51,8 @@ pub struct ModelSource {
 /// Opens a model file of any supported format (today: GGUF, recognised by its magic).
 pub fn open(path: &Path) -> Result<ModelSource> {
     let mut magic = [0u8; 4];
-    let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+    let read =
+        std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
     match read {
         Ok(()) if &magic == gguf::MAGIC => open_gguf(path),
         Ok(()) => Err(Error::format(

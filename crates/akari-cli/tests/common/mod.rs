@@ -54,7 +54,9 @@ pub fn smollm2() -> PathBuf {
     }
     let cache = std::env::var_os("AKARI_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/akari"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/akari")
+        });
     let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         p.exists(),

@@ -41,9 +41,6 @@ const TYPE_UNKNOWN: i32 = 2;
 const TYPE_CONTROL: i32 = 3;
 const TYPE_USER_DEFINED: i32 = 4;
 
-/// The GPT-2 pre-tokenizer regex (what `ByteLevel(use_regex=true)` applies).
-const GPT2_REGEX: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 /// Llama 3's pre-tokenizer regex (numbers in groups of up to three digits).
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's pre-tokenizer regex (every digit on its own).
@@ -205,7 +202,9 @@ impl Tokenizer {
             vocab.insert(t.clone(), json!(i as u32));
         }
         if duplicates > 0 {
-            tracing::warn!("{duplicates} duplicate token strings in the vocabulary; the first of each is used");
+            tracing::warn!(
+                "{duplicates} duplicate token strings in the vocabulary; the first of each is used"
+            );
         }
 
         // Special (control, unknown) and user-defined tokens become added tokens so that they
@@ -451,11 +450,9 @@ fn gpt2_pre_tokenizer(pre: &str) -> (Value, bool, Value) {
         "llama-bpe" | "llama3" | "llama-v3" | "falcon3" => {
             (split_then_bytes(LLAMA3_REGEX), true, Value::Null)
         }
-        "qwen2" | "deepseek-r1-qwen" | "qwen35" => (
-            split_then_bytes(QWEN2_REGEX),
-            false,
-            json!({"type": "NFC"}),
-        ),
+        "qwen2" | "deepseek-r1-qwen" | "qwen35" => {
+            (split_then_bytes(QWEN2_REGEX), false, json!({"type": "NFC"}))
+        }
         "smollm" => (
             json!({
                 "type": "Sequence",
@@ -471,7 +468,6 @@ fn gpt2_pre_tokenizer(pre: &str) -> (Value, bool, Value) {
             tracing::warn!(
                 "unknown pre-tokenizer `{other}`; using the GPT-2 one, tokenization may differ from the original"
             );
-            let _ = GPT2_REGEX; // what ByteLevel(use_regex=true) applies
             (byte_level(true), false, Value::Null)
         }
     }
@@ -532,7 +528,11 @@ fn spm_merges(
             }
         }
         local.sort_by_key(|&(il, ir, _, _)| (il, ir));
-        merges.extend(local.into_iter().map(|(il, ir, l, r)| (score, il, ir, l, r)));
+        merges.extend(
+            local
+                .into_iter()
+                .map(|(il, ir, l, r)| (score, il, ir, l, r)),
+        );
     }
     // Stable: equal scores keep token order.
     merges.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -590,7 +590,10 @@ impl Detokenizer {
         if self.read_offset >= self.ids.len() {
             return Ok(String::new());
         }
-        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special)?;
+        let prefix = tok.decode(
+            &self.ids[self.prefix_offset..self.read_offset],
+            self.skip_special,
+        )?;
         let full = tok.decode(&self.ids[self.prefix_offset..], self.skip_special)?;
         let pending = self.ids.len() - self.read_offset;
         if !force && full.ends_with('\u{FFFD}') && pending < MAX_PENDING {

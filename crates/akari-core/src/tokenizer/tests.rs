@@ -115,7 +115,10 @@ fn spm_spec() -> VocabSpec {
 fn ids_of(tok: &Tokenizer, pieces: &[&str]) -> Vec<u32> {
     pieces
         .iter()
-        .map(|p| tok.token_to_id(p).unwrap_or_else(|| panic!("{p} not in vocab")))
+        .map(|p| {
+            tok.token_to_id(p)
+                .unwrap_or_else(|| panic!("{p} not in vocab"))
+        })
         .collect()
 }
 
@@ -219,7 +222,6 @@ fn gpt2_streaming_japanese_and_emoji() {
         "<|im_start|>assistant\nこんにちは😀<|im_end|>",
     ] {
         let ids = tok.encode(text, false).unwrap();
-        assert!(ids.len() > text.chars().count() / 2);
         let chunks = stream(&tok, &ids, false);
         assert_eq!(chunks.concat(), text);
         let skipped = stream(&tok, &ids, true);
@@ -228,12 +230,13 @@ fn gpt2_streaming_japanese_and_emoji() {
             text.replace("<|im_start|>", "").replace("<|im_end|>", "")
         );
     }
-    // The token spanning the end of "こ" and the start of "ん" is used, and "こ" comes out
-    // with it, "ん" only once complete.
+    // The token spanning the end of "こ" and the start of "ん" is used; the text waits until
+    // "ん" is complete and comes out whole.
     let ids = tok.encode("こん", false).unwrap();
     assert!(ids.contains(&tok.token_to_id(&bl(&[0x93, 0xE3])).unwrap()));
     let chunks = stream(&tok, &ids, false);
-    assert_eq!(chunks.iter().filter(|c| !c.is_empty()).count(), 2);
+    let visible: Vec<&String> = chunks.iter().filter(|c| !c.is_empty()).collect();
+    assert_eq!(visible, ["こん"]);
 }
 
 #[test]
@@ -308,7 +311,10 @@ fn detokenizer_holds_back_split_characters() {
     // An incomplete character at the end comes out on flush.
     let mut d = Detokenizer::new(false);
     assert_eq!(d.push(&tok, ids[1]).unwrap(), "");
-    assert_eq!(d.flush(&tok).unwrap(), tok.decode(&ids[1..2], false).unwrap());
+    assert_eq!(
+        d.flush(&tok).unwrap(),
+        tok.decode(&ids[1..2], false).unwrap()
+    );
 }
 
 #[test]
@@ -357,7 +363,10 @@ fn hf_json() {
     });
     let tok = Tokenizer::from_hf_json(&serde_json::to_vec(&doc).unwrap()).unwrap();
     let from_vocab = Tokenizer::from_vocab(&spec).unwrap();
-    for text in ["<|im_start|>user\nhello world 12345<|im_end|>", "こんにちは😀"] {
+    for text in [
+        "<|im_start|>user\nhello world 12345<|im_end|>",
+        "こんにちは😀",
+    ] {
         assert_eq!(
             tok.encode(text, false).unwrap(),
             from_vocab.encode(text, false).unwrap()

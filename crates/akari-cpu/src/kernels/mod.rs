@@ -8,9 +8,9 @@
 //! `scalar` is the reference every SIMD path is tested against; `x86` holds AVX2/FMA/F16C
 //! versions picked at run time. NEON and wasm simd128 versions slot in beside them.
 
-pub mod scalar;
+pub(crate) mod scalar;
 #[cfg(target_arch = "x86_64")]
-pub mod x86;
+mod x86;
 
 use akari_core::quant::QK;
 use akari_core::QuantFormat;
@@ -122,10 +122,14 @@ mod tests {
     use super::*;
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 // Never zero, both signs, a few larger outliers.
                 let u = ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0;
                 let u = if u.abs() < 1e-3 { 0.5 } else { u };
@@ -165,7 +169,10 @@ mod tests {
                 let wb = encode(fmt, &w);
                 let r = scalar::dot_q(fmt, &wb, &xq_ref);
                 let s = isa.dot_q(fmt, &wb, &xq_ref);
-                assert!((r - s).abs() <= 1e-4 * (1.0 + r.abs()), "{fmt} n={n}: {r} vs {s}");
+                assert!(
+                    (r - s).abs() <= 1e-4 * (1.0 + r.abs()),
+                    "{fmt} n={n}: {r} vs {s}"
+                );
                 // And the quantised dot is close to the exact one.
                 let mut wd = vec![0f32; n];
                 fmt.dequantize_row(&wb, &mut wd);
@@ -177,7 +184,10 @@ mod tests {
                 let wb = encode(fmt, &w);
                 let r = scalar::dot_f(fmt, &wb, &x);
                 let s = isa.dot_f(fmt, &wb, &x);
-                assert!((r - s).abs() <= 1e-4 * (1.0 + r.abs()), "{fmt} n={n}: {r} vs {s}");
+                assert!(
+                    (r - s).abs() <= 1e-4 * (1.0 + r.abs()),
+                    "{fmt} n={n}: {r} vs {s}"
+                );
             }
             for m in [n - 1, n, 7] {
                 let r = scalar::dot_f32(&w[..m], &x[..m]);

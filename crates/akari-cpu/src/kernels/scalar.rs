@@ -40,7 +40,11 @@ pub fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
                 acc += d * s as f32;
             }
             QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
-                let qs = if format == QuantFormat::Q4_0 { &b[2..] } else { &b[4..] };
+                let qs = if format == QuantFormat::Q4_0 {
+                    &b[2..]
+                } else {
+                    &b[4..]
+                };
                 let mut s = 0i32;
                 for (j, &q) in qs.iter().enumerate() {
                     s += (q & 0x0f) as i32 * xb.qs[j] as i32;

@@ -20,7 +20,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
+pub(crate) unsafe fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
     let sign_mask = _mm256_set1_ps(-0.0);
     for (blk, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let p = xs.as_ptr();
@@ -48,7 +48,10 @@ pub unsafe fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
             ints[i] = _mm256_cvttps_epi32(_mm256_add_ps(scaled, half));
         }
         // Sum of the quantised values.
-        let s = _mm256_add_epi32(_mm256_add_epi32(ints[0], ints[1]), _mm256_add_epi32(ints[2], ints[3]));
+        let s = _mm256_add_epi32(
+            _mm256_add_epi32(ints[0], ints[1]),
+            _mm256_add_epi32(ints[2], ints[3]),
+        );
         let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
         let s4 = _mm_hadd_epi32(s4, s4);
         let s4 = _mm_hadd_epi32(s4, s4);
@@ -64,7 +67,7 @@ pub unsafe fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
+pub(crate) unsafe fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
     let bb = format.block_bytes();
     let nb = x.len().min(w.len() / bb);
     let ones = _mm256_set1_epi16(1);
@@ -85,7 +88,11 @@ pub unsafe fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
                 _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones)
             }
             _ => {
-                let qs = if format == QuantFormat::Q4_0 { b.add(2) } else { b.add(4) };
+                let qs = if format == QuantFormat::Q4_0 {
+                    b.add(2)
+                } else {
+                    b.add(4)
+                };
                 let q = _mm_loadu_si128(qs as *const __m128i);
                 let lo = _mm_and_si128(q, low);
                 let hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
@@ -105,7 +112,7 @@ pub unsafe fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_f(format: QuantFormat, w: &[u8], x: &[f32]) -> f32 {
+pub(crate) unsafe fn dot_f(format: QuantFormat, w: &[u8], x: &[f32]) -> f32 {
     let n = x.len();
     let mut acc0 = _mm256_setzero_ps();
     let mut acc1 = _mm256_setzero_ps();
@@ -116,8 +123,13 @@ pub unsafe fn dot_f(format: QuantFormat, w: &[u8], x: &[f32]) -> f32 {
         QuantFormat::F32 => {
             let wf = wp as *const f32;
             while i + 16 <= n {
-                acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(wf.add(i)), _mm256_loadu_ps(xp.add(i)), acc0);
-                acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(wf.add(i + 8)), _mm256_loadu_ps(xp.add(i + 8)), acc1);
+                acc0 =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(wf.add(i)), _mm256_loadu_ps(xp.add(i)), acc0);
+                acc1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(wf.add(i + 8)),
+                    _mm256_loadu_ps(xp.add(i + 8)),
+                    acc1,
+                );
                 i += 16;
             }
             let mut s = hsum(_mm256_add_ps(acc0, acc1));
@@ -148,7 +160,7 @@ pub unsafe fn dot_f(format: QuantFormat, w: &[u8], x: &[f32]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
     let mut acc0 = _mm256_setzero_ps();
@@ -156,7 +168,11 @@ pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut i = 0;
     while i + 16 <= n {
         acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(ap.add(i)), _mm256_loadu_ps(bp.add(i)), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(ap.add(i + 8)), _mm256_loadu_ps(bp.add(i + 8)), acc1);
+        acc1 = _mm256_fmadd_ps(
+            _mm256_loadu_ps(ap.add(i + 8)),
+            _mm256_loadu_ps(bp.add(i + 8)),
+            acc1,
+        );
         i += 16;
     }
     let mut s = hsum(_mm256_add_ps(acc0, acc1));
@@ -168,7 +184,7 @@ pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+pub(crate) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     let n = x.len().min(y.len());
     let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
     let av = _mm256_set1_ps(a);

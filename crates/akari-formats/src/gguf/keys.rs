@@ -47,7 +47,10 @@ const ARCH_KEYS: &[(ArchKey, &str)] = &[
     (ArchKey::RopeDimensionCount, "rope.dimension_count"),
     (ArchKey::RopeScalingType, "rope.scaling.type"),
     (ArchKey::RopeScalingFactor, "rope.scaling.factor"),
-    (ArchKey::RopeScalingOrigCtx, "rope.scaling.original_context_length"),
+    (
+        ArchKey::RopeScalingOrigCtx,
+        "rope.scaling.original_context_length",
+    ),
     (ArchKey::RopeScalingAttnFactor, "rope.scaling.attn_factor"),
 ];
 
@@ -105,7 +108,10 @@ pub enum BlockTensor {
 
 /// Per-layer suffixes, after `blk.{i}.`.
 pub const BLOCK_TENSORS: &[(&str, BlockTensor)] = &[
-    ("attn_norm.weight", BlockTensor::Plain(LayerTensor::AttnNorm)),
+    (
+        "attn_norm.weight",
+        BlockTensor::Plain(LayerTensor::AttnNorm),
+    ),
     ("attn_q.weight", BlockTensor::Plain(LayerTensor::Q)),
     ("attn_k.weight", BlockTensor::Plain(LayerTensor::K)),
     ("attn_v.weight", BlockTensor::Plain(LayerTensor::V)),
@@ -194,13 +200,22 @@ mod tests {
             parse_block_name("blk.12.attn_q.weight"),
             Some((12, Ok(BlockTensor::Plain(LayerTensor::Q))))
         );
-        assert_eq!(parse_block_name("blk.0.attn_qkv.weight"), Some((0, Ok(BlockTensor::FusedQkv))));
-        assert_eq!(parse_block_name("blk.3.foo.weight"), Some((3, Err("foo.weight"))));
+        assert_eq!(
+            parse_block_name("blk.0.attn_qkv.weight"),
+            Some((0, Ok(BlockTensor::FusedQkv)))
+        );
+        assert_eq!(
+            parse_block_name("blk.3.foo.weight"),
+            Some((3, Err("foo.weight")))
+        );
         assert_eq!(parse_block_name("blk.x.attn_q.weight"), None);
         assert_eq!(parse_block_name("blk.+1.attn_q.weight"), None);
         assert_eq!(parse_block_name("token_embd.weight"), None);
         assert_eq!(block_name(4, LayerTensor::Down), "blk.4.ffn_down.weight");
-        assert_eq!(ArchKey::RmsEps.key("qwen2"), "qwen2.attention.layer_norm_rms_epsilon");
+        assert_eq!(
+            ArchKey::RmsEps.key("qwen2"),
+            "qwen2.attention.layer_norm_rms_epsilon"
+        );
         for (k, _) in ARCH_KEYS {
             assert!(!k.suffix().is_empty());
         }

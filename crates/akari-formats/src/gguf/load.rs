@@ -32,8 +32,7 @@ pub fn model_source(f: &GgufFile) -> Result<ModelSource> {
     for t in &f.tensors {
         loader.tensor(t)?;
     }
-    let mut weights = loader.weights;
-    let names = loader.names;
+    let weights = loader.weights;
 
     config.tie_word_embeddings = !weights.matrices.contains_key(&TensorKey::Output);
     let bias_keys = [LayerTensor::QBias, LayerTensor::KBias, LayerTensor::VBias];
@@ -73,10 +72,11 @@ pub fn model_source(f: &GgufFile) -> Result<ModelSource> {
             missing(TensorKey::Layer(layer, t), keys::block_name(layer, t))?;
         }
     }
-    drop(names);
 
     let vocab = meta.vocab(config.vocab_size)?;
-    let chat_template = meta.opt_str(keys::TOKENIZER_CHAT_TEMPLATE)?.map(str::to_string);
+    let chat_template = meta
+        .opt_str(keys::TOKENIZER_CHAT_TEMPLATE)?
+        .map(str::to_string);
     let name = meta.opt_str(keys::GENERAL_NAME)?.map(str::to_string);
     let metadata = f
         .metadata
@@ -127,7 +127,11 @@ struct Meta<'a> {
 
 impl Meta<'_> {
     fn wrong(&self, key: &str, want: &str, v: &Value) -> Error {
-        self.f.err(format!("`{key}` should be {want}, found {} {}", v.value_type(), v.summary()))
+        self.f.err(format!(
+            "`{key}` should be {want}, found {} {}",
+            v.value_type(),
+            v.summary()
+        ))
     }
 
     /// A non-negative integer of any integer type; a per-layer array is accepted when all
@@ -182,14 +186,20 @@ impl Meta<'_> {
     fn opt_str(&self, key: &str) -> Result<Option<&str>> {
         match self.f.get(key) {
             None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| self.wrong(key, "a string", v)),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a string", v)),
         }
     }
 
     fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.f.get(key) {
             None => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.wrong(key, "a boolean", v)),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a boolean", v)),
         }
     }
 
@@ -254,7 +264,9 @@ impl Meta<'_> {
         ];
         for (what, n) in sizes {
             if n > MAX_SIZE {
-                return Err(self.f.err(format!("{what} {n} is implausibly large (limit {MAX_SIZE})")));
+                return Err(self.f.err(format!(
+                    "{what} {n} is implausibly large (limit {MAX_SIZE})"
+                )));
             }
         }
         Ok(config)
@@ -277,9 +289,11 @@ impl Meta<'_> {
         match (long, short) {
             (Some(long_factor), Some(short_factor)) => {
                 let key = ArchKey::RopeScalingOrigCtx.key(self.arch);
-                let original = self
-                    .opt_usize(&key)?
-                    .ok_or_else(|| self.f.err(format!("longrope factors are present but `{key}` is missing")))?;
+                let original = self.opt_usize(&key)?.ok_or_else(|| {
+                    self.f.err(format!(
+                        "longrope factors are present but `{key}` is missing"
+                    ))
+                })?;
                 let attention_factor = match self.arch_f32(ArchKey::RopeScalingAttnFactor)? {
                     Some(a) => a,
                     None => longrope_attention_factor(config.max_position_embeddings, original),
@@ -320,9 +334,13 @@ impl Meta<'_> {
         let Some(model) = self.opt_str(keys::TOKENIZER_MODEL)? else {
             return Ok(None);
         };
-        let tokens = self
-            .strings(keys::TOKENIZER_TOKENS)?
-            .ok_or_else(|| self.f.err(format!("`{}` is set but `{}` is missing", keys::TOKENIZER_MODEL, keys::TOKENIZER_TOKENS)))?;
+        let tokens = self.strings(keys::TOKENIZER_TOKENS)?.ok_or_else(|| {
+            self.f.err(format!(
+                "`{}` is set but `{}` is missing",
+                keys::TOKENIZER_MODEL,
+                keys::TOKENIZER_TOKENS
+            ))
+        })?;
         if tokens.len() > vocab_size {
             return Err(self.f.err(format!(
                 "the tokenizer has {} tokens but the model's vocabulary is {vocab_size}",
@@ -330,7 +348,9 @@ impl Meta<'_> {
             )));
         }
         let n = tokens.len();
-        let scores = self.array(keys::TOKENIZER_SCORES, n, "numbers", |v| v.as_f64().map(|x| x as f32))?;
+        let scores = self.array(keys::TOKENIZER_SCORES, n, "numbers", |v| {
+            v.as_f64().map(|x| x as f32)
+        })?;
         let token_types = self.array(keys::TOKENIZER_TOKEN_TYPE, n, "integers", |v| {
             v.as_int().and_then(|i| i32::try_from(i).ok())
         })?;
@@ -343,7 +363,10 @@ impl Meta<'_> {
             match u32::try_from(id) {
                 Ok(id) if (id as usize) < n => Ok(Some(id)),
                 _ => {
-                    tracing::warn!("{}: `{key}` = {id} is not a token id (vocabulary of {n}); ignored", self.f.file_name);
+                    tracing::warn!(
+                        "{}: `{key}` = {id} is not a token id (vocabulary of {n}); ignored",
+                        self.f.file_name
+                    );
                     Ok(None)
                 }
             }
@@ -379,13 +402,24 @@ impl Meta<'_> {
     }
 
     /// An array of `n` elements converted by `conv`.
-    fn array<T>(&self, key: &str, n: usize, what: &str, conv: impl Fn(&Value) -> Option<T>) -> Result<Option<Vec<T>>> {
+    fn array<T>(
+        &self,
+        key: &str,
+        n: usize,
+        what: &str,
+        conv: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Option<Vec<T>>> {
         let Some(v) = self.f.get(key) else {
             return Ok(None);
         };
-        let items = v.as_array().ok_or_else(|| self.wrong(key, &format!("an array of {what}"), v))?;
+        let items = v
+            .as_array()
+            .ok_or_else(|| self.wrong(key, &format!("an array of {what}"), v))?;
         if items.len() != n {
-            return Err(self.f.err(format!("`{key}` has {} entries for {n} tokens", items.len())));
+            return Err(self.f.err(format!(
+                "`{key}` has {} entries for {n} tokens",
+                items.len()
+            )));
         }
         items
             .iter()
@@ -460,7 +494,8 @@ impl Loader<'_> {
 
     fn tensor(&mut self, t: &TensorInfo) -> Result<()> {
         let c = self.config;
-        let (hidden, q_dim, kv_dim, ff) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+        let (hidden, q_dim, kv_dim, ff) =
+            (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
         let name = t.name.as_str();
         match name {
             keys::TOKEN_EMBD => {
@@ -543,7 +578,9 @@ impl Loader<'_> {
                 }
                 LayerTensor::Up => {
                     // Phi-3 stores gate_up_proj, `[gate; up]`, as ffn_up with twice the rows.
-                    let fused = t.matrix_shape().is_some_and(|[r, _]| Some(r) == ff.checked_mul(2));
+                    let fused = t
+                        .matrix_shape()
+                        .is_some_and(|[r, _]| Some(r) == ff.checked_mul(2));
                     if fused {
                         let m = self.matrix(t, 2 * ff, hidden)?;
                         let (gate, up) = split2(&m, ff, name, self.f)?;
@@ -562,9 +599,14 @@ impl Loader<'_> {
             BlockTensor::FusedQkv => {
                 let m = self.matrix(t, q_dim + 2 * kv_dim, hidden)?;
                 let part = |r: std::ops::Range<usize>| {
-                    m.rows(r).ok_or_else(|| self.f.err(format!("tensor `{name}`: cannot split")))
+                    m.rows(r)
+                        .ok_or_else(|| self.f.err(format!("tensor `{name}`: cannot split")))
                 };
-                let (q, k, v) = (part(0..q_dim)?, part(q_dim..q_dim + kv_dim)?, part(q_dim + kv_dim..q_dim + 2 * kv_dim)?);
+                let (q, k, v) = (
+                    part(0..q_dim)?,
+                    part(q_dim..q_dim + kv_dim)?,
+                    part(q_dim + kv_dim..q_dim + 2 * kv_dim)?,
+                );
                 let (q, k) = if llama {
                     (
                         q.permute_rows(&unpermute_order(q_dim, c.num_heads)),
@@ -583,8 +625,14 @@ impl Loader<'_> {
                 let (k, v) = rest.split_at(kv_dim);
                 let (mut q, mut k) = (q.to_vec(), k.to_vec());
                 if llama {
-                    q = unpermute_order(q_dim, c.num_heads).iter().map(|&i| q[i]).collect();
-                    k = unpermute_order(kv_dim, c.num_kv_heads).iter().map(|&i| k[i]).collect();
+                    q = unpermute_order(q_dim, c.num_heads)
+                        .iter()
+                        .map(|&i| q[i])
+                        .collect();
+                    k = unpermute_order(kv_dim, c.num_kv_heads)
+                        .iter()
+                        .map(|&i| k[i])
+                        .collect();
                 }
                 self.put_vector(key(LayerTensor::QBias), name, q)?;
                 self.put_vector(key(LayerTensor::KBias), name, k)?;
@@ -598,7 +646,8 @@ impl Loader<'_> {
 fn split2(m: &Matrix, at: usize, name: &str, f: &GgufFile) -> Result<(Matrix, Matrix)> {
     let a = m.rows(0..at);
     let b = m.rows(at..m.rows);
-    a.zip(b).ok_or_else(|| f.err(format!("tensor `{name}`: cannot split at row {at}")))
+    a.zip(b)
+        .ok_or_else(|| f.err(format!("tensor `{name}`: cannot split at row {at}")))
 }
 
 /// The row order that undoes llama.cpp's rotary permutation of Q/K.

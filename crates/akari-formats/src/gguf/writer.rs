@@ -45,7 +45,8 @@ impl GgufWriter {
     /// Aligns tensor data to `alignment` and records it as `general.alignment`.
     pub fn alignment(&mut self, alignment: u32) -> &mut Self {
         self.alignment = alignment.max(1) as usize;
-        self.metadata.retain(|(k, _)| k != super::keys::GENERAL_ALIGNMENT);
+        self.metadata
+            .retain(|(k, _)| k != super::keys::GENERAL_ALIGNMENT);
         self.kv(super::keys::GENERAL_ALIGNMENT, Value::U32(alignment))
     }
 
@@ -67,7 +68,10 @@ impl GgufWriter {
     }
 
     pub fn strings(&mut self, key: &str, values: &[&str]) -> &mut Self {
-        let v = values.iter().map(|s| Value::String(s.to_string())).collect();
+        let v = values
+            .iter()
+            .map(|s| Value::String(s.to_string()))
+            .collect();
         self.kv(key, Value::Array(ValueType::String, v))
     }
 
