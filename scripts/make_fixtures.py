@@ -173,10 +173,10 @@ BASE_CFG = dict(
 # Changing the initialisation, prompts or tokenizer requires re-running the search.
 SEEDS = {
     "llama": 21,
-    "llama3rope": 5,
-    "qwen2": 39,
-    "phi3": 14,
-    "llamak": 4,
+    "llama3rope": 13,
+    "qwen2": 20,
+    "phi3": 7,
+    "llamak": 29,
 }
 
 MODELS = {
@@ -208,7 +208,9 @@ WEIGHT_TYPES = {
     "q6_k": (QT.Q6_K, FT.MOSTLY_Q6_K),
 }
 
-INIT_STD = 0.2  # std of all weight matrices and embeddings
+EMBED_STD = 1.0  # std of the token embeddings
+INIT_GAIN = 1.0  # other matrices: std = INIT_GAIN / sqrt(in_features), so activations keep
+# their scale through the layers and small perturbations (quantisation) are not amplified
 NORM_RANGE = (0.6, 1.4)  # RMSNorm weights ~ U(NORM_RANGE)
 BIAS_STD = 0.2  # qwen2 q/k/v biases
 N_BOOSTED_ROWS = 8  # output rows (tokens) whose weights are scaled by BOOST
@@ -236,7 +238,7 @@ def hf_config(name: str, seed: int):
     cfg["bos_token_id"] = SPECIAL_TOKENS.index("<|endoftext|>") + 256 + N_MERGES
     cfg["eos_token_id"] = SPECIAL_TOKENS.index("<|im_end|>") + 256 + N_MERGES
     cfg["pad_token_id"] = None
-    cfg["initializer_range"] = INIT_STD
+    cfg["initializer_range"] = 0.02
     rope = {"rope_type": "default", "rope_theta": 10000.0}
     if "rope" in spec:
         rope = dict(spec["rope"], rope_theta=10000.0)
@@ -277,8 +279,10 @@ def random_state_dict(model, seed: int) -> dict[str, np.ndarray]:
             v = rng.uniform(*NORM_RANGE, size=shape)
         elif key.endswith(".bias"):
             v = rng.normal(0.0, BIAS_STD, size=shape)
+        elif key == "model.embed_tokens.weight":
+            v = rng.normal(0.0, EMBED_STD, size=shape)
         else:
-            v = rng.normal(0.0, INIT_STD, size=shape)
+            v = rng.normal(0.0, INIT_GAIN / math.sqrt(shape[-1]), size=shape)
         if key == output_key:
             # A few output rows with larger norm make the top-1 logit stand out clearly from
             # the runner-up, so greedy paths survive quantisation error.

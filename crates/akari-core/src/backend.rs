@@ -69,4 +69,10 @@ pub trait Backend: Send + Sync {
     fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// Copies a tensor to host memory.
     fn read(&self, x: &Self::Tensor) -> Result<Vec<f32>>;
+
+    /// Runs one forward pass. A backend with worker threads enters its pool here once, rather
+    /// than once per op.
+    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
 }

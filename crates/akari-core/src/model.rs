@@ -10,6 +10,7 @@ use crate::config::ModelConfig;
 use crate::rope;
 use crate::weights::{LayerTensor as L, ModelWeights, TensorKey};
 use crate::{Error, Result};
+use std::sync::Arc;
 
 struct Layer<B: Backend> {
     attn_norm: B::Vector,
@@ -29,7 +30,8 @@ struct Layer<B: Backend> {
 /// A loaded model with its KV cache.
 pub struct Model<B: Backend> {
     cfg: ModelConfig,
-    backend: B,
+    /// Shared so a forward pass can run inside [`Backend::scope`] while borrowing the model.
+    backend: Arc<B>,
     embed: B::Matrix,
     /// `None` when tied to the embedding.
     lm_head: Option<B::Matrix>,
@@ -144,7 +146,7 @@ impl<B: Backend> Model<B> {
         let cache = backend.new_kv_cache(&cfg, max_seq)?;
         Ok(Model {
             cfg,
-            backend,
+            backend: Arc::new(backend),
             embed,
             lm_head,
             norm,
@@ -213,6 +215,17 @@ impl<B: Backend> LanguageModel for Model<B> {
     }
 
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let backend = self.backend.clone();
+        backend.scope(|| self.forward_in_scope(tokens))
+    }
+
+    fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+}
+
+impl<B: Backend> Model<B> {
+    fn forward_in_scope(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument(
                 "forward needs at least one token".into(),
@@ -245,9 +258,5 @@ impl<B: Backend> LanguageModel for Model<B> {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         let logits = be.matmul(&h, head, None)?;
         be.read(&logits)
-    }
-
-    fn truncate(&mut self, pos: usize) {
-        self.pos = self.pos.min(pos);
     }
 }

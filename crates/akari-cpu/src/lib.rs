@@ -39,23 +39,21 @@ pub struct KvCache {
 
 pub struct CpuBackend {
     isa: Isa,
-    pool: Option<rayon::ThreadPool>,
+    pool: rayon::ThreadPool,
 }
 
 impl CpuBackend {
     /// `threads`: worker count, or `None` for one per core.
     pub fn new(threads: Option<usize>) -> Result<CpuBackend> {
-        let pool = match threads {
-            Some(n) => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n.max(1))
-                    .build()
-                    .map_err(|e| {
-                        Error::InvalidArgument(format!("cannot start {n} threads: {e}"))
-                    })?,
-            ),
-            None => None,
-        };
+        // A pool of our own, entered once per forward pass: calling into rayon's global pool
+        // from outside would hand every op to another thread and back.
+        let mut builder = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("akari-cpu-{i}"));
+        if let Some(n) = threads {
+            builder = builder.num_threads(n.max(1));
+        }
+        let pool = builder
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("cannot start CPU threads: {e}")))?;
         Ok(CpuBackend {
             isa: Isa::detect(),
             pool,
@@ -67,17 +65,11 @@ impl CpuBackend {
     }
 
     pub fn threads(&self) -> usize {
-        self.pool
-            .as_ref()
-            .map(|p| p.current_num_threads())
-            .unwrap_or_else(rayon::current_num_threads)
+        self.pool.current_num_threads()
     }
 
     fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match &self.pool {
-            Some(p) => p.install(f),
-            None => f(),
-        }
+        self.pool.install(f)
     }
 
     fn check_cols(x: &Tensor, cols: usize, what: &str) -> Result<()> {
@@ -92,9 +84,12 @@ impl CpuBackend {
     }
 }
 
-/// Output rows handled by one task: enough work to amortise scheduling, small enough to
-/// balance threads.
-const ROWS_PER_TASK: usize = 16;
+/// Output rows handled by one task: about eight tasks per thread, so threads stay balanced,
+/// but never so few rows that scheduling costs more than the work.
+fn rows_per_task(n: usize, threads: usize) -> usize {
+    let per = n.div_ceil(threads.max(1) * 8);
+    per.clamp(16, 1024).next_multiple_of(4)
+}
 
 impl Backend for CpuBackend {
     type Tensor = Tensor;
@@ -190,21 +185,20 @@ impl Backend for CpuBackend {
                 Vec::new()
             };
             // Each task computes a block of output rows for every token (weights are read
-            // once per matmul), written transposed then scattered.
-            let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(ROWS_PER_TASK))
+            // once per matmul) into its own buffer, laid out [row][token], then scattered.
+            let per_task = rows_per_task(n, self.threads());
+            let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(per_task))
                 .into_par_iter()
                 .map(|blk| {
-                    let r0 = blk * ROWS_PER_TASK;
-                    let r1 = (r0 + ROWS_PER_TASK).min(n);
+                    let r0 = blk * per_task;
+                    let r1 = (r0 + per_task).min(n);
                     let mut acc = vec![0f32; (r1 - r0) * t];
-                    for r in r0..r1 {
-                        let wr = &bytes[r * rb..(r + 1) * rb];
-                        let dst = &mut acc[(r - r0) * t..(r - r0 + 1) * t];
-                        if fmt.is_quantized() {
-                            for (o, xr) in dst.iter_mut().zip(&xq) {
-                                *o = isa.dot_q(fmt, wr, xr);
-                            }
-                        } else {
+                    let w_rows = &bytes[r0 * rb..r1 * rb];
+                    if fmt.is_quantized() {
+                        let xrefs: Vec<&[Q8Act]> = xq.iter().map(Vec::as_slice).collect();
+                        isa.gemm_q(fmt, w_rows, rb, &xrefs, &mut acc);
+                    } else {
+                        for (wr, dst) in w_rows.chunks_exact(rb).zip(acc.chunks_exact_mut(t)) {
                             for (o, xr) in dst.iter_mut().zip(x.data.chunks_exact(k)) {
                                 *o = isa.dot_f(fmt, wr, xr);
                             }
@@ -214,10 +208,13 @@ impl Backend for CpuBackend {
                 })
                 .collect();
             for (r0, acc) in blocks {
-                let rows = acc.len() / t.max(1);
-                for dr in 0..rows {
-                    for ti in 0..t {
-                        out[ti * n + r0 + dr] = acc[dr * t + ti];
+                if t == 1 {
+                    out[r0..r0 + acc.len()].copy_from_slice(&acc);
+                    continue;
+                }
+                for (dr, row) in acc.chunks_exact(t).enumerate() {
+                    for (ti, v) in row.iter().enumerate() {
+                        out[ti * n + r0 + dr] = *v;
                     }
                 }
             }
@@ -378,5 +375,9 @@ impl Backend for CpuBackend {
 
     fn read(&self, x: &Tensor) -> Result<Vec<f32>> {
         Ok(x.data.clone())
+    }
+
+    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.run(f)
     }
 }

@@ -8,10 +8,8 @@ use akari_core::generate::{Completion, Event, GenerateOptions, Session};
 use akari_core::model::{LanguageModel, Model};
 use akari_core::template::{opens_reasoning, ChatTemplate, Message};
 use akari_core::tokenizer::Tokenizer;
-use akari_core::weights::ModelWeights;
 use akari_core::{Device, Dtype, Error, ModelConfig, QuantFormat, Result};
 use akari_cpu::CpuBackend;
-use rayon::prelude::*;
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -84,46 +82,6 @@ fn target_format(dtype: Dtype, file: QuantFormat) -> QuantFormat {
     }
 }
 
-fn convert_weights(
-    w: &mut ModelWeights,
-    dtype: Dtype,
-    progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<()> {
-    let todo: Vec<_> = w
-        .matrices
-        .iter()
-        .filter(|(_, m)| target_format(dtype, m.format) != m.format)
-        .map(|(k, _)| *k)
-        .collect();
-    if todo.is_empty() {
-        return Ok(());
-    }
-    let total = todo.len() as u64;
-    progress(Progress {
-        stage: "converting weights",
-        done: 0,
-        total,
-    });
-    let converted: Vec<_> = todo
-        .par_iter()
-        .map(|k| {
-            let m = &w.matrices[k];
-            m.convert(target_format(dtype, m.format))
-                .map(|c| (*k, c))
-                .map_err(|e| Error::InvalidArgument(format!("tensor `{k}`: {e}")))
-        })
-        .collect::<Result<_>>()?;
-    for (k, m) in converted {
-        w.matrices.insert(k, m);
-    }
-    progress(Progress {
-        stage: "converting weights",
-        done: total,
-        total,
-    });
-    Ok(())
-}
-
 impl Engine {
     pub fn load(
         path: &Path,
@@ -131,11 +89,16 @@ impl Engine {
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Engine> {
         progress(Progress {
-            stage: "reading model",
+            stage: if opts.dtype == Dtype::Auto {
+                "reading model"
+            } else {
+                "reading and converting weights"
+            },
             done: 0,
             total: 1,
         });
-        let mut src = akari_formats::open(path)?;
+        let dtype = opts.dtype;
+        let mut src = akari_formats::open_as(path, &move |default| target_format(dtype, default))?;
         let device = match opts.device {
             Device::Auto | Device::Cpu => Device::Cpu,
             Device::Gpu => {
@@ -145,7 +108,6 @@ impl Engine {
                 })
             }
         };
-        convert_weights(&mut src.weights, opts.dtype, progress)?;
         let mut formats: Vec<(QuantFormat, usize)> = Vec::new();
         let mut weight_bytes = 0;
         for m in src.weights.matrices.values() {

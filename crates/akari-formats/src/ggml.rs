@@ -398,11 +398,24 @@ pub fn to_matrix(
     cols: usize,
     bytes: Bytes,
 ) -> Result<Matrix> {
+    to_matrix_as(name, ty, rows, cols, bytes, &|default| default)
+}
+
+/// As [`to_matrix`], stored as `target(default format)`; conversions go straight from the
+/// file's type, so an f32 target is exact for every type.
+pub fn to_matrix_as(
+    name: &str,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    bytes: Bytes,
+    target: &(dyn Fn(QuantFormat) -> QuantFormat + Sync),
+) -> Result<Matrix> {
     let unsupported = || Error::UnsupportedWeightType {
         tensor: name.to_string(),
         kind: format!("{ty} (ggml type {})", ty.id()),
     };
-    let target = ty.backend_format().ok_or_else(unsupported)?;
+    let target = target(ty.backend_format().ok_or_else(unsupported)?);
     if ty.native_format() == Some(target) {
         return Matrix::new(name, target, rows, cols, bytes);
     }
@@ -423,7 +436,7 @@ pub fn to_matrix(
             .try_for_each_init(
                 || vec![0f32; cols],
                 |tmp, (dst, src)| -> Result<()> {
-                    if ty == GgmlType::Q4_K {
+                    if ty == GgmlType::Q4_K && target == QuantFormat::Q4_1 {
                         for (s, d) in src.chunks_exact(144).zip(dst.chunks_exact_mut(160)) {
                             q4_k_to_q4_1(s, d);
                         }

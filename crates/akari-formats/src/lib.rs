@@ -50,11 +50,20 @@ pub struct ModelSource {
 
 /// Opens a model file of any supported format (today: GGUF, recognised by its magic).
 pub fn open(path: &Path) -> Result<ModelSource> {
+    open_as(path, &|default| default)
+}
+
+/// As [`open`], storing each matrix as `target(the format the reader would pick)`,
+/// converted straight from the file.
+pub fn open_as(path: &Path, target: &gguf::load::ConvertTo) -> Result<ModelSource> {
     let mut magic = [0u8; 4];
     let read =
         std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
     match read {
-        Ok(()) if &magic == gguf::MAGIC => open_gguf(path),
+        Ok(()) if &magic == gguf::MAGIC => {
+            let file = GgufFile::parse(map_file(path)?, &path.display().to_string())?;
+            gguf::load::model_source_with(&file, target)
+        }
         Ok(()) => Err(Error::format(
             path.display().to_string(),
             "not a GGUF file (other model formats are not supported yet)",

@@ -20,8 +20,8 @@ use akari_core::QuantFormat;
 #[repr(C)]
 pub struct Q8Act {
     pub d: f32,
-    /// Σ qs, for the offset terms of Q4_0 and Q4_1.
-    pub sum: i32,
+    /// `d · Σ qs`, for the offset terms of Q4_0 and Q4_1.
+    pub s: f32,
     pub qs: [i8; QK],
 }
 
@@ -29,7 +29,7 @@ impl Default for Q8Act {
     fn default() -> Self {
         Q8Act {
             d: 0.0,
-            sum: 0,
+            s: 0.0,
             qs: [0; QK],
         }
     }
@@ -83,6 +83,24 @@ impl Isa {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::dot_q(format, w, x) },
+        }
+    }
+
+    /// `out[r * x.len() + c] = w_r · x_c` for `rows` consecutive weight rows of `rb` bytes
+    /// each, against every activation row in `x`.
+    pub fn gemm_q(self, format: QuantFormat, w: &[u8], rb: usize, x: &[&[Q8Act]], out: &mut [f32]) {
+        match self {
+            Isa::Scalar => {
+                let t = x.len();
+                for (r, wr) in w.chunks_exact(rb).enumerate() {
+                    for (c, xc) in x.iter().enumerate() {
+                        out[r * t + c] = scalar::dot_q(format, wr, xc);
+                    }
+                }
+            }
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::gemm_q(format, w, rb, x, out) },
         }
     }
 
@@ -162,7 +180,7 @@ mod tests {
             scalar::quantize_row(&x, &mut xq_ref);
             for (a, b) in xq.iter().zip(&xq_ref) {
                 assert_eq!(a.qs, b.qs, "quantize_row n={n}");
-                assert_eq!(a.sum, b.sum);
+                assert!((a.s - b.s).abs() <= 1e-6 * (1.0 + b.s.abs()));
                 assert!((a.d - b.d).abs() <= 1e-7 * b.d.abs());
             }
             for fmt in [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Q4_1] {
@@ -179,6 +197,36 @@ mod tests {
                 let exact: f32 = wd.iter().zip(&x).map(|(a, b)| a * b).sum();
                 let norm: f32 = wd.iter().map(|a| a.abs()).sum::<f32>() * 8.0 / 127.0;
                 assert!((exact - r).abs() <= norm, "{fmt} n={n}: {exact} vs {r}");
+            }
+            // Tiles of every shape: rows and tokens that are and are not multiples of 4.
+            for fmt in [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Q4_1] {
+                let (rows, toks) = (7usize, 6usize);
+                let ws: Vec<f32> = random(rows * n, 77 + n as u64);
+                let wb = encode(fmt, &ws);
+                let rb = fmt.row_bytes(n);
+                let xs: Vec<Vec<Q8Act>> = (0..toks)
+                    .map(|c| {
+                        let xr = random(n, 500 + c as u64);
+                        let mut q = vec![Q8Act::default(); n / QK];
+                        scalar::quantize_row(&xr, &mut q);
+                        q
+                    })
+                    .collect();
+                for t in 1..=toks {
+                    let xrefs: Vec<&[Q8Act]> = xs[..t].iter().map(|v| v.as_slice()).collect();
+                    let mut got = vec![0f32; rows * t];
+                    isa.gemm_q(fmt, &wb, rb, &xrefs, &mut got);
+                    for r in 0..rows {
+                        for c in 0..t {
+                            let want = scalar::dot_q(fmt, &wb[r * rb..(r + 1) * rb], &xs[c]);
+                            let g = got[r * t + c];
+                            assert!(
+                                (want - g).abs() <= 1e-4 * (1.0 + want.abs()),
+                                "{fmt} n={n} t={t} r={r} c={c}: {want} vs {g}"
+                            );
+                        }
+                    }
+                }
             }
             for fmt in [QuantFormat::F32, QuantFormat::F16] {
                 let wb = encode(fmt, &w);

@@ -21,7 +21,7 @@ pub fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
             sum += *q as i32;
         }
         blk.d = d;
-        blk.sum = sum;
+        blk.s = d * sum as f32;
     }
 }
 
@@ -51,9 +51,9 @@ pub fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
                     s += (q >> 4) as i32 * xb.qs[j + 16] as i32;
                 }
                 if format == QuantFormat::Q4_0 {
-                    acc += d * (s - 8 * xb.sum) as f32;
+                    acc += d * s as f32 - 8.0 * f16_at(b, 0) * xb.s;
                 } else {
-                    acc += d * s as f32 + f16_at(b, 2) * xb.d * xb.sum as f32;
+                    acc += d * s as f32 + f16_at(b, 2) * xb.s;
                 }
             }
             QuantFormat::F32 | QuantFormat::F16 => unreachable!("float rows use dot_f"),

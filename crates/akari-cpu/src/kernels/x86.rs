@@ -62,7 +62,7 @@ pub(crate) unsafe fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
         let c = _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256(blk.qs.as_mut_ptr() as *mut __m256i, c);
         blk.d = d;
-        blk.sum = _mm_cvtsi128_si32(s4);
+        blk.s = d * _mm_cvtsi128_si32(s4) as f32;
     }
 }
 
@@ -103,12 +103,165 @@ pub(crate) unsafe fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
         let d = dw * xb.d;
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(prod), acc);
         match format {
-            QuantFormat::Q4_0 => offset -= 8.0 * d * xb.sum as f32,
-            QuantFormat::Q4_1 => offset += f16_at(b.add(2)) * xb.d * xb.sum as f32,
+            QuantFormat::Q4_0 => offset -= 8.0 * dw * xb.s,
+            QuantFormat::Q4_1 => offset += f16_at(b.add(2)) * xb.s,
             _ => {}
         }
     }
     hsum(acc) + offset
+}
+
+const Q8_0: u8 = 0;
+const Q4_0: u8 = 1;
+const Q4_1: u8 = 2;
+
+/// One weight block as 32 bytes ready for `maddubs` (unsigned for the 4-bit formats,
+/// |w| for Q8_0), with its scale and, for Q4_1, its minimum.
+#[inline(always)]
+unsafe fn load_weights<const F: u8>(b: *const u8) -> (__m256i, f32, f32) {
+    let d = f16_at(b);
+    match F {
+        Q8_0 => (_mm256_loadu_si256(b.add(2) as *const __m256i), d, 0.0),
+        _ => {
+            let (qs, m) = if F == Q4_0 {
+                (b.add(2), -8.0 * d)
+            } else {
+                (b.add(4), f16_at(b.add(2)))
+            };
+            let q = _mm_loadu_si128(qs as *const __m128i);
+            let low = _mm_set1_epi8(0x0f);
+            let lo = _mm_and_si128(q, low);
+            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
+            (_mm256_set_m128i(hi, lo), d, m)
+        }
+    }
+}
+
+/// `R` weight rows against `C` activation rows: every weight block is loaded and unpacked
+/// once for all `C` tokens, every activation block once for all `R` rows.
+#[inline(always)]
+unsafe fn tile<const F: u8, const R: usize, const C: usize>(
+    w: *const u8,
+    rb: usize,
+    x: &[&[Q8Act]],
+    nb: usize,
+    out: &mut [f32],
+    t: usize,
+) {
+    let bb = if F == Q8_0 {
+        34
+    } else if F == Q4_0 {
+        18
+    } else {
+        20
+    };
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut off = [[0f32; C]; R];
+    for b in 0..nb {
+        let mut wv = [_mm256_setzero_si256(); R];
+        let mut dw = [0f32; R];
+        let mut mw = [0f32; R];
+        for r in 0..R {
+            let (v, d, m) = load_weights::<F>(w.add(r * rb + b * bb));
+            wv[r] = v;
+            dw[r] = d;
+            mw[r] = m;
+        }
+        for c in 0..C {
+            let xb = x.get_unchecked(c).get_unchecked(b);
+            let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+            for r in 0..R {
+                let p = if F == Q8_0 {
+                    // maddubs needs one unsigned operand: move w's sign onto x.
+                    let aw = _mm256_sign_epi8(wv[r], wv[r]);
+                    let sx = _mm256_sign_epi8(xv, wv[r]);
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones)
+                } else {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(wv[r], xv), ones)
+                };
+                acc[r][c] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dw[r] * xb.d),
+                    _mm256_cvtepi32_ps(p),
+                    acc[r][c],
+                );
+                if F != Q8_0 {
+                    off[r][c] += mw[r] * xb.s;
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            *out.get_unchecked_mut(r * t + c) = hsum(acc[r][c]) + off[r][c];
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_f<const F: u8>(w: &[u8], rb: usize, x: &[&[Q8Act]], out: &mut [f32]) {
+    let t = x.len();
+    let rows = w.len() / rb;
+    let nb = x.first().map(|v| v.len()).unwrap_or(0);
+    debug_assert!(
+        x.iter().all(|v| v.len() == nb)
+            && rb
+                == nb
+                    * if F == Q8_0 {
+                        34
+                    } else if F == Q4_0 {
+                        18
+                    } else {
+                        20
+                    }
+    );
+    debug_assert!(out.len() >= rows * t);
+    let wp = w.as_ptr();
+    let mut r = 0;
+    if t >= 4 {
+        // Prefill: 2 rows × 4 tokens per tile.
+        while r + 2 <= rows {
+            let mut c = 0;
+            while c + 4 <= t {
+                tile::<F, 2, 4>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+                c += 4;
+            }
+            while c < t {
+                tile::<F, 2, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+                c += 1;
+            }
+            r += 2;
+        }
+    } else {
+        // Decode: 4 rows at a time for independent accumulator chains.
+        while r + 4 <= rows {
+            for c in 0..t {
+                tile::<F, 4, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+            }
+            r += 4;
+        }
+    }
+    while r < rows {
+        for c in 0..t {
+            tile::<F, 1, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+        }
+        r += 1;
+    }
+}
+
+pub(crate) unsafe fn gemm_q(
+    format: QuantFormat,
+    w: &[u8],
+    rb: usize,
+    x: &[&[Q8Act]],
+    out: &mut [f32],
+) {
+    match format {
+        QuantFormat::Q8_0 => gemm_f::<Q8_0>(w, rb, x, out),
+        QuantFormat::Q4_0 => gemm_f::<Q4_0>(w, rb, x, out),
+        QuantFormat::Q4_1 => gemm_f::<Q4_1>(w, rb, x, out),
+        _ => unreachable!("float rows use dot_f"),
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -7,11 +7,20 @@ use crate::ModelSource;
 use akari_core::config::longrope_attention_factor;
 use akari_core::tokenizer::VocabSpec;
 use akari_core::weights::{LayerTensor, Matrix, ModelWeights, TensorKey};
-use akari_core::{Arch, Error, ModelConfig, Result, RopeScaling};
+use akari_core::{Arch, Error, ModelConfig, QuantFormat, Result, RopeScaling};
 use std::collections::{hash_map::Entry, HashMap};
+
+/// Picks the format a matrix is stored as, given the one the reader would choose.
+pub type ConvertTo = dyn Fn(QuantFormat) -> QuantFormat + Sync;
 
 /// Builds a model from a parsed file. Tensors the backends run are used in place.
 pub fn model_source(f: &GgufFile) -> Result<ModelSource> {
+    model_source_with(f, &|default| default)
+}
+
+/// As [`model_source`], with each matrix stored as `target(its default backend format)`,
+/// converted straight from the file's type (so f32 targets are exact for every type).
+pub fn model_source_with(f: &GgufFile, target: &ConvertTo) -> Result<ModelSource> {
     let arch_name = f
         .get(keys::GENERAL_ARCHITECTURE)
         .ok_or_else(|| f.err(format!("`{}` is missing", keys::GENERAL_ARCHITECTURE)))?
@@ -25,6 +34,7 @@ pub fn model_source(f: &GgufFile) -> Result<ModelSource> {
 
     let mut loader = Loader {
         f,
+        target,
         config: &config,
         weights: ModelWeights::default(),
         names: HashMap::new(),
@@ -431,6 +441,7 @@ impl Meta<'_> {
 
 struct Loader<'a> {
     f: &'a GgufFile,
+    target: &'a ConvertTo,
     config: &'a ModelConfig,
     weights: ModelWeights,
     /// Which file tensor filled each canonical one, to report conflicts.
@@ -476,7 +487,7 @@ impl Loader<'_> {
             }
         }
         let data = self.f.tensor_data(t)?;
-        ggml::to_matrix(&t.name, t.ggml_type, rows, cols, data)
+        ggml::to_matrix_as(&t.name, t.ggml_type, rows, cols, data, self.target)
     }
 
     /// A vector tensor as f32, its length checked.
