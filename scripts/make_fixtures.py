@@ -7,6 +7,11 @@
     logits from transformers (float32) run on the weights dequantised from each GGUF.
 * fixtures/tiny/tokenizer.json
     Encoding cases for the tiny byte-level BPE tokenizer shared by all tiny models.
+* fixtures/tiny-hf/<model>/
+    The same tiny models (same weights as the f32 GGUFs) in Hugging Face layout: config.json,
+    safetensors weights, tokenizer.json, tokenizer_config.json, generation_config.json.
+    f32 directories reuse fixtures/tiny/<model>-f32/reference.json; llama-f16 (sharded) and
+    llama-bf16 have their own reference.json.
 * fixtures/smollm2/reference.json
     Greedy continuations of SmolLM2-135M-Instruct (Q4_1 GGUF, fetched by
     scripts/fetch-smollm2.sh) computed by transformers in float32.
@@ -15,6 +20,7 @@ Usage (from the repository root, inside the .venv described in fixtures/README.m
     python scripts/make_fixtures.py               # everything
     python scripts/make_fixtures.py --tiny        # tiny models only
     python scripts/make_fixtures.py --smollm2     # SmolLM2 reference only
+    python scripts/make_fixtures.py --hf          # Hugging Face layout directories only
     python scripts/make_fixtures.py --search-seeds  # re-pick the tiny models' seeds
 
 Everything is deterministic: fixed seeds, numpy-generated weights, single-threaded torch.
@@ -792,6 +798,118 @@ def make_tiny(tok):
 
 
 # --------------------------------------------------------------------------------------
+# Hugging Face layout directories (safetensors + tokenizer files)
+# --------------------------------------------------------------------------------------
+
+# name: (model, weight dtype, how the chat template and special tokens are written)
+HF_DIRS = {
+    "llama": ("llama", "f32", "config"),  # chat_template string in tokenizer_config.json
+    "llama3rope": ("llama3rope", "f32", "jinja"),  # chat_template.jinja, eos_token as an AddedToken dict
+    "qwen2": ("qwen2", "f32", "list"),  # chat_template as a list of named templates, eos id list
+    "phi3": ("phi3", "f32", "config"),
+    "llama-f16": ("llama", "f16", "config"),  # sharded: model.safetensors.index.json + 2 shards
+    "llama-bf16": ("llama", "bf16", "config"),
+}
+HF_TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def write_json(path: Path, obj):
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_hf_tokenizer(out: Path, tok, style: str):
+    hf = tok[3]
+    hf.save(str(out / "tokenizer.json"))
+    eos_id = SPECIAL_TOKENS.index("<|im_end|>") + 256 + N_MERGES
+    bos_id = SPECIAL_TOKENS.index("<|endoftext|>") + 256 + N_MERGES
+    added = {
+        str(256 + N_MERGES + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                  "single_word": False, "special": True}
+        for i, t in enumerate(SPECIAL_TOKENS)
+    }
+    cfg = {
+        "add_bos_token": False,
+        "add_prefix_space": False,
+        "added_tokens_decoder": added,
+        "bos_token": "<|endoftext|>",
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>",
+        "model_max_length": BASE_CFG["max_position_embeddings"],
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    }
+    gen = {"bos_token_id": bos_id, "eos_token_id": eos_id}
+    if style == "config":
+        cfg["chat_template"] = CHATML_TEMPLATE
+    elif style == "jinja":
+        (out / "chat_template.jinja").write_text(CHATML_TEMPLATE, encoding="utf-8")
+        cfg["eos_token"] = dict(added[str(eos_id)], __type="AddedToken")
+    elif style == "list":
+        cfg["bos_token"] = None
+        cfg.pop("add_bos_token")
+        cfg["chat_template"] = [
+            {"name": "default", "template": CHATML_TEMPLATE},
+            {"name": "tool_use", "template": "{{ raise_exception('tools are not supported') }}"},
+        ]
+        gen = {"bos_token_id": bos_id, "eos_token_id": [eos_id, bos_id]}
+    else:
+        raise ValueError(style)
+    write_json(out / "tokenizer_config.json", dict(sorted(cfg.items())))
+    write_json(out / "generation_config.json", gen)
+
+
+def make_hf(tok):
+    from safetensors.torch import load_file
+
+    root = FIXTURES / "tiny-hf"
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    for dname, (name, wtype, style) in HF_DIRS.items():
+        seed = SEEDS[name]
+        config = hf_config(name, seed)
+        model = build_model(name, config)
+        sd = random_state_dict(model, seed)
+        dtype = HF_TORCH_DTYPES[wtype]
+        # The weights as stored (rounded to the file's dtype), in float32 for the reference.
+        rounded = {k: torch.from_numpy(v).to(dtype).to(torch.float32).numpy() for k, v in sd.items()}
+        load_weights(model, rounded)
+        # Before the model is cast for saving: the cast would also round its rotary
+        # frequency buffers, which the reference must not see.
+        cases = {cname: run_case(model, p) for cname, p in prompts(tok).items()}
+        out = root / dname
+        shard = "100KB" if dname == "llama-f16" else "50GB"
+        model.to(dtype).save_pretrained(str(out), safe_serialization=True, max_shard_size=shard)
+        # transformers' own generation_config.json (it records its version) is replaced by ours.
+        write_hf_tokenizer(out, tok, style)
+        # Read back what was written: exactly the (rounded) weights, in the wanted dtype.
+        files = sorted(out.glob("*.safetensors"))
+        assert (len(files) > 1) == (dname == "llama-f16"), files
+        back = {}
+        for f in files:
+            back.update(load_file(str(f)))
+        assert set(back) == set(sd), set(back) ^ set(sd)
+        for k, t in back.items():
+            assert t.dtype == dtype, (k, t.dtype)
+            assert np.array_equal(t.to(torch.float32).numpy(), rounded[k]), k
+        size = sum(f.stat().st_size for f in out.iterdir())
+        paths = {c: [s["argmax"] for s in steps] for c, steps in cases.items()}
+        worst = min(rel_margin(s) for steps in cases.values() for s in steps)
+        if wtype == "f32":
+            # Same weights as the f32 GGUF: its reference applies unchanged.
+            ref = json.loads((FIXTURES / "tiny" / f"{name}-f32" / "reference.json").read_text())
+            mine = reference_json(name, wtype, cases, tok)
+            assert ref["cases"] == mine["cases"], f"{dname}: differs from tiny/{name}-f32/reference.json"
+        else:
+            ref = reference_json(name, wtype, cases, tok)
+            ref["weight_type"] = wtype.upper()
+            ref["arithmetic"] = "transformers float32 on the weights stored in these safetensors"
+            with open(out / "reference.json", "w") as f:
+                json.dump(ref, f, separators=(",", ":"))
+                f.write("\n")
+        print(f"tiny-hf/{dname}: {size} bytes, min margin {worst:.2%} of logit range, argmax {paths}", flush=True)
+
+
+# --------------------------------------------------------------------------------------
 # SmolLM2 reference
 # --------------------------------------------------------------------------------------
 
@@ -867,10 +985,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="only the tiny GGUF fixtures")
     ap.add_argument("--smollm2", action="store_true", help="only the SmolLM2 reference")
+    ap.add_argument("--hf", action="store_true", help="only the Hugging Face layout directories")
     ap.add_argument("--search-seeds", action="store_true", help="search seeds for the tiny models and exit")
     ap.add_argument("--try-prompts", nargs="*", help="print SmolLM2 greedy outputs/margins for prompts and exit")
     args = ap.parse_args()
-    both = not (args.tiny or args.smollm2)
+    both = not (args.tiny or args.smollm2 or args.hf)
 
     import transformers
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, gguf-py from {gguf.__file__}, "
@@ -884,6 +1003,8 @@ def main():
         return
     if args.tiny or both:
         make_tiny(tok)
+    if args.hf or both:
+        make_hf(tok)
     if args.smollm2 or both:
         write_smollm2(make_smollm2(SMOLLM2_PROMPTS))
 

@@ -12,6 +12,10 @@ cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 AKARI_MODEL="$(bash scripts/fetch-smollm2.sh)"
 export AKARI_MODEL
 
+# The engine's core must keep compiling for the browser.
+rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
+cargo check -p akari-core -p akari-cpu --target wasm32-unknown-unknown
 cargo test --workspace --release

@@ -38,7 +38,15 @@ TIME=/usr/bin/time
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
+# Other processes on the machine distort the numbers (llama.cpp's spinning OpenMP threads
+# suffer most): the 1-minute load average is recorded before each round and reported.
+read -r LOAD0 _ < /proc/loadavg
+if awk -v l="$LOAD0" -v t="$THREADS" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "bench: warning: load average is $LOAD0 before starting; results may be distorted" >&2
+fi
 for i in $(seq 1 "$ROUNDS"); do
+    read -r load _ < /proc/loadavg
+    echo "$load" >> "$WORK/load"
     echo "bench: round $i/$ROUNDS: akari" >&2
     "$TIME" -v -o "$WORK/akari-$i.time" "$AKARI" bench "$MODEL" --threads "$THREADS" \
         --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --repeats 1 --json > "$WORK/akari-$i.json"
@@ -95,6 +103,8 @@ print()
 print(f"- akari: {info.get('akari_backend')}; its own peak_rss_bytes: {mib(med(ak['rss_self'])):.1f} MiB. "
       "akari decode follows the prompt and includes sampling/detokenisation.")
 print(f"- {info.get('llama')}")
+loads = open(f"{work}/load").read().split()
+print(f"- 1-minute load average before each round: {', '.join(loads)} (nproc {os.cpu_count()})")
 print(f"- raw per-round values: akari pp {[round(x,1) for x in ak['pp']]}, tg {[round(x,1) for x in ak['tg']]}; "
       f"llama.cpp pp {[round(x,1) for x in ll['pp']]}, tg@0 {[round(x,1) for x in ll['tg']]}, "
       f"tg@{P} {[round(x,1) for x in ll['tg_d']]}")

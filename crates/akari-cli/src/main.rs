@@ -12,6 +12,7 @@ use serde_json::json;
 use std::io::{BufRead, IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -310,8 +311,21 @@ fn stats_line(c: &Completion) -> String {
     )
 }
 
+/// Ctrl-C while a reply streams stops that reply; at the prompt it quits.
+static GENERATING: AtomicBool = AtomicBool::new(false);
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
 fn cmd_chat(model: &ModelArgs, sampling: &SamplingArgs, system: &Option<String>) -> Result<()> {
     let mut engine = load(model)?;
+    ctrlc::set_handler(|| {
+        if GENERATING.load(Ordering::SeqCst) {
+            CANCEL.store(true, Ordering::SeqCst);
+        } else {
+            eprintln!();
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
     let info = engine.info().clone();
     eprintln!(
         "{} ({}, {} layers) on {}. /reset clears the conversation, /exit quits.",
@@ -362,10 +376,18 @@ fn cmd_chat(model: &ModelArgs, sampling: &SamplingArgs, system: &Option<String>)
         let mut opts = sampling.options();
         opts.reasoning_open = open;
         let mut out = stdout.lock();
-        match engine.generate(&ids, &opts, |e| {
+        CANCEL.store(false, Ordering::SeqCst);
+        GENERATING.store(true, Ordering::SeqCst);
+        let result = engine.generate(&ids, &opts, |e| {
             print_event(&mut out, color, e);
-            ControlFlow::Continue(())
-        }) {
+            if CANCEL.load(Ordering::SeqCst) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        GENERATING.store(false, Ordering::SeqCst);
+        match result {
             Ok(c) => {
                 writeln!(out)?;
                 eprintln!("{}", stats_line(&c));

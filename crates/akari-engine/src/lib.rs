@@ -82,6 +82,26 @@ fn target_format(dtype: Dtype, file: QuantFormat) -> QuantFormat {
     }
 }
 
+/// A tokenizer from `tokenizer.json`, its special tokens set from what
+/// `tokenizer_config.json` and `generation_config.json` say (where they say nothing, the
+/// guesses [`Tokenizer::from_hf_json`] makes stay).
+fn hf_tokenizer(json: &[u8], src: &akari_formats::ModelSource) -> Result<Tokenizer> {
+    let mut tok = Tokenizer::from_hf_json(json)?;
+    let by_name = |name: &Option<String>| name.as_deref().and_then(|n| tok.token_to_id(n));
+    let bos = by_name(&src.bos_token).or(src.bos_id);
+    let eos = by_name(&src.eos_token).or(src.eos_ids.first().copied());
+    if bos.is_some() {
+        tok.set_bos_id(bos);
+    }
+    if eos.is_some() {
+        tok.set_eos_id(eos);
+    }
+    if let Some(add) = src.add_bos {
+        tok.set_add_bos_default(add);
+    }
+    Ok(tok)
+}
+
 impl Engine {
     pub fn load(
         path: &Path,
@@ -119,12 +139,13 @@ impl Engine {
         }
         formats.sort_by_key(|(f, _)| f.name());
 
-        let tokenizer = match &src.vocab {
-            Some(v) => Tokenizer::from_vocab(v)?,
-            None => {
+        let tokenizer = match (&src.vocab, &src.tokenizer_json) {
+            (Some(v), _) => Tokenizer::from_vocab(v)?,
+            (None, Some(json)) => hf_tokenizer(json, &src)?,
+            (None, None) => {
                 return Err(Error::format(
                     path.display().to_string(),
-                    "the model carries no tokenizer",
+                    "the model carries no tokenizer (no GGUF vocabulary, no tokenizer.json)",
                 ))
             }
         };
@@ -136,7 +157,10 @@ impl Engine {
         if let Some(v) = &src.vocab {
             stop_ids.extend(v.eos_id);
             stop_ids.extend(v.eot_id);
+        } else {
+            stop_ids.extend(tokenizer.eos_id());
         }
+        stop_ids.extend(&src.eos_ids);
         for t in END_OF_TURN {
             if template.source().contains(t) {
                 stop_ids.extend(tokenizer.token_to_id(t));

@@ -11,17 +11,22 @@
 //!   fused projections split), in a [`QuantFormat`](akari_core::QuantFormat) a backend runs,
 //!   and every vector (norms, biases) in f32. Every tensor the decoder needs is present and
 //!   has the shape the config implies; `Output` is absent exactly when the embedding is tied;
-//! - the vocabulary and chat template, when the file carries them.
+//! - the vocabulary and chat template, when the file carries them: GGUF's vocabulary as a
+//!   [`VocabSpec`], a Hugging Face directory's `tokenizer.json` as bytes together with the
+//!   special tokens its `tokenizer_config.json` and `generation_config.json` name.
 //!
 //! Matrices whose file layout is a backend format are not copied: their [`Bytes`] are slices
 //! of the memory-mapped file. A damaged or hostile file gives an [`Error`] naming the file and
 //! the problem, never a panic, and nothing is allocated from a size the file claims before
 //! that size is checked against the file's length.
 //!
-//! Formats: GGUF v2/v3 ([`gguf`]). The ggml tensor types and their conversions are in [`ggml`].
+//! Formats: GGUF v2/v3 ([`gguf`]); Hugging Face model directories ([`hf`]) with safetensors
+//! weights ([`safetensors`]). The ggml tensor types and their conversions are in [`ggml`].
 
 pub mod ggml;
 pub mod gguf;
+pub mod hf;
+pub mod safetensors;
 
 use akari_core::tokenizer::VocabSpec;
 #[cfg(doc)]
@@ -46,9 +51,23 @@ pub struct ModelSource {
     pub file_type: String,
     /// Every metadata entry, its value summarised for display (long arrays and strings cut).
     pub metadata: Vec<(String, String)>,
+    /// A Hugging Face `tokenizer.json` (directories; GGUF carries `vocab` instead).
+    pub tokenizer_json: Option<Bytes>,
+    /// `tokenizer_config.json`'s `bos_token`.
+    pub bos_token: Option<String>,
+    /// `tokenizer_config.json`'s `eos_token`.
+    pub eos_token: Option<String>,
+    /// `bos_token_id` of `generation_config.json`, else of `config.json`.
+    pub bos_id: Option<u32>,
+    /// `eos_token_id` (an id or a list) of `generation_config.json`, else of `config.json`:
+    /// every token that ends generation.
+    pub eos_ids: Vec<u32>,
+    /// `tokenizer_config.json`'s `add_bos_token`, when it says.
+    pub add_bos: Option<bool>,
 }
 
-/// Opens a model file of any supported format (today: GGUF, recognised by its magic).
+/// Opens a model of any supported format: a GGUF file (recognised by its magic) or a
+/// Hugging Face model directory.
 pub fn open(path: &Path) -> Result<ModelSource> {
     open_as(path, &|default| default)
 }
@@ -56,6 +75,9 @@ pub fn open(path: &Path) -> Result<ModelSource> {
 /// As [`open`], storing each matrix as `target(the format the reader would pick)`,
 /// converted straight from the file.
 pub fn open_as(path: &Path, target: &gguf::load::ConvertTo) -> Result<ModelSource> {
+    if path.is_dir() {
+        return hf::open_dir(path, target);
+    }
     let mut magic = [0u8; 4];
     let read =
         std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
@@ -64,10 +86,19 @@ pub fn open_as(path: &Path, target: &gguf::load::ConvertTo) -> Result<ModelSourc
             let file = GgufFile::parse(map_file(path)?, &path.display().to_string())?;
             gguf::load::model_source_with(&file, target)
         }
-        Ok(()) => Err(Error::format(
-            path.display().to_string(),
-            "not a GGUF file (other model formats are not supported yet)",
-        )),
+        Ok(()) => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            let in_hf_dir = path.parent().is_some_and(|d| d.join(hf::CONFIG).is_file());
+            let msg = if (name.ends_with(".safetensors") || name == hf::CONFIG) && in_hf_dir {
+                "part of a Hugging Face model directory: pass the directory itself"
+            } else {
+                "not a GGUF file, nor a Hugging Face model directory"
+            };
+            Err(Error::format(path.display().to_string(), msg))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::format(
             path.display().to_string(),
             "file is too short to be a model",

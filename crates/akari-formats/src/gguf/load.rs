@@ -101,6 +101,12 @@ pub fn model_source_with(f: &GgufFile, target: &ConvertTo) -> Result<ModelSource
         name,
         file_type: file_type(f),
         metadata,
+        tokenizer_json: None,
+        bos_token: None,
+        eos_token: None,
+        bos_id: None,
+        eos_ids: Vec::new(),
+        add_bos: None,
     })
 }
 
