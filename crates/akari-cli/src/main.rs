@@ -4,7 +4,7 @@ use akari_core::generate::{Completion, Event, GenerateOptions};
 use akari_core::sampler::SamplerConfig;
 use akari_core::template::Message;
 use akari_core::{Device, Dtype};
-use akari_engine::{Engine, LoadOptions, Progress};
+use akari_engine::{Activations, Engine, LoadOptions, Progress};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -106,6 +106,10 @@ struct ModelArgs {
     /// Context length in tokens (default: the model's, at most 4096).
     #[arg(long)]
     context: Option<usize>,
+    /// How activations meet quantised weights on the CPU: int16 (about f32 accuracy) or
+    /// int8 (llama.cpp's arithmetic).
+    #[arg(long, default_value = "int16")]
+    activations: Activations,
 }
 
 #[derive(Args, Clone)]
@@ -200,6 +204,7 @@ fn load(args: &ModelArgs) -> Result<Engine> {
         dtype: args.dtype,
         threads: args.threads,
         context: args.context,
+        cpu_activations: args.activations,
     };
     let mut on_progress = |p: Progress<'_>| {
         if p.total > 1 {

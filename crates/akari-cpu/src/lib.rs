@@ -11,7 +11,7 @@ use akari_core::backend::{Backend, RopeTables};
 use akari_core::quant::QK;
 use akari_core::weights::Matrix;
 use akari_core::{Error, ModelConfig, QuantFormat, Result};
-use kernels::{Isa, Q8Act};
+use kernels::{Isa, Q16Act, Q8Act};
 use rayon::prelude::*;
 
 /// Row-major f32 activations.
@@ -37,14 +37,47 @@ pub struct KvCache {
     heads: usize,
 }
 
+/// How activations meet quantised weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activations {
+    /// i8 blocks, as llama.cpp does: fastest, but rounding can flip near-tied tokens.
+    Int8,
+    /// i16 blocks: the result of f32 activations to about 1e-5, at a small cost.
+    #[default]
+    Int16,
+}
+
+impl Activations {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activations::Int8 => "int8",
+            Activations::Int16 => "int16",
+        }
+    }
+}
+
+impl std::str::FromStr for Activations {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "int8" => Ok(Activations::Int8),
+            "int16" => Ok(Activations::Int16),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown activation precision `{s}` (expected int8 or int16)"
+            ))),
+        }
+    }
+}
+
 pub struct CpuBackend {
     isa: Isa,
+    activations: Activations,
     pool: rayon::ThreadPool,
 }
 
 impl CpuBackend {
     /// `threads`: worker count, or `None` for one per core.
-    pub fn new(threads: Option<usize>) -> Result<CpuBackend> {
+    pub fn new(threads: Option<usize>, activations: Activations) -> Result<CpuBackend> {
         // A pool of our own, entered once per forward pass: calling into rayon's global pool
         // from outside would hand every op to another thread and back.
         let mut builder = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("akari-cpu-{i}"));
@@ -56,8 +89,13 @@ impl CpuBackend {
             .map_err(|e| Error::InvalidArgument(format!("cannot start CPU threads: {e}")))?;
         Ok(CpuBackend {
             isa: Isa::detect(),
+            activations,
             pool,
         })
+    }
+
+    pub fn activations(&self) -> Activations {
+        self.activations
     }
 
     pub fn isa(&self) -> Isa {
@@ -172,17 +210,32 @@ impl Backend for CpuBackend {
         let mut out = vec![0f32; t * n];
         self.run(|| {
             // Quantise activations once; every weight row reuses them.
-            let xq: Vec<Vec<Q8Act>> = if fmt.is_quantized() {
-                x.data
-                    .par_chunks_exact(k)
-                    .map(|row| {
-                        let mut q = vec![Q8Act::default(); k / QK];
-                        isa.quantize_row(row, &mut q);
-                        q
-                    })
-                    .collect()
-            } else {
-                Vec::new()
+            let quantized = fmt.is_quantized();
+            let (x8, x16): (Vec<Vec<Q8Act>>, Vec<Vec<Q16Act>>) = match (quantized, self.activations)
+            {
+                (false, _) => (Vec::new(), Vec::new()),
+                (true, Activations::Int8) => (
+                    x.data
+                        .par_chunks_exact(k)
+                        .map(|row| {
+                            let mut q = vec![Q8Act::default(); k / QK];
+                            isa.quantize_row(row, &mut q);
+                            q
+                        })
+                        .collect(),
+                    Vec::new(),
+                ),
+                (true, Activations::Int16) => (
+                    Vec::new(),
+                    x.data
+                        .par_chunks_exact(k)
+                        .map(|row| {
+                            let mut q = vec![Q16Act::default(); k / QK];
+                            isa.quantize_row16(row, &mut q);
+                            q
+                        })
+                        .collect(),
+                ),
             };
             // Each task computes a block of output rows for every token (weights are read
             // once per matmul) into its own buffer, laid out [row][token], then scattered.
@@ -194,9 +247,12 @@ impl Backend for CpuBackend {
                     let r1 = (r0 + per_task).min(n);
                     let mut acc = vec![0f32; (r1 - r0) * t];
                     let w_rows = &bytes[r0 * rb..r1 * rb];
-                    if fmt.is_quantized() {
-                        let xrefs: Vec<&[Q8Act]> = xq.iter().map(Vec::as_slice).collect();
+                    if quantized && self.activations == Activations::Int8 {
+                        let xrefs: Vec<&[Q8Act]> = x8.iter().map(Vec::as_slice).collect();
                         isa.gemm_q(fmt, w_rows, rb, &xrefs, &mut acc);
+                    } else if quantized {
+                        let xrefs: Vec<&[Q16Act]> = x16.iter().map(Vec::as_slice).collect();
+                        isa.gemm_q16(fmt, w_rows, rb, &xrefs, &mut acc);
                     } else {
                         for (wr, dst) in w_rows.chunks_exact(rb).zip(acc.chunks_exact_mut(t)) {
                             for (o, xr) in dst.iter_mut().zip(x.data.chunks_exact(k)) {

@@ -9,6 +9,7 @@ use akari_core::model::{LanguageModel, Model};
 use akari_core::template::{opens_reasoning, ChatTemplate, Message};
 use akari_core::tokenizer::Tokenizer;
 use akari_core::{Device, Dtype, Error, ModelConfig, QuantFormat, Result};
+pub use akari_cpu::Activations;
 use akari_cpu::CpuBackend;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -22,6 +23,8 @@ pub struct LoadOptions {
     /// Tokens the KV cache holds; `None` takes the model's trained context, capped at
     /// [`DEFAULT_CONTEXT`].
     pub context: Option<usize>,
+    /// How the CPU backend quantises activations for quantised weights.
+    pub cpu_activations: Activations,
 }
 
 /// Default cache size: enough for a long chat, small enough for any machine.
@@ -174,11 +177,12 @@ impl Engine {
             .context
             .unwrap_or(cfg.max_position_embeddings.min(DEFAULT_CONTEXT))
             .max(1);
-        let backend = CpuBackend::new(opts.threads)?;
+        let backend = CpuBackend::new(opts.threads, opts.cpu_activations)?;
         let backend_name = format!(
-            "cpu ({}, {} threads)",
+            "cpu ({}, {} threads, {} activations)",
             backend.isa().name(),
-            backend.threads()
+            backend.threads(),
+            backend.activations().name()
         );
         progress(Progress {
             stage: "uploading weights",

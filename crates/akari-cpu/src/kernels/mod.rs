@@ -35,6 +35,27 @@ impl Default for Q8Act {
     }
 }
 
+/// One block of 32 activations quantised to i16: 256 times finer than [`Q8Act`], so the
+/// quantised path computes what f32 activations would, to about 1e-5.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Q16Act {
+    pub d: f32,
+    /// `d · Σ qs`, for the offset terms of Q4_0 and Q4_1.
+    pub s: f32,
+    pub qs: [i16; QK],
+}
+
+impl Default for Q16Act {
+    fn default() -> Self {
+        Q16Act {
+            d: 0.0,
+            s: 0.0,
+            qs: [0; QK],
+        }
+    }
+}
+
 /// Which instruction set the kernels use, decided once at start-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
@@ -101,6 +122,40 @@ impl Isa {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::gemm_q(format, w, rb, x, out) },
+        }
+    }
+
+    /// Quantises a row of activations to i16 blocks (length a multiple of 32).
+    pub fn quantize_row16(self, x: &[f32], out: &mut [Q16Act]) {
+        match self {
+            Isa::Scalar => scalar::quantize_row16(x, out),
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::quantize_row16(x, out) },
+        }
+    }
+
+    /// As [`Isa::gemm_q`], against i16 activations.
+    pub fn gemm_q16(
+        self,
+        format: QuantFormat,
+        w: &[u8],
+        rb: usize,
+        x: &[&[Q16Act]],
+        out: &mut [f32],
+    ) {
+        match self {
+            Isa::Scalar => {
+                let t = x.len();
+                for (r, wr) in w.chunks_exact(rb).enumerate() {
+                    for (c, xc) in x.iter().enumerate() {
+                        out[r * t + c] = scalar::dot_q16(format, wr, xc);
+                    }
+                }
+            }
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::gemm_q16(format, w, rb, x, out) },
         }
     }
 
@@ -223,6 +278,59 @@ mod tests {
                             assert!(
                                 (want - g).abs() <= 1e-4 * (1.0 + want.abs()),
                                 "{fmt} n={n} t={t} r={r} c={c}: {want} vs {g}"
+                            );
+                        }
+                    }
+                }
+            }
+            // The i16 path: SIMD equals scalar, and both equal the f32 dot closely.
+            let mut x16 = vec![Q16Act::default(); n / QK];
+            let mut x16_ref = x16.clone();
+            isa.quantize_row16(&x, &mut x16);
+            scalar::quantize_row16(&x, &mut x16_ref);
+            for (a, b) in x16.iter().zip(&x16_ref) {
+                assert_eq!(a.qs, b.qs, "quantize_row16 n={n}");
+                assert!((a.s - b.s).abs() <= 1e-6 * (1.0 + b.s.abs()));
+            }
+            for fmt in [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Q4_1] {
+                let (rows, toks) = (7usize, 6usize);
+                let ws: Vec<f32> = random(rows * n, 91 + n as u64);
+                let wb = encode(fmt, &ws);
+                let rb = fmt.row_bytes(n);
+                let xs: Vec<Vec<f32>> = (0..toks).map(|c| random(n, 700 + c as u64)).collect();
+                let xq: Vec<Vec<Q16Act>> = xs
+                    .iter()
+                    .map(|xr| {
+                        let mut q = vec![Q16Act::default(); n / QK];
+                        scalar::quantize_row16(xr, &mut q);
+                        q
+                    })
+                    .collect();
+                for t in 1..=toks {
+                    let xrefs: Vec<&[Q16Act]> = xq[..t].iter().map(|v| v.as_slice()).collect();
+                    let mut got = vec![0f32; rows * t];
+                    isa.gemm_q16(fmt, &wb, rb, &xrefs, &mut got);
+                    for r in 0..rows {
+                        let wr = &wb[r * rb..(r + 1) * rb];
+                        let mut wd = vec![0f32; n];
+                        fmt.dequantize_row(wr, &mut wd);
+                        for c in 0..t {
+                            let want = scalar::dot_q16(fmt, wr, &xq[c]);
+                            let g = got[r * t + c];
+                            assert!(
+                                (want - g).abs() <= 1e-4 * (1.0 + want.abs()),
+                                "{fmt} i16 n={n} t={t}: {want} vs {g}"
+                            );
+                            let exact: f64 = wd
+                                .iter()
+                                .zip(&xs[c])
+                                .map(|(a, b)| *a as f64 * *b as f64)
+                                .sum();
+                            let scale: f64 =
+                                wd.iter().map(|a| a.abs() as f64).sum::<f64>() * 8.0 / 32767.0;
+                            assert!(
+                                (exact - want as f64).abs() <= scale + 1e-4,
+                                "{fmt} i16 vs exact: {exact} vs {want}"
                             );
                         }
                     }

@@ -1,6 +1,6 @@
 //! AVX2 + FMA + F16C kernels. Callers must have detected those features.
 
-use super::Q8Act;
+use super::{Q16Act, Q8Act};
 use akari_core::quant::QK;
 use akari_core::QuantFormat;
 use std::arch::x86_64::*;
@@ -260,6 +260,182 @@ pub(crate) unsafe fn gemm_q(
         QuantFormat::Q8_0 => gemm_f::<Q8_0>(w, rb, x, out),
         QuantFormat::Q4_0 => gemm_f::<Q4_0>(w, rb, x, out),
         QuantFormat::Q4_1 => gemm_f::<Q4_1>(w, rb, x, out),
+        _ => unreachable!("float rows use dot_f"),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row16(x: &[f32], out: &mut [Q16Act]) {
+    let sign_mask = _mm256_set1_ps(-0.0);
+    for (blk, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let p = xs.as_ptr();
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
+        let mut m = _mm256_andnot_ps(sign_mask, v[0]);
+        for vi in &v[1..] {
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign_mask, *vi));
+        }
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        let d = _mm_cvtss_f32(m4) / 32767.0;
+        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let mut ints = [_mm256_setzero_si256(); 4];
+        for (i, vi) in v.iter().enumerate() {
+            let scaled = _mm256_mul_ps(*vi, id);
+            let half = _mm256_or_ps(_mm256_and_ps(scaled, sign_mask), _mm256_set1_ps(0.5));
+            ints[i] = _mm256_cvttps_epi32(_mm256_add_ps(scaled, half));
+        }
+        let s = _mm256_add_epi32(
+            _mm256_add_epi32(ints[0], ints[1]),
+            _mm256_add_epi32(ints[2], ints[3]),
+        );
+        let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        let s4 = _mm_hadd_epi32(s4, s4);
+        let s4 = _mm_hadd_epi32(s4, s4);
+        // packs works within 128-bit lanes; the permute restores element order.
+        let a = _mm256_permute4x64_epi64(_mm256_packs_epi32(ints[0], ints[1]), 0b11_01_10_00);
+        let b = _mm256_permute4x64_epi64(_mm256_packs_epi32(ints[2], ints[3]), 0b11_01_10_00);
+        _mm256_storeu_si256(blk.qs.as_mut_ptr() as *mut __m256i, a);
+        _mm256_storeu_si256(blk.qs.as_mut_ptr().add(16) as *mut __m256i, b);
+        blk.d = d;
+        blk.s = d * _mm_cvtsi128_si32(s4) as f32;
+    }
+}
+
+/// One weight block widened to i16: values 0..16 and 16..32, with scale and offset term.
+#[inline(always)]
+unsafe fn load_weights16<const F: u8>(b: *const u8) -> (__m256i, __m256i, f32, f32) {
+    let d = f16_at(b);
+    match F {
+        Q8_0 => {
+            let lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(2) as *const __m128i));
+            let hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(18) as *const __m128i));
+            (lo, hi, d, 0.0)
+        }
+        _ => {
+            let (qs, m) = if F == Q4_0 {
+                (b.add(2), -8.0 * d)
+            } else {
+                (b.add(4), f16_at(b.add(2)))
+            };
+            let q = _mm_loadu_si128(qs as *const __m128i);
+            let low = _mm_set1_epi8(0x0f);
+            let lo = _mm256_cvtepu8_epi16(_mm_and_si128(q, low));
+            let hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(q, 4), low));
+            (lo, hi, d, m)
+        }
+    }
+}
+
+/// As [`tile`], against i16 activations.
+#[inline(always)]
+unsafe fn tile16<const F: u8, const R: usize, const C: usize>(
+    w: *const u8,
+    rb: usize,
+    x: &[&[Q16Act]],
+    nb: usize,
+    out: &mut [f32],
+    t: usize,
+) {
+    let bb = if F == Q8_0 {
+        34
+    } else if F == Q4_0 {
+        18
+    } else {
+        20
+    };
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut off = [[0f32; C]; R];
+    for b in 0..nb {
+        let mut wl = [_mm256_setzero_si256(); R];
+        let mut wh = [_mm256_setzero_si256(); R];
+        let mut dw = [0f32; R];
+        let mut mw = [0f32; R];
+        for r in 0..R {
+            let (lo, hi, d, m) = load_weights16::<F>(w.add(r * rb + b * bb));
+            wl[r] = lo;
+            wh[r] = hi;
+            dw[r] = d;
+            mw[r] = m;
+        }
+        for c in 0..C {
+            let xb = x.get_unchecked(c).get_unchecked(b);
+            let xl = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+            let xh = _mm256_loadu_si256(xb.qs.as_ptr().add(16) as *const __m256i);
+            for r in 0..R {
+                let p =
+                    _mm256_add_epi32(_mm256_madd_epi16(wl[r], xl), _mm256_madd_epi16(wh[r], xh));
+                acc[r][c] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dw[r] * xb.d),
+                    _mm256_cvtepi32_ps(p),
+                    acc[r][c],
+                );
+                if F != Q8_0 {
+                    off[r][c] += mw[r] * xb.s;
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            *out.get_unchecked_mut(r * t + c) = hsum(acc[r][c]) + off[r][c];
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm16_f<const F: u8>(w: &[u8], rb: usize, x: &[&[Q16Act]], out: &mut [f32]) {
+    let t = x.len();
+    let rows = w.len() / rb;
+    let nb = x.first().map(|v| v.len()).unwrap_or(0);
+    debug_assert!(out.len() >= rows * t);
+    let wp = w.as_ptr();
+    let mut r = 0;
+    if t >= 4 {
+        while r + 2 <= rows {
+            let mut c = 0;
+            while c + 4 <= t {
+                tile16::<F, 2, 4>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+                c += 4;
+            }
+            while c < t {
+                tile16::<F, 2, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+                c += 1;
+            }
+            r += 2;
+        }
+    } else {
+        while r + 4 <= rows {
+            for c in 0..t {
+                tile16::<F, 4, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+            }
+            r += 4;
+        }
+    }
+    while r < rows {
+        for c in 0..t {
+            tile16::<F, 1, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+        }
+        r += 1;
+    }
+}
+
+pub(crate) unsafe fn gemm_q16(
+    format: QuantFormat,
+    w: &[u8],
+    rb: usize,
+    x: &[&[Q16Act]],
+    out: &mut [f32],
+) {
+    match format {
+        QuantFormat::Q8_0 => gemm16_f::<Q8_0>(w, rb, x, out),
+        QuantFormat::Q4_0 => gemm16_f::<Q4_0>(w, rb, x, out),
+        QuantFormat::Q4_1 => gemm16_f::<Q4_1>(w, rb, x, out),
         _ => unreachable!("float rows use dot_f"),
     }
 }
