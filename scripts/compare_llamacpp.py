@@ -11,7 +11,8 @@ scripts/llamacpp_reference.py. Standard library + numpy only.
 * SmolLM2: `akari generate --prompt TEXT --json --max-tokens 48`; prints how many leading
   greedy tokens akari shares with llama.cpp and with transformers per prompt.
 
-Usage: .venv/bin/python scripts/compare_llamacpp.py [--dtype auto] [--threads 1] [--only NAME ...]
+Usage: .venv/bin/python scripts/compare_llamacpp.py [--activations int8|int16|default] [--dtype auto]
+       [--threads 1] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 AKARI = ROOT / "target" / "release" / "akari"
 
 
+ACT_ARGS: list[str] = []
+
+
 def akari_json(args: list[str]) -> dict:
-    out = subprocess.run([str(AKARI), *args], check=True, stdout=subprocess.PIPE, text=True).stdout
+    out = subprocess.run([str(AKARI), *args, *ACT_ARGS], check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -103,11 +107,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--activations", default="int8",
+                    help="akari --activations (int8 = llama.cpp's arithmetic; int16; 'default' passes nothing)")
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--smollm2", action="store_true")
     args = ap.parse_args()
     both = not (args.tiny or args.smollm2)
+    if args.activations != "default":
+        ACT_ARGS[:] = ["--activations", args.activations]
+    print(f"akari {' '.join(ACT_ARGS) or '(default activations)'}, --dtype {args.dtype}, {args.threads} thread(s)\n")
     if args.tiny or both:
         tiny(args)
     if args.smollm2 or both:

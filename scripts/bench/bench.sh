@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Compare akari's speed with llama.cpp's (llama-bench) on the same model and thread count.
 #
-# Usage: scripts/bench/bench.sh [-m MODEL] [-t THREADS] [-r ROUNDS] [-p PROMPT] [-n GEN] [-o OUT.md]
+# Usage: scripts/bench/bench.sh [-m MODEL] [-t THREADS] [-r ROUNDS] [-p PROMPT] [-n GEN] [-a ACT] [-o OUT.md]
 #   MODEL    default: SmolLM2-135M-Instruct Q4_1 (scripts/fetch-smollm2.sh)
 #   THREADS  default: 2          ROUNDS default: 3 (interleaved: akari, llama.cpp, akari, ...)
 #   PROMPT   default: 128        GEN    default: 64
+#   ACT      akari --activations (int8 = llama.cpp's arithmetic, int16); default: akari's default
 #   OUT.md   also write the markdown table there
 #
 # Each round runs `akari bench --repeats 1` (one warm-up + one measured run) and
@@ -18,12 +19,13 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-MODEL="" THREADS=2 ROUNDS=3 PROMPT=128 GEN=64 OUT=""
-while getopts "m:t:r:p:n:o:h" opt; do
+MODEL="" THREADS=2 ROUNDS=3 PROMPT=128 GEN=64 OUT="" ACT=()
+while getopts "m:t:r:p:n:a:o:h" opt; do
     case "$opt" in
         m) MODEL="$OPTARG" ;; t) THREADS="$OPTARG" ;; r) ROUNDS="$OPTARG" ;;
         p) PROMPT="$OPTARG" ;; n) GEN="$OPTARG" ;; o) OUT="$OPTARG" ;;
-        *) sed -n '2,16p' "$0"; exit 2 ;;
+        a) ACT=(--activations "$OPTARG") ;;
+        *) sed -n '2,17p' "$0"; exit 2 ;;
     esac
 done
 [ -n "$MODEL" ] || MODEL="$(bash "$REPO/scripts/fetch-smollm2.sh")"
@@ -49,7 +51,7 @@ for i in $(seq 1 "$ROUNDS"); do
     echo "$load" >> "$WORK/load"
     echo "bench: round $i/$ROUNDS: akari" >&2
     "$TIME" -v -o "$WORK/akari-$i.time" "$AKARI" bench "$MODEL" --threads "$THREADS" \
-        --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --repeats 1 --json > "$WORK/akari-$i.json"
+        --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --repeats 1 "${ACT[@]}" --json > "$WORK/akari-$i.json"
     echo "bench: round $i/$ROUNDS: llama-bench" >&2
     "$TIME" -v -o "$WORK/llama-$i.time" "$LLAMA_BENCH" -m "$MODEL" -t "$THREADS" \
         -p "$PROMPT" -n "$GEN" -d "0,$PROMPT" -r 1 -o json > "$WORK/llama-$i.json" 2> "$WORK/llama-$i.err" \
