@@ -33,8 +33,12 @@ AKARI="${AKARI:-$REPO/target/release/akari}"
 LLAMA_BIN="${LLAMA_BIN:-$(bash "$HERE/build-llama-cpp.sh")}"
 LLAMA_BENCH="$LLAMA_BIN/llama-bench"
 TIME=/usr/bin/time
+if [ -z "${AKARI_SET:-}" ] && [ "$AKARI" = "$REPO/target/release/akari" ]; then
+    (cd "$REPO" && cargo build --release --quiet --bin akari)
+fi
 [ -x "$AKARI" ] || { echo "bench: $AKARI not found (cargo build --release)" >&2; exit 1; }
 [ -x "$LLAMA_BENCH" ] || { echo "bench: $LLAMA_BENCH not found" >&2; exit 1; }
+[ -x "$TIME" ] || { apt-get install -y -qq time >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq time; }; } >&2
 [ -x "$TIME" ] || { echo "bench: $TIME not found (apt-get install time)" >&2; exit 1; }
 
 WORK="$(mktemp -d)"

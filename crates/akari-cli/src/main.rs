@@ -216,7 +216,18 @@ fn load(args: &ModelArgs) -> Result<Engine> {
     let engine = Engine::load(&path, &opts, &mut on_progress)
         .with_context(|| format!("cannot load {}", path.display()));
     bar.finish_and_clear();
+    release_freed_memory();
     engine
+}
+
+/// Loading builds large temporary structures (the tokenizer's JSON, converted tensors);
+/// glibc keeps freed memory mapped, so hand it back before the model runs.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of the allocator's own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn messages(system: &Option<String>, user: &str) -> Vec<Message> {
