@@ -10,9 +10,8 @@
 #
 # Each round runs `akari bench --repeats 1` (one warm-up + one measured run) and
 # `llama-bench -r 1` (one warm-up + one measured run) under /usr/bin/time -v; the table
-# reports medians over the rounds. llama-bench's tg runs at context depth 0 (no prompt in
-# the KV cache); akari's decode follows its prompt, so llama-bench is also run at depth
-# PROMPT (`-d PROMPT`) for a like-for-like decode number.
+# reports medians over the rounds. akari's decode follows its prompt, so llama-bench's decode
+# is run at depth PROMPT (`-d PROMPT`) for a like-for-like number.
 # Environment: AKARI (akari binary, default target/release/akari), LLAMA_BIN (llama.cpp bin
 # dir, default: scripts/bench/build-llama-cpp.sh, which builds it if needed).
 set -euo pipefail
@@ -102,12 +101,12 @@ print("|---|---:|---:|---:|")
 def row(name, a, l, fmt="{:.1f}"):
     print(f"| {name} | {fmt.format(a)} | {fmt.format(l)} | {a / l:.2f} |")
 row(f"prefill (pp{P}) tok/s", med(ak["pp"]), med(ll["pp"]))
-row(f"decode tok/s (llama.cpp tg{G} at depth {P})", med(ak["tg"]), med(ll["tg_d"]))
-row(f"decode tok/s (llama.cpp tg{G} at depth 0)", med(ak["tg"]), med(ll["tg"]))
+row(f"decode tok/s ({G} tokens after a {P}-token prompt)", med(ak["tg"]), med(ll["tg_d"]))
 row("peak RSS MiB (/usr/bin/time -v)", mib(med(ak["rss"])), mib(med(ll["rss"])))
 print()
 print(f"- akari: {info.get('akari_backend')}; its own peak_rss_bytes: {mib(med(ak['rss_self'])):.1f} MiB. "
-      "akari decode follows the prompt and includes sampling/detokenisation.")
+      f"Both decode {G} greedy tokens after the {P}-token prompt (llama-bench `-d {P}`); "
+      f"llama-bench from an empty cache gave {med(ll['tg']):.1f} tok/s.")
 print(f"- {info.get('llama')}")
 loads = open(f"{work}/load").read().split()
 print(f"- 1-minute load average before each round: {', '.join(loads)} (nproc {os.cpu_count()})")

@@ -47,6 +47,16 @@ pub trait Backend: Send + Sync {
         w: &Self::Matrix,
         bias: Option<&Self::Vector>,
     ) -> Result<Self::Tensor>;
+    /// Several matmuls of the same input (q/k/v, gate/up), so a backend can share the
+    /// input's preparation and run them as one batch of work.
+    #[allow(clippy::type_complexity)]
+    fn matmul_many(
+        &self,
+        x: &Self::Tensor,
+        ws: &[(&Self::Matrix, Option<&Self::Vector>)],
+    ) -> Result<Vec<Self::Tensor>> {
+        ws.iter().map(|(w, b)| self.matmul(x, w, *b)).collect()
+    }
     /// Rotates each of the `heads` heads of every row; row `i` is at position `pos + i`.
     fn rope(&self, x: &mut Self::Tensor, heads: usize, rope: &Self::Rope, pos: usize)
         -> Result<()>;

@@ -177,17 +177,31 @@ impl<B: Backend> Model<B> {
         let mut x = be.embed(&self.embed, tokens)?;
         for (i, l) in self.layers.iter().enumerate() {
             let h = be.rms_norm(&x, &l.attn_norm, cfg.rms_norm_eps)?;
-            let mut q = be.matmul(&h, &l.q, l.q_bias.as_ref())?;
-            let mut k = be.matmul(&h, &l.k, l.k_bias.as_ref())?;
-            let v = be.matmul(&h, &l.v, l.v_bias.as_ref())?;
+            let [mut q, mut k, v]: [B::Tensor; 3] = be
+                .matmul_many(
+                    &h,
+                    &[
+                        (&l.q, l.q_bias.as_ref()),
+                        (&l.k, l.k_bias.as_ref()),
+                        (&l.v, l.v_bias.as_ref()),
+                    ],
+                )?
+                .try_into()
+                .map_err(|_| {
+                    Error::InvalidArgument("q/k/v projection returned the wrong count".into())
+                })?;
             be.rope(&mut q, cfg.num_heads, rope, self.pos)?;
             be.rope(&mut k, cfg.num_kv_heads, rope, self.pos)?;
             let a = be.attention(&q, &k, &v, &mut self.cache, i, self.pos)?;
             let o = be.matmul(&a, &l.o, None)?;
             be.add_assign(&mut x, &o)?;
             let h = be.rms_norm(&x, &l.ffn_norm, cfg.rms_norm_eps)?;
-            let gate = be.matmul(&h, &l.gate, None)?;
-            let up = be.matmul(&h, &l.up, None)?;
+            let [gate, up]: [B::Tensor; 2] = be
+                .matmul_many(&h, &[(&l.gate, None), (&l.up, None)])?
+                .try_into()
+                .map_err(|_| {
+                    Error::InvalidArgument("gate/up projection returned the wrong count".into())
+                })?;
             let act = be.silu_mul(&gate, &up)?;
             let down = be.matmul(&act, &l.down, None)?;
             be.add_assign(&mut x, &down)?;

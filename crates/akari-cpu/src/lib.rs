@@ -201,69 +201,94 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, x: &Tensor, w: &Matrix, bias: Option<&Vec<f32>>) -> Result<Tensor> {
-        Self::check_cols(x, w.cols, "matmul input")?;
-        let (t, n, k) = (x.rows, w.rows, w.cols);
-        let rb = w.row_bytes();
+        let mut out = self.matmul_many(x, &[(w, bias)])?;
+        out.pop()
+            .ok_or_else(|| Error::InvalidArgument("matmul produced no output".into()))
+    }
+
+    fn matmul_many(&self, x: &Tensor, ws: &[(&Matrix, Option<&Vec<f32>>)]) -> Result<Vec<Tensor>> {
+        let (t, k) = (x.rows, x.cols);
+        for (w, bias) in ws {
+            Self::check_cols(x, w.cols, "matmul input")?;
+            if let Some(b) = bias {
+                if b.len() != w.rows {
+                    return Err(Error::ShapeMismatch {
+                        tensor: "bias".into(),
+                        expected: vec![w.rows],
+                        got: vec![b.len()],
+                    });
+                }
+            }
+        }
         let isa = self.isa;
-        let fmt = w.format;
-        let bytes: &[u8] = &w.bytes;
-        let mut out = vec![0f32; t * n];
+        let any_quantized = ws.iter().any(|(w, _)| w.format.is_quantized());
+        let mut outs: Vec<Vec<f32>> = ws.iter().map(|(w, _)| vec![0f32; t * w.rows]).collect();
         self.run(|| {
-            // Quantise activations once; every weight row reuses them.
-            let quantized = fmt.is_quantized();
-            let (x8, x16): (Vec<Vec<Q8Act>>, Vec<Vec<Q16Act>>) = match (quantized, self.activations)
-            {
-                (false, _) => (Vec::new(), Vec::new()),
-                (true, Activations::Int8) => (
-                    x.data
-                        .par_chunks_exact(k)
-                        .map(|row| {
-                            let mut q = vec![Q8Act::default(); k / QK];
-                            isa.quantize_row(row, &mut q);
-                            q
-                        })
-                        .collect(),
-                    Vec::new(),
-                ),
-                (true, Activations::Int16) => (
-                    Vec::new(),
-                    x.data
-                        .par_chunks_exact(k)
-                        .map(|row| {
-                            let mut q = vec![Q16Act::default(); k / QK];
-                            isa.quantize_row16(row, &mut q);
-                            q
-                        })
-                        .collect(),
-                ),
-            };
-            // Each task computes a block of output rows for every token (weights are read
-            // once per matmul) into its own buffer, laid out [row][token], then scattered.
-            let per_task = rows_per_task(n, self.threads());
-            let blocks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(per_task))
+            // Quantise activations once; every weight row of every matrix reuses them.
+            let (x8, x16): (Vec<Vec<Q8Act>>, Vec<Vec<Q16Act>>) =
+                match (any_quantized, self.activations) {
+                    (false, _) => (Vec::new(), Vec::new()),
+                    (true, Activations::Int8) => (
+                        x.data
+                            .par_chunks_exact(k)
+                            .map(|row| {
+                                let mut q = vec![Q8Act::default(); k / QK];
+                                isa.quantize_row(row, &mut q);
+                                q
+                            })
+                            .collect(),
+                        Vec::new(),
+                    ),
+                    (true, Activations::Int16) => (
+                        Vec::new(),
+                        x.data
+                            .par_chunks_exact(k)
+                            .map(|row| {
+                                let mut q = vec![Q16Act::default(); k / QK];
+                                isa.quantize_row16(row, &mut q);
+                                q
+                            })
+                            .collect(),
+                    ),
+                };
+            // One parallel region over the row blocks of all matrices: each task computes a
+            // block of output rows for every token into its own buffer, laid out
+            // [row][token], then the blocks are scattered into place.
+            let total_rows: usize = ws.iter().map(|(w, _)| w.rows).sum();
+            let per_task = rows_per_task(total_rows, self.threads());
+            let tasks: Vec<(usize, usize, usize)> = ws
+                .iter()
+                .enumerate()
+                .flat_map(|(m, (w, _))| {
+                    (0..w.rows.div_ceil(per_task))
+                        .map(move |b| (m, b * per_task, ((b + 1) * per_task).min(w.rows)))
+                })
+                .collect();
+            let blocks: Vec<(usize, usize, Vec<f32>)> = tasks
                 .into_par_iter()
-                .map(|blk| {
-                    let r0 = blk * per_task;
-                    let r1 = (r0 + per_task).min(n);
+                .map(|(m, r0, r1)| {
+                    let w = ws[m].0;
+                    let (fmt, rb) = (w.format, w.row_bytes());
                     let mut acc = vec![0f32; (r1 - r0) * t];
-                    let w_rows = &bytes[r0 * rb..r1 * rb];
-                    if quantized && self.activations == Activations::Int8 {
-                        let xrefs: Vec<&[Q8Act]> = x8.iter().map(Vec::as_slice).collect();
-                        isa.gemm_q(fmt, w_rows, rb, &xrefs, &mut acc);
-                    } else if quantized {
-                        let xrefs: Vec<&[Q16Act]> = x16.iter().map(Vec::as_slice).collect();
-                        isa.gemm_q16(fmt, w_rows, rb, &xrefs, &mut acc);
-                    } else {
+                    let w_rows = &w.bytes[r0 * rb..r1 * rb];
+                    if !fmt.is_quantized() {
                         for (wr, dst) in w_rows.chunks_exact(rb).zip(acc.chunks_exact_mut(t)) {
                             for (o, xr) in dst.iter_mut().zip(x.data.chunks_exact(k)) {
                                 *o = isa.dot_f(fmt, wr, xr);
                             }
                         }
+                    } else if self.activations == Activations::Int8 {
+                        let xrefs: Vec<&[Q8Act]> = x8.iter().map(Vec::as_slice).collect();
+                        isa.gemm_q(fmt, w_rows, rb, &xrefs, &mut acc);
+                    } else {
+                        let xrefs: Vec<&[Q16Act]> = x16.iter().map(Vec::as_slice).collect();
+                        isa.gemm_q16(fmt, w_rows, rb, &xrefs, &mut acc);
                     }
-                    (r0, acc)
+                    (m, r0, acc)
                 })
                 .collect();
-            for (r0, acc) in blocks {
+            for (m, r0, acc) in blocks {
+                let (out, n) = (&mut outs[m], ws[m].0.rows);
                 if t == 1 {
                     out[r0..r0 + acc.len()].copy_from_slice(&acc);
                     continue;
@@ -275,25 +300,24 @@ impl Backend for CpuBackend {
                 }
             }
         });
-        if let Some(b) = bias {
-            if b.len() != n {
-                return Err(Error::ShapeMismatch {
-                    tensor: "bias".into(),
-                    expected: vec![n],
-                    got: vec![b.len()],
-                });
-            }
-            for row in out.chunks_exact_mut(n) {
-                for (o, bv) in row.iter_mut().zip(b) {
-                    *o += bv;
+        Ok(outs
+            .into_iter()
+            .zip(ws)
+            .map(|(mut data, (w, bias))| {
+                if let Some(b) = bias {
+                    for row in data.chunks_exact_mut(w.rows) {
+                        for (o, bv) in row.iter_mut().zip(b.iter()) {
+                            *o += bv;
+                        }
+                    }
                 }
-            }
-        }
-        Ok(Tensor {
-            rows: t,
-            cols: n,
-            data: out,
-        })
+                Tensor {
+                    rows: t,
+                    cols: w.rows,
+                    data,
+                }
+            })
+            .collect())
     }
 
     fn rope(&self, x: &mut Tensor, heads: usize, rope: &RopeTables, pos: usize) -> Result<()> {

@@ -268,6 +268,31 @@ impl Engine {
         self.session.reset();
     }
 
+    /// Times a prefill of `tokens` from an empty cache and `steps` greedy decode steps after
+    /// it: `(prefill seconds, decode seconds)`.
+    pub fn time_prefill_and_decode(&mut self, tokens: &[u32], steps: usize) -> Result<(f64, f64)> {
+        self.session.reset();
+        let model: &mut dyn LanguageModel = self.session.model_mut();
+        if tokens.len() + steps > model.max_seq() {
+            return Err(Error::ContextOverflow {
+                prompt: tokens.len(),
+                context: model.max_seq(),
+                reserve: steps,
+            });
+        }
+        let t0 = web_time::Instant::now();
+        let mut logits = model.forward(tokens)?;
+        let prefill = t0.elapsed().as_secs_f64();
+        let t1 = web_time::Instant::now();
+        for _ in 0..steps {
+            let next = akari_core::sampler::argmax(&logits);
+            logits = model.forward(&[next])?;
+        }
+        let decode = t1.elapsed().as_secs_f64();
+        self.session.reset();
+        Ok((prefill, decode))
+    }
+
     /// Feeds `tokens` from an empty cache, then takes `steps` greedy steps. Returns the
     /// last-position logits after the prefill and after each step.
     pub fn logits(&mut self, tokens: &[u32], steps: usize) -> Result<Vec<Vec<f32>>> {

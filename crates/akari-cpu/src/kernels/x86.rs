@@ -166,7 +166,9 @@ unsafe fn tile<const F: u8, const R: usize, const C: usize>(
         let mut dw = [0f32; R];
         let mut mw = [0f32; R];
         for r in 0..R {
-            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(r * rb + (b + PREFETCH_BLOCKS) * bb) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(
+                w.wrapping_add(r * rb + (b + PREFETCH_BLOCKS) * bb) as *const i8
+            );
             let (v, d, m) = load_weights::<F>(w.add(r * rb + b * bb));
             wv[r] = v;
             dw[r] = d;
@@ -362,7 +364,9 @@ unsafe fn tile16<const F: u8, const R: usize, const C: usize>(
         let mut mw = [0f32; R];
         for r in 0..R {
             // Weight rows are streamed once: ask for them a few blocks ahead.
-            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(r * rb + (b + PREFETCH_BLOCKS) * bb) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(
+                w.wrapping_add(r * rb + (b + PREFETCH_BLOCKS) * bb) as *const i8
+            );
             let (lo, hi, d, m) = load_weights16::<F>(w.add(r * rb + b * bb));
             wl[r] = lo;
             wh[r] = hi;
