@@ -29,8 +29,10 @@ impl Tensor {
 }
 
 pub struct KvCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    /// All layers in one allocation each for keys and values: large enough that the
+    /// allocator maps fresh zero pages, so memory is only committed as positions fill.
+    k: Vec<f32>,
+    v: Vec<f32>,
     max_seq: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -157,10 +159,14 @@ impl Backend for CpuBackend {
     }
 
     fn new_kv_cache(&self, cfg: &ModelConfig, max_seq: usize) -> Result<KvCache> {
-        let per_layer = cfg.kv_dim() * max_seq;
+        let len = cfg
+            .kv_dim()
+            .checked_mul(max_seq)
+            .and_then(|n| n.checked_mul(cfg.num_layers))
+            .ok_or_else(|| Error::InvalidArgument(format!("a cache of {max_seq} tokens is too large")))?;
         Ok(KvCache {
-            k: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
-            v: (0..cfg.num_layers).map(|_| vec![0f32; per_layer]).collect(),
+            k: vec![0f32; len],
+            v: vec![0f32; len],
             max_seq,
             kv_heads: cfg.num_kv_heads,
             head_dim: cfg.head_dim,
@@ -369,7 +375,9 @@ impl Backend for CpuBackend {
         Self::check_cols(q, heads * hd, "attention query")?;
         Self::check_cols(k, kvh * hd, "attention key")?;
         Self::check_cols(v, kvh * hd, "attention value")?;
-        let (kc, vc) = (&mut cache.k[layer], &mut cache.v[layer]);
+        let per_layer = kvh * max_seq * hd;
+        let layer_range = layer * per_layer..(layer + 1) * per_layer;
+        let (kc, vc) = (&mut cache.k[layer_range.clone()], &mut cache.v[layer_range]);
         for i in 0..t {
             for h in 0..kvh {
                 let dst = (h * max_seq + pos + i) * hd;
