@@ -24,43 +24,8 @@ fn reference(dir: &Path) -> Value {
 
 /// Worst |error| / logit range over a case's steps, and whether every argmax matches.
 fn compare(model: &Path, case: &Value, extra: &[&str]) -> (f32, bool) {
-    let prompt: Vec<String> = ids(&case["prompt_tokens"])
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
-    let steps = case["steps"].as_array().expect("steps");
-    let mut args = vec![
-        "logits".to_string(),
-        model.to_str().expect("utf-8 path").to_string(),
-        "--tokens".into(),
-        prompt.join(","),
-        "--steps".into(),
-        (steps.len() - 1).to_string(),
-        "--threads".into(),
-        "2".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let got = akari(&args).json();
-    let got = got["steps"].as_array().expect("steps in output");
-    assert_eq!(got.len(), steps.len());
-    let mut worst = 0f32;
-    let mut argmax_ok = true;
-    for (g, r) in got.iter().zip(steps) {
-        let (gl, rl) = (floats(&g["logits"]), floats(&r["logits"]));
-        assert_eq!(gl.len(), rl.len(), "vocabulary size");
-        let range = rl.iter().cloned().fold(f32::MIN, f32::max)
-            - rl.iter().cloned().fold(f32::MAX, f32::min);
-        let err = gl
-            .iter()
-            .zip(&rl)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max)
-            / range;
-        worst = worst.max(err);
-        argmax_ok &= g["argmax"] == r["argmax"];
-    }
-    (worst, argmax_ok)
+    let c = compare_logits(model, case, extra);
+    (c.worst_rel_err, c.argmax_ok)
 }
 
 fn hf_dirs() -> Vec<PathBuf> {

@@ -12,54 +12,6 @@ struct Outcome {
     argmax_ok: bool,
 }
 
-/// Runs one fixture case and returns the worst error relative to the logit range.
-fn compare(model: &std::path::Path, case: &Value, dtype: &str) -> (f32, bool, String) {
-    let prompt: Vec<String> = ids(&case["prompt_tokens"])
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
-    let steps = case["steps"].as_array().expect("steps");
-    let run = akari(&[
-        "logits",
-        model.to_str().expect("utf-8 path"),
-        "--tokens",
-        &prompt.join(","),
-        "--steps",
-        &(steps.len() - 1).to_string(),
-        "--dtype",
-        dtype,
-        "--threads",
-        "2",
-    ]);
-    let got = run.json();
-    let got = got["steps"].as_array().expect("steps in output");
-    assert_eq!(got.len(), steps.len());
-    let mut worst = 0f32;
-    let mut argmax_ok = true;
-    let mut detail = String::new();
-    for (i, (g, r)) in got.iter().zip(steps).enumerate() {
-        let (gl, rl) = (floats(&g["logits"]), floats(&r["logits"]));
-        assert_eq!(gl.len(), rl.len(), "vocabulary size");
-        let range = rl.iter().cloned().fold(f32::MIN, f32::max)
-            - rl.iter().cloned().fold(f32::MAX, f32::min);
-        let err = gl
-            .iter()
-            .zip(&rl)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max)
-            / range;
-        worst = worst.max(err);
-        if g["argmax"] != r["argmax"] {
-            argmax_ok = false;
-            detail += &format!(
-                " step {i}: argmax {} vs {} (margin {})",
-                g["argmax"], r["argmax"], r["margin"]
-            );
-        }
-    }
-    (worst, argmax_ok, detail)
-}
-
 #[test]
 fn tiny_models_match_reference_logits() {
     let root = fixture("tiny");
@@ -99,7 +51,11 @@ fn tiny_models_match_reference_logits() {
                     dir.file_name().unwrap_or_default().to_string_lossy(),
                     case["name"].as_str().unwrap_or("?")
                 );
-                let (err, argmax_ok, detail) = compare(&model, case, dtype);
+                let LogitComparison {
+                    worst_rel_err: err,
+                    argmax_ok,
+                    detail,
+                } = compare_logits(&model, case, &["--dtype", dtype]);
                 if err > *tol || !argmax_ok {
                     failures.push(format!(
                         "{name}: max error {err:.2e} of range (limit {tol:.0e}){detail}"

@@ -163,7 +163,9 @@ impl Backend for CpuBackend {
             .kv_dim()
             .checked_mul(max_seq)
             .and_then(|n| n.checked_mul(cfg.num_layers))
-            .ok_or_else(|| Error::InvalidArgument(format!("a cache of {max_seq} tokens is too large")))?;
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("a cache of {max_seq} tokens is too large"))
+            })?;
         Ok(KvCache {
             k: vec![0f32; len],
             v: vec![0f32; len],
@@ -251,7 +253,7 @@ impl Backend for CpuBackend {
                             .par_chunks_exact(k)
                             .map(|row| {
                                 let mut q = vec![Q16Act::default(); k / QK];
-                                isa.quantize_row16(row, &mut q);
+                                isa.quantize_row(row, &mut q);
                                 q
                             })
                             .collect(),
@@ -288,7 +290,7 @@ impl Backend for CpuBackend {
                         isa.gemm_q(fmt, w_rows, rb, &xrefs, &mut acc);
                     } else {
                         let xrefs: Vec<&[Q16Act]> = x16.iter().map(Vec::as_slice).collect();
-                        isa.gemm_q16(fmt, w_rows, rb, &xrefs, &mut acc);
+                        isa.gemm_q(fmt, w_rows, rb, &xrefs, &mut acc);
                     }
                     (m, r0, acc)
                 })

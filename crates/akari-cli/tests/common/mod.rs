@@ -81,3 +81,64 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .map(|x| x.as_u64().expect("an id") as u32)
         .collect()
 }
+
+/// How `akari logits` compares with one reference case.
+pub struct LogitComparison {
+    /// Worst |error| over every step, as a fraction of that step's logit range.
+    pub worst_rel_err: f32,
+    pub argmax_ok: bool,
+    /// The steps whose argmax differs, for the failure message.
+    pub detail: String,
+}
+
+/// Runs `akari logits MODEL` on a reference case (`prompt_tokens`, `steps[]`) with `extra`
+/// arguments and compares every step.
+pub fn compare_logits(model: &std::path::Path, case: &Value, extra: &[&str]) -> LogitComparison {
+    let prompt: Vec<String> = ids(&case["prompt_tokens"])
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let steps = case["steps"].as_array().expect("steps");
+    let n_steps = (steps.len() - 1).to_string();
+    let prompt = prompt.join(",");
+    let mut args = vec![
+        "logits",
+        model.to_str().expect("utf-8 path"),
+        "--tokens",
+        &prompt,
+        "--steps",
+        &n_steps,
+        "--threads",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    let got = akari(&args).json();
+    let got = got["steps"].as_array().expect("steps in output");
+    assert_eq!(got.len(), steps.len());
+    let mut cmp = LogitComparison {
+        worst_rel_err: 0.0,
+        argmax_ok: true,
+        detail: String::new(),
+    };
+    for (i, (g, r)) in got.iter().zip(steps).enumerate() {
+        let (gl, rl) = (floats(&g["logits"]), floats(&r["logits"]));
+        assert_eq!(gl.len(), rl.len(), "vocabulary size");
+        let range = rl.iter().cloned().fold(f32::MIN, f32::max)
+            - rl.iter().cloned().fold(f32::MAX, f32::min);
+        let err = gl
+            .iter()
+            .zip(&rl)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+            / range;
+        cmp.worst_rel_err = cmp.worst_rel_err.max(err);
+        if g["argmax"] != r["argmax"] {
+            cmp.argmax_ok = false;
+            cmp.detail += &format!(
+                " step {i}: argmax {} vs {} (margin {})",
+                g["argmax"], r["argmax"], r["margin"]
+            );
+        }
+    }
+    cmp
+}

@@ -1,9 +1,11 @@
-//! Dot-product kernels between one weight row and one activation row.
+//! Dot-product kernels between weight rows and activation rows.
 //!
-//! Quantised weights meet int8 activations: each activation row is quantised once per matmul
-//! into [`Q8Act`] blocks of 32 (f32 scale, i8 values and their sum), then every weight block
-//! contributes `d_w·d_x·Σ q_w·q_x` plus a term from the activation sum for formats with an
-//! offset (Q4_0's −8, Q4_1's minimum). Float weights meet f32 activations.
+//! Quantised weights meet integer activations: each activation row is quantised once per
+//! matmul into blocks of 32 (an f32 scale, integer values, and `scale · Σ values`), then every
+//! weight block contributes `d_w·d_x·Σ q_w·q_x`, plus a term from the activation sum for
+//! formats with an offset (Q4_0's −8, Q4_1's minimum). Two encodings implement
+//! [`ActBlock`]: [`Q16Act`] (the default: f32 accuracy to about 1e-5) and [`Q8Act`]
+//! (llama.cpp's arithmetic). Float weights meet f32 activations.
 //!
 //! `scalar` is the reference every SIMD path is tested against; `x86` holds AVX2/FMA/F16C
 //! versions picked at run time. NEON and wasm simd128 versions slot in beside them.
@@ -15,24 +17,25 @@ mod x86;
 use akari_core::quant::QK;
 use akari_core::QuantFormat;
 
-/// One block of 32 activations quantised to i8.
+/// A block of 32 activations quantised to integers, as the kernels consume it.
+pub trait ActBlock: Copy + Default + Send + Sync + 'static {
+    /// The largest quantised magnitude.
+    const MAX: f32;
+    fn d(&self) -> f32;
+    /// `d · Σ q`, for the offset terms of Q4_0 and Q4_1.
+    fn s(&self) -> f32;
+    fn q(&self, i: usize) -> i32;
+    fn set(&mut self, d: f32, qs: &[i32; QK]);
+    fn set_scales(&mut self, d: f32, s: f32);
+}
+
+/// One block of 32 activations quantised to i8, as llama.cpp does.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct Q8Act {
     pub d: f32,
-    /// `d · Σ qs`, for the offset terms of Q4_0 and Q4_1.
     pub s: f32,
     pub qs: [i8; QK],
-}
-
-impl Default for Q8Act {
-    fn default() -> Self {
-        Q8Act {
-            d: 0.0,
-            s: 0.0,
-            qs: [0; QK],
-        }
-    }
 }
 
 /// One block of 32 activations quantised to i16: 256 times finer than [`Q8Act`], so the
@@ -41,20 +44,60 @@ impl Default for Q8Act {
 #[repr(C)]
 pub struct Q16Act {
     pub d: f32,
-    /// `d · Σ qs`, for the offset terms of Q4_0 and Q4_1.
     pub s: f32,
     pub qs: [i16; QK],
 }
 
-impl Default for Q16Act {
-    fn default() -> Self {
-        Q16Act {
-            d: 0.0,
-            s: 0.0,
-            qs: [0; QK],
+macro_rules! act_block {
+    ($t:ty, $q:ty, $max:expr) => {
+        impl Default for $t {
+            fn default() -> Self {
+                Self {
+                    d: 0.0,
+                    s: 0.0,
+                    qs: [0; QK],
+                }
+            }
         }
-    }
+
+        impl ActBlock for $t {
+            const MAX: f32 = $max;
+            fn d(&self) -> f32 {
+                self.d
+            }
+            fn s(&self) -> f32 {
+                self.s
+            }
+            fn q(&self, i: usize) -> i32 {
+                self.qs[i] as i32
+            }
+            fn set(&mut self, d: f32, qs: &[i32; QK]) {
+                for (o, q) in self.qs.iter_mut().zip(qs) {
+                    *o = *q as $q;
+                }
+                self.d = d;
+                self.s = d * qs.iter().sum::<i32>() as f32;
+            }
+            fn set_scales(&mut self, d: f32, s: f32) {
+                self.d = d;
+                self.s = s;
+            }
+        }
+    };
 }
+
+act_block!(Q8Act, i8, 127.0);
+act_block!(Q16Act, i16, 32767.0);
+
+/// An activation encoding every compiled kernel set can run.
+#[cfg(target_arch = "x86_64")]
+pub trait Act: ActBlock + x86::SimdAct {}
+#[cfg(target_arch = "x86_64")]
+impl<T: ActBlock + x86::SimdAct> Act for T {}
+#[cfg(not(target_arch = "x86_64"))]
+pub trait Act: ActBlock {}
+#[cfg(not(target_arch = "x86_64"))]
+impl<T: ActBlock> Act for T {}
 
 /// Which instruction set the kernels use, decided once at start-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +131,7 @@ impl Isa {
     }
 
     /// Quantises a row of activations (length a multiple of 32).
-    pub fn quantize_row(self, x: &[f32], out: &mut [Q8Act]) {
+    pub fn quantize_row<A: Act>(self, x: &[f32], out: &mut [A]) {
         match self {
             Isa::Scalar => scalar::quantize_row(x, out),
             // SAFETY: `Avx2` is only chosen after detecting avx2, fma and f16c.
@@ -97,19 +140,16 @@ impl Isa {
         }
     }
 
-    /// `w_row · x` for a quantised weight row against quantised activations.
-    pub fn dot_q(self, format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
-        match self {
-            Isa::Scalar => scalar::dot_q(format, w, x),
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { x86::dot_q(format, w, x) },
-        }
-    }
-
-    /// `out[r * x.len() + c] = w_r · x_c` for `rows` consecutive weight rows of `rb` bytes
-    /// each, against every activation row in `x`.
-    pub fn gemm_q(self, format: QuantFormat, w: &[u8], rb: usize, x: &[&[Q8Act]], out: &mut [f32]) {
+    /// `out[r * x.len() + c] = w_r · x_c` for consecutive quantised weight rows of `rb` bytes
+    /// each in `w`, against every activation row in `x`.
+    pub fn gemm_q<A: Act>(
+        self,
+        format: QuantFormat,
+        w: &[u8],
+        rb: usize,
+        x: &[&[A]],
+        out: &mut [f32],
+    ) {
         match self {
             Isa::Scalar => {
                 let t = x.len();
@@ -122,40 +162,6 @@ impl Isa {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::gemm_q(format, w, rb, x, out) },
-        }
-    }
-
-    /// Quantises a row of activations to i16 blocks (length a multiple of 32).
-    pub fn quantize_row16(self, x: &[f32], out: &mut [Q16Act]) {
-        match self {
-            Isa::Scalar => scalar::quantize_row16(x, out),
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { x86::quantize_row16(x, out) },
-        }
-    }
-
-    /// As [`Isa::gemm_q`], against i16 activations.
-    pub fn gemm_q16(
-        self,
-        format: QuantFormat,
-        w: &[u8],
-        rb: usize,
-        x: &[&[Q16Act]],
-        out: &mut [f32],
-    ) {
-        match self {
-            Isa::Scalar => {
-                let t = x.len();
-                for (r, wr) in w.chunks_exact(rb).enumerate() {
-                    for (c, xc) in x.iter().enumerate() {
-                        out[r * t + c] = scalar::dot_q16(format, wr, xc);
-                    }
-                }
-            }
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { x86::gemm_q16(format, w, rb, x, out) },
         }
     }
 
@@ -221,121 +227,83 @@ mod tests {
         b
     }
 
-    /// Every SIMD kernel agrees with the scalar reference, on lengths that are and are not
-    /// multiples of the SIMD widths.
-    #[test]
-    fn simd_matches_scalar() {
-        let isa = Isa::detect();
+    fn quantized<A: Act>(isa: Isa, x: &[f32]) -> Vec<A> {
+        let mut q = vec![A::default(); x.len() / QK];
+        isa.quantize_row(x, &mut q);
+        q
+    }
+
+    /// For one activation encoding: SIMD quantisation equals the scalar one; SIMD tiles of
+    /// every shape (rows and tokens that are and are not multiples of the tile) equal the
+    /// scalar dot; and the quantised dot is within the encoding's rounding of the exact one.
+    fn check_encoding<A: Act>(isa: Isa) {
         for &n in &[32usize, 64, 96, 288, 576, 1536] {
-            let w = random(n, n as u64);
             let x = random(n, 1000 + n as u64);
-            let mut xq = vec![Q8Act::default(); n / QK];
-            let mut xq_ref = xq.clone();
-            isa.quantize_row(&x, &mut xq);
-            scalar::quantize_row(&x, &mut xq_ref);
-            for (a, b) in xq.iter().zip(&xq_ref) {
-                assert_eq!(a.qs, b.qs, "quantize_row n={n}");
-                assert!((a.s - b.s).abs() <= 1e-6 * (1.0 + b.s.abs()));
-                assert!((a.d - b.d).abs() <= 1e-7 * b.d.abs());
+            let (simd, reference) = (quantized::<A>(isa, &x), quantized::<A>(Isa::Scalar, &x));
+            for (a, b) in simd.iter().zip(&reference) {
+                assert!((0..QK).all(|i| a.q(i) == b.q(i)), "quantize_row n={n}");
+                assert!((a.d() - b.d()).abs() <= 1e-7 * b.d().abs());
+                assert!((a.s() - b.s()).abs() <= 1e-6 * (1.0 + b.s().abs()));
             }
-            for fmt in [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Q4_1] {
-                let wb = encode(fmt, &w);
-                let r = scalar::dot_q(fmt, &wb, &xq_ref);
-                let s = isa.dot_q(fmt, &wb, &xq_ref);
-                assert!(
-                    (r - s).abs() <= 1e-4 * (1.0 + r.abs()),
-                    "{fmt} n={n}: {r} vs {s}"
-                );
-                // And the quantised dot is close to the exact one.
-                let mut wd = vec![0f32; n];
-                fmt.dequantize_row(&wb, &mut wd);
-                let exact: f32 = wd.iter().zip(&x).map(|(a, b)| a * b).sum();
-                let norm: f32 = wd.iter().map(|a| a.abs()).sum::<f32>() * 8.0 / 127.0;
-                assert!((exact - r).abs() <= norm, "{fmt} n={n}: {exact} vs {r}");
-            }
-            // Tiles of every shape: rows and tokens that are and are not multiples of 4.
             for fmt in [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Q4_1] {
                 let (rows, toks) = (7usize, 6usize);
-                let ws: Vec<f32> = random(rows * n, 77 + n as u64);
-                let wb = encode(fmt, &ws);
+                let wb = encode(fmt, &random(rows * n, 77 + n as u64));
                 let rb = fmt.row_bytes(n);
-                let xs: Vec<Vec<Q8Act>> = (0..toks)
-                    .map(|c| {
-                        let xr = random(n, 500 + c as u64);
-                        let mut q = vec![Q8Act::default(); n / QK];
-                        scalar::quantize_row(&xr, &mut q);
-                        q
-                    })
+                let xs: Vec<Vec<f32>> = (0..toks).map(|c| random(n, 500 + c as u64)).collect();
+                let xq: Vec<Vec<A>> = xs
+                    .iter()
+                    .map(|xr| quantized::<A>(Isa::Scalar, xr))
                     .collect();
                 for t in 1..=toks {
-                    let xrefs: Vec<&[Q8Act]> = xs[..t].iter().map(|v| v.as_slice()).collect();
+                    let xrefs: Vec<&[A]> = xq[..t].iter().map(|v| v.as_slice()).collect();
                     let mut got = vec![0f32; rows * t];
                     isa.gemm_q(fmt, &wb, rb, &xrefs, &mut got);
-                    for r in 0..rows {
-                        for c in 0..t {
-                            let want = scalar::dot_q(fmt, &wb[r * rb..(r + 1) * rb], &xs[c]);
-                            let g = got[r * t + c];
-                            assert!(
-                                (want - g).abs() <= 1e-4 * (1.0 + want.abs()),
-                                "{fmt} n={n} t={t} r={r} c={c}: {want} vs {g}"
-                            );
-                        }
-                    }
-                }
-            }
-            // The i16 path: SIMD equals scalar, and both equal the f32 dot closely.
-            let mut x16 = vec![Q16Act::default(); n / QK];
-            let mut x16_ref = x16.clone();
-            isa.quantize_row16(&x, &mut x16);
-            scalar::quantize_row16(&x, &mut x16_ref);
-            for (a, b) in x16.iter().zip(&x16_ref) {
-                assert_eq!(a.qs, b.qs, "quantize_row16 n={n}");
-                assert!((a.s - b.s).abs() <= 1e-6 * (1.0 + b.s.abs()));
-            }
-            for fmt in [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Q4_1] {
-                let (rows, toks) = (7usize, 6usize);
-                let ws: Vec<f32> = random(rows * n, 91 + n as u64);
-                let wb = encode(fmt, &ws);
-                let rb = fmt.row_bytes(n);
-                let xs: Vec<Vec<f32>> = (0..toks).map(|c| random(n, 700 + c as u64)).collect();
-                let xq: Vec<Vec<Q16Act>> = xs
-                    .iter()
-                    .map(|xr| {
-                        let mut q = vec![Q16Act::default(); n / QK];
-                        scalar::quantize_row16(xr, &mut q);
-                        q
-                    })
-                    .collect();
-                for t in 1..=toks {
-                    let xrefs: Vec<&[Q16Act]> = xq[..t].iter().map(|v| v.as_slice()).collect();
-                    let mut got = vec![0f32; rows * t];
-                    isa.gemm_q16(fmt, &wb, rb, &xrefs, &mut got);
                     for r in 0..rows {
                         let wr = &wb[r * rb..(r + 1) * rb];
                         let mut wd = vec![0f32; n];
                         fmt.dequantize_row(wr, &mut wd);
                         for c in 0..t {
-                            let want = scalar::dot_q16(fmt, wr, &xq[c]);
+                            let want = scalar::dot_q(fmt, wr, &xq[c]);
                             let g = got[r * t + c];
                             assert!(
                                 (want - g).abs() <= 1e-4 * (1.0 + want.abs()),
-                                "{fmt} i16 n={n} t={t}: {want} vs {g}"
+                                "{fmt} n={n} t={t} r={r} c={c}: {want} vs {g}"
                             );
                             let exact: f64 = wd
                                 .iter()
                                 .zip(&xs[c])
                                 .map(|(a, b)| *a as f64 * *b as f64)
                                 .sum();
-                            let scale: f64 =
-                                wd.iter().map(|a| a.abs() as f64).sum::<f64>() * 8.0 / 32767.0;
+                            let rounding: f64 = wd.iter().map(|a| a.abs() as f64).sum::<f64>()
+                                * 8.0
+                                / A::MAX as f64;
                             assert!(
-                                (exact - want as f64).abs() <= scale + 1e-4,
-                                "{fmt} i16 vs exact: {exact} vs {want}"
+                                (exact - want as f64).abs() <= rounding + 1e-4,
+                                "{fmt} n={n}: exact {exact} vs quantised {want}"
                             );
                         }
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn int8_kernels_match_reference() {
+        check_encoding::<Q8Act>(Isa::detect());
+    }
+
+    #[test]
+    fn int16_kernels_match_reference() {
+        check_encoding::<Q16Act>(Isa::detect());
+    }
+
+    #[test]
+    fn float_kernels_match_reference() {
+        let isa = Isa::detect();
+        for &n in &[32usize, 64, 96, 288, 576, 1536] {
+            let w = random(n, n as u64);
+            let x = random(n, 1000 + n as u64);
             for fmt in [QuantFormat::F32, QuantFormat::F16] {
                 let wb = encode(fmt, &w);
                 let r = scalar::dot_f(fmt, &wb, &x);

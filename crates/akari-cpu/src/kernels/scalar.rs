@@ -1,6 +1,6 @@
 //! Portable reference kernels.
 
-use super::{Q16Act, Q8Act};
+use super::ActBlock;
 use akari_core::quant::QK;
 use akari_core::QuantFormat;
 use half::f16;
@@ -9,34 +9,28 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-pub fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
+pub fn quantize_row<A: ActBlock>(x: &[f32], out: &mut [A]) {
     for (blk, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
+        let d = amax / A::MAX;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, v) in blk.qs.iter_mut().zip(xs) {
+        let mut qs = [0i32; QK];
+        for (q, v) in qs.iter_mut().zip(xs) {
             // Round half away from zero, like the SIMD paths.
-            *q = (v * id).round() as i8;
-            sum += *q as i32;
+            *q = (v * id).round() as i32;
         }
-        blk.d = d;
-        blk.s = d * sum as f32;
+        blk.set(d, &qs);
     }
 }
 
-pub fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
+pub fn dot_q<A: ActBlock>(format: QuantFormat, w: &[u8], x: &[A]) -> f32 {
     let bb = format.block_bytes();
     let mut acc = 0f32;
     for (b, xb) in w.chunks_exact(bb).zip(x) {
-        let d = f16_at(b, 0) * xb.d;
+        let d = f16_at(b, 0) * xb.d();
         match format {
             QuantFormat::Q8_0 => {
-                let s: i32 = b[2..]
-                    .iter()
-                    .zip(&xb.qs)
-                    .map(|(&q, &v)| (q as i8) as i32 * v as i32)
-                    .sum();
+                let s: i32 = (0..QK).map(|j| (b[2 + j] as i8) as i32 * xb.q(j)).sum();
                 acc += d * s as f32;
             }
             QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
@@ -47,13 +41,13 @@ pub fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
                 };
                 let mut s = 0i32;
                 for (j, &q) in qs.iter().enumerate() {
-                    s += (q & 0x0f) as i32 * xb.qs[j] as i32;
-                    s += (q >> 4) as i32 * xb.qs[j + 16] as i32;
+                    s += (q & 0x0f) as i32 * xb.q(j);
+                    s += (q >> 4) as i32 * xb.q(j + 16);
                 }
                 if format == QuantFormat::Q4_0 {
-                    acc += d * s as f32 - 8.0 * f16_at(b, 0) * xb.s;
+                    acc += d * s as f32 - 8.0 * f16_at(b, 0) * xb.s();
                 } else {
-                    acc += d * s as f32 + f16_at(b, 2) * xb.s;
+                    acc += d * s as f32 + f16_at(b, 2) * xb.s();
                 }
             }
             QuantFormat::F32 | QuantFormat::F16 => unreachable!("float rows use dot_f"),
@@ -86,56 +80,4 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (yi, xi) in y.iter_mut().zip(x) {
         *yi += a * xi;
     }
-}
-
-pub fn quantize_row16(x: &[f32], out: &mut [Q16Act]) {
-    for (blk, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 32767.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, v) in blk.qs.iter_mut().zip(xs) {
-            *q = (v * id).round() as i16;
-            sum += *q as i32;
-        }
-        blk.d = d;
-        blk.s = d * sum as f32;
-    }
-}
-
-pub fn dot_q16(format: QuantFormat, w: &[u8], x: &[Q16Act]) -> f32 {
-    let bb = format.block_bytes();
-    let mut acc = 0f32;
-    for (b, xb) in w.chunks_exact(bb).zip(x) {
-        let d = f16_at(b, 0) * xb.d;
-        match format {
-            QuantFormat::Q8_0 => {
-                let s: i32 = b[2..]
-                    .iter()
-                    .zip(&xb.qs)
-                    .map(|(&q, &v)| (q as i8) as i32 * v as i32)
-                    .sum();
-                acc += d * s as f32;
-            }
-            QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
-                let qs = if format == QuantFormat::Q4_0 {
-                    &b[2..]
-                } else {
-                    &b[4..]
-                };
-                let mut s = 0i32;
-                for (j, &q) in qs.iter().enumerate() {
-                    s += (q & 0x0f) as i32 * xb.qs[j] as i32;
-                    s += (q >> 4) as i32 * xb.qs[j + 16] as i32;
-                }
-                if format == QuantFormat::Q4_0 {
-                    acc += d * s as f32 - 8.0 * f16_at(b, 0) * xb.s;
-                } else {
-                    acc += d * s as f32 + f16_at(b, 2) * xb.s;
-                }
-            }
-            QuantFormat::F32 | QuantFormat::F16 => unreachable!("float rows use dot_f"),
-        }
-    }
-    acc
 }

@@ -1,6 +1,6 @@
 //! AVX2 + FMA + F16C kernels. Callers must have detected those features.
 
-use super::{Q16Act, Q8Act};
+use super::{ActBlock, Q16Act, Q8Act};
 use akari_core::quant::QK;
 use akari_core::QuantFormat;
 use std::arch::x86_64::*;
@@ -19,8 +19,116 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+const Q8_0: u8 = 0;
+const Q4_0: u8 = 1;
+const Q4_1: u8 = 2;
+
+/// How far ahead (in blocks) weight rows are prefetched: without it decode waits on memory.
+const PREFETCH_BLOCKS: usize = 8;
+
+/// What the tile kernel needs of an activation encoding on AVX2.
+pub trait SimdAct: ActBlock {
+    /// A weight block prepared for products with this encoding.
+    type W: Copy;
+    unsafe fn zero_w() -> Self::W;
+    /// Loads the 32 values of a weight block of format `F` (`q` points at its quants).
+    unsafe fn load_w<const F: u8>(q: *const u8) -> Self::W;
+    /// `Σ w·x` over the block, as 8 partial sums.
+    unsafe fn dot<const F: u8>(w: Self::W, x: &Self) -> __m256i;
+    /// Packs 32 rounded values (4 × 8 i32, in order) into the block's storage.
+    unsafe fn store(ints: [__m256i; 4], qs: &mut Self);
+}
+
+impl SimdAct for Q8Act {
+    /// 32 bytes for `maddubs`: unsigned nibbles for the 4-bit formats, raw i8 for Q8_0.
+    type W = __m256i;
+
+    #[inline(always)]
+    unsafe fn zero_w() -> __m256i {
+        _mm256_setzero_si256()
+    }
+
+    #[inline(always)]
+    unsafe fn load_w<const F: u8>(q: *const u8) -> __m256i {
+        if F == Q8_0 {
+            _mm256_loadu_si256(q as *const __m256i)
+        } else {
+            let q = _mm_loadu_si128(q as *const __m128i);
+            let low = _mm_set1_epi8(0x0f);
+            let lo = _mm_and_si128(q, low);
+            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
+            _mm256_set_m128i(hi, lo)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn dot<const F: u8>(w: __m256i, x: &Self) -> __m256i {
+        let xv = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+        let ones = _mm256_set1_epi16(1);
+        if F == Q8_0 {
+            // maddubs needs one unsigned operand: move w's sign onto x.
+            let aw = _mm256_sign_epi8(w, w);
+            let sx = _mm256_sign_epi8(xv, w);
+            _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones)
+        } else {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), ones)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store(ints: [__m256i; 4], blk: &mut Self) {
+        // The packs interleave 128-bit lanes; the permute restores element order.
+        let a = _mm256_packs_epi32(ints[0], ints[1]);
+        let b = _mm256_packs_epi32(ints[2], ints[3]);
+        let c = _mm256_packs_epi16(a, b);
+        let c = _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(blk.qs.as_mut_ptr() as *mut __m256i, c);
+    }
+}
+
+impl SimdAct for Q16Act {
+    /// The block widened to i16: values 0..16 and 16..32.
+    type W = (__m256i, __m256i);
+
+    #[inline(always)]
+    unsafe fn zero_w() -> Self::W {
+        (_mm256_setzero_si256(), _mm256_setzero_si256())
+    }
+
+    #[inline(always)]
+    unsafe fn load_w<const F: u8>(q: *const u8) -> Self::W {
+        if F == Q8_0 {
+            let lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(q as *const __m128i));
+            let hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(q.add(16) as *const __m128i));
+            (lo, hi)
+        } else {
+            let q = _mm_loadu_si128(q as *const __m128i);
+            let low = _mm_set1_epi8(0x0f);
+            let lo = _mm256_cvtepu8_epi16(_mm_and_si128(q, low));
+            let hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(q, 4), low));
+            (lo, hi)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn dot<const F: u8>(w: Self::W, x: &Self) -> __m256i {
+        let xl = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+        let xh = _mm256_loadu_si256(x.qs.as_ptr().add(16) as *const __m256i);
+        _mm256_add_epi32(_mm256_madd_epi16(w.0, xl), _mm256_madd_epi16(w.1, xh))
+    }
+
+    #[inline(always)]
+    unsafe fn store(ints: [__m256i; 4], blk: &mut Self) {
+        // packs works within 128-bit lanes; the permute restores element order.
+        let a = _mm256_permute4x64_epi64(_mm256_packs_epi32(ints[0], ints[1]), 0b11_01_10_00);
+        let b = _mm256_permute4x64_epi64(_mm256_packs_epi32(ints[2], ints[3]), 0b11_01_10_00);
+        _mm256_storeu_si256(blk.qs.as_mut_ptr() as *mut __m256i, a);
+        _mm256_storeu_si256(blk.qs.as_mut_ptr().add(16) as *mut __m256i, b);
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
+pub(crate) unsafe fn quantize_row<A: SimdAct>(x: &[f32], out: &mut [A]) {
     let sign_mask = _mm256_set1_ps(-0.0);
     for (blk, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let p = xs.as_ptr();
@@ -37,8 +145,7 @@ pub(crate) unsafe fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
         let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        let amax = _mm_cvtss_f32(m4);
-        let d = amax / 127.0;
+        let d = _mm_cvtss_f32(m4) / A::MAX;
         let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
         let mut ints = [_mm256_setzero_si256(); 4];
         for (i, vi) in v.iter().enumerate() {
@@ -47,7 +154,6 @@ pub(crate) unsafe fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
             let half = _mm256_or_ps(_mm256_and_ps(scaled, sign_mask), _mm256_set1_ps(0.5));
             ints[i] = _mm256_cvttps_epi32(_mm256_add_ps(scaled, half));
         }
-        // Sum of the quantised values.
         let s = _mm256_add_epi32(
             _mm256_add_epi32(ints[0], ints[1]),
             _mm256_add_epi32(ints[2], ints[3]),
@@ -55,144 +161,59 @@ pub(crate) unsafe fn quantize_row(x: &[f32], out: &mut [Q8Act]) {
         let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
         let s4 = _mm_hadd_epi32(s4, s4);
         let s4 = _mm_hadd_epi32(s4, s4);
-        // Pack i32 → i16 → i8; the packs interleave 128-bit lanes, undone by the permute.
-        let a = _mm256_packs_epi32(ints[0], ints[1]);
-        let b = _mm256_packs_epi32(ints[2], ints[3]);
-        let c = _mm256_packs_epi16(a, b);
-        let c = _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256(blk.qs.as_mut_ptr() as *mut __m256i, c);
-        blk.d = d;
-        blk.s = d * _mm_cvtsi128_si32(s4) as f32;
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q(format: QuantFormat, w: &[u8], x: &[Q8Act]) -> f32 {
-    let bb = format.block_bytes();
-    let nb = x.len().min(w.len() / bb);
-    let ones = _mm256_set1_epi16(1);
-    let low = _mm_set1_epi8(0x0f);
-    let mut acc = _mm256_setzero_ps();
-    let mut offset = 0f32;
-    let wp = w.as_ptr();
-    for (i, xb) in x.iter().enumerate().take(nb) {
-        let b = wp.add(i * bb);
-        let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-        let dw = f16_at(b);
-        let prod = match format {
-            QuantFormat::Q8_0 => {
-                let wv = _mm256_loadu_si256(b.add(2) as *const __m256i);
-                // maddubs needs one unsigned operand: move w's sign onto x.
-                let aw = _mm256_sign_epi8(wv, wv);
-                let sx = _mm256_sign_epi8(xv, wv);
-                _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones)
-            }
-            _ => {
-                let qs = if format == QuantFormat::Q4_0 {
-                    b.add(2)
-                } else {
-                    b.add(4)
-                };
-                let q = _mm_loadu_si128(qs as *const __m128i);
-                let lo = _mm_and_si128(q, low);
-                let hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
-                let wv = _mm256_set_m128i(hi, lo);
-                _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones)
-            }
-        };
-        let d = dw * xb.d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(prod), acc);
-        match format {
-            QuantFormat::Q4_0 => offset -= 8.0 * dw * xb.s,
-            QuantFormat::Q4_1 => offset += f16_at(b.add(2)) * xb.s,
-            _ => {}
-        }
-    }
-    hsum(acc) + offset
-}
-
-/// How far ahead (in blocks) weight rows are prefetched.
-const PREFETCH_BLOCKS: usize = 8;
-
-const Q8_0: u8 = 0;
-const Q4_0: u8 = 1;
-const Q4_1: u8 = 2;
-
-/// One weight block as 32 bytes ready for `maddubs` (unsigned for the 4-bit formats,
-/// |w| for Q8_0), with its scale and, for Q4_1, its minimum.
-#[inline(always)]
-unsafe fn load_weights<const F: u8>(b: *const u8) -> (__m256i, f32, f32) {
-    let d = f16_at(b);
-    match F {
-        Q8_0 => (_mm256_loadu_si256(b.add(2) as *const __m256i), d, 0.0),
-        _ => {
-            let (qs, m) = if F == Q4_0 {
-                (b.add(2), -8.0 * d)
-            } else {
-                (b.add(4), f16_at(b.add(2)))
-            };
-            let q = _mm_loadu_si128(qs as *const __m128i);
-            let low = _mm_set1_epi8(0x0f);
-            let lo = _mm_and_si128(q, low);
-            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
-            (_mm256_set_m128i(hi, lo), d, m)
-        }
+        A::store(ints, blk);
+        blk.set_scales(d, d * _mm_cvtsi128_si32(s4) as f32);
     }
 }
 
 /// `R` weight rows against `C` activation rows: every weight block is loaded and unpacked
 /// once for all `C` tokens, every activation block once for all `R` rows.
 #[inline(always)]
-unsafe fn tile<const F: u8, const R: usize, const C: usize>(
+unsafe fn tile<A: SimdAct, const F: u8, const R: usize, const C: usize>(
     w: *const u8,
     rb: usize,
-    x: &[&[Q8Act]],
+    x: &[&[A]],
     nb: usize,
     out: &mut [f32],
     t: usize,
 ) {
-    let bb = if F == Q8_0 {
-        34
-    } else if F == Q4_0 {
-        18
-    } else {
-        20
+    let (bb, qs_at) = match F {
+        Q8_0 => (34, 2),
+        Q4_0 => (18, 2),
+        _ => (20, 4),
     };
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     let mut off = [[0f32; C]; R];
     for b in 0..nb {
-        let mut wv = [_mm256_setzero_si256(); R];
+        let mut wv = [A::zero_w(); R];
         let mut dw = [0f32; R];
         let mut mw = [0f32; R];
         for r in 0..R {
+            let blk = w.add(r * rb + b * bb);
+            // Weight rows are streamed once: ask for them a few blocks ahead. (Past the end
+            // of the matrix this names an address prefetch ignores; it never faults.)
             _mm_prefetch::<_MM_HINT_T0>(
                 w.wrapping_add(r * rb + (b + PREFETCH_BLOCKS) * bb) as *const i8
             );
-            let (v, d, m) = load_weights::<F>(w.add(r * rb + b * bb));
-            wv[r] = v;
-            dw[r] = d;
-            mw[r] = m;
+            wv[r] = A::load_w::<F>(blk.add(qs_at));
+            dw[r] = f16_at(blk);
+            mw[r] = match F {
+                Q4_0 => -8.0 * dw[r],
+                Q4_1 => f16_at(blk.add(2)),
+                _ => 0.0,
+            };
         }
         for c in 0..C {
             let xb = x.get_unchecked(c).get_unchecked(b);
-            let xv = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
             for r in 0..R {
-                let p = if F == Q8_0 {
-                    // maddubs needs one unsigned operand: move w's sign onto x.
-                    let aw = _mm256_sign_epi8(wv[r], wv[r]);
-                    let sx = _mm256_sign_epi8(xv, wv[r]);
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones)
-                } else {
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(wv[r], xv), ones)
-                };
+                let p = A::dot::<F>(wv[r], xb);
                 acc[r][c] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(dw[r] * xb.d),
+                    _mm256_set1_ps(dw[r] * xb.d()),
                     _mm256_cvtepi32_ps(p),
                     acc[r][c],
                 );
                 if F != Q8_0 {
-                    off[r][c] += mw[r] * xb.s;
+                    off[r][c] += mw[r] * xb.s();
                 }
             }
         }
@@ -205,23 +226,11 @@ unsafe fn tile<const F: u8, const R: usize, const C: usize>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_f<const F: u8>(w: &[u8], rb: usize, x: &[&[Q8Act]], out: &mut [f32]) {
+unsafe fn gemm_format<A: SimdAct, const F: u8>(w: &[u8], rb: usize, x: &[&[A]], out: &mut [f32]) {
     let t = x.len();
     let rows = w.len() / rb;
     let nb = x.first().map(|v| v.len()).unwrap_or(0);
-    debug_assert!(
-        x.iter().all(|v| v.len() == nb)
-            && rb
-                == nb
-                    * if F == Q8_0 {
-                        34
-                    } else if F == Q4_0 {
-                        18
-                    } else {
-                        20
-                    }
-    );
-    debug_assert!(out.len() >= rows * t);
+    debug_assert!(x.iter().all(|v| v.len() == nb) && out.len() >= rows * t);
     let wp = w.as_ptr();
     let mut r = 0;
     if t >= 4 {
@@ -229,11 +238,11 @@ unsafe fn gemm_f<const F: u8>(w: &[u8], rb: usize, x: &[&[Q8Act]], out: &mut [f3
         while r + 2 <= rows {
             let mut c = 0;
             while c + 4 <= t {
-                tile::<F, 2, 4>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+                tile::<A, F, 2, 4>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
                 c += 4;
             }
             while c < t {
-                tile::<F, 2, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+                tile::<A, F, 2, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
                 c += 1;
             }
             r += 2;
@@ -242,210 +251,30 @@ unsafe fn gemm_f<const F: u8>(w: &[u8], rb: usize, x: &[&[Q8Act]], out: &mut [f3
         // Decode: 4 rows at a time for independent accumulator chains.
         while r + 4 <= rows {
             for c in 0..t {
-                tile::<F, 4, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+                tile::<A, F, 4, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
             }
             r += 4;
         }
     }
     while r < rows {
         for c in 0..t {
-            tile::<F, 1, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
+            tile::<A, F, 1, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
         }
         r += 1;
     }
 }
 
-pub(crate) unsafe fn gemm_q(
+pub(crate) unsafe fn gemm_q<A: SimdAct>(
     format: QuantFormat,
     w: &[u8],
     rb: usize,
-    x: &[&[Q8Act]],
+    x: &[&[A]],
     out: &mut [f32],
 ) {
     match format {
-        QuantFormat::Q8_0 => gemm_f::<Q8_0>(w, rb, x, out),
-        QuantFormat::Q4_0 => gemm_f::<Q4_0>(w, rb, x, out),
-        QuantFormat::Q4_1 => gemm_f::<Q4_1>(w, rb, x, out),
-        _ => unreachable!("float rows use dot_f"),
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_row16(x: &[f32], out: &mut [Q16Act]) {
-    let sign_mask = _mm256_set1_ps(-0.0);
-    for (blk, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        let p = xs.as_ptr();
-        let v = [
-            _mm256_loadu_ps(p),
-            _mm256_loadu_ps(p.add(8)),
-            _mm256_loadu_ps(p.add(16)),
-            _mm256_loadu_ps(p.add(24)),
-        ];
-        let mut m = _mm256_andnot_ps(sign_mask, v[0]);
-        for vi in &v[1..] {
-            m = _mm256_max_ps(m, _mm256_andnot_ps(sign_mask, *vi));
-        }
-        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        let d = _mm_cvtss_f32(m4) / 32767.0;
-        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-        let mut ints = [_mm256_setzero_si256(); 4];
-        for (i, vi) in v.iter().enumerate() {
-            let scaled = _mm256_mul_ps(*vi, id);
-            let half = _mm256_or_ps(_mm256_and_ps(scaled, sign_mask), _mm256_set1_ps(0.5));
-            ints[i] = _mm256_cvttps_epi32(_mm256_add_ps(scaled, half));
-        }
-        let s = _mm256_add_epi32(
-            _mm256_add_epi32(ints[0], ints[1]),
-            _mm256_add_epi32(ints[2], ints[3]),
-        );
-        let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        let s4 = _mm_hadd_epi32(s4, s4);
-        let s4 = _mm_hadd_epi32(s4, s4);
-        // packs works within 128-bit lanes; the permute restores element order.
-        let a = _mm256_permute4x64_epi64(_mm256_packs_epi32(ints[0], ints[1]), 0b11_01_10_00);
-        let b = _mm256_permute4x64_epi64(_mm256_packs_epi32(ints[2], ints[3]), 0b11_01_10_00);
-        _mm256_storeu_si256(blk.qs.as_mut_ptr() as *mut __m256i, a);
-        _mm256_storeu_si256(blk.qs.as_mut_ptr().add(16) as *mut __m256i, b);
-        blk.d = d;
-        blk.s = d * _mm_cvtsi128_si32(s4) as f32;
-    }
-}
-
-/// One weight block widened to i16: values 0..16 and 16..32, with scale and offset term.
-#[inline(always)]
-unsafe fn load_weights16<const F: u8>(b: *const u8) -> (__m256i, __m256i, f32, f32) {
-    let d = f16_at(b);
-    match F {
-        Q8_0 => {
-            let lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(2) as *const __m128i));
-            let hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(18) as *const __m128i));
-            (lo, hi, d, 0.0)
-        }
-        _ => {
-            let (qs, m) = if F == Q4_0 {
-                (b.add(2), -8.0 * d)
-            } else {
-                (b.add(4), f16_at(b.add(2)))
-            };
-            let q = _mm_loadu_si128(qs as *const __m128i);
-            let low = _mm_set1_epi8(0x0f);
-            let lo = _mm256_cvtepu8_epi16(_mm_and_si128(q, low));
-            let hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(q, 4), low));
-            (lo, hi, d, m)
-        }
-    }
-}
-
-/// As [`tile`], against i16 activations.
-#[inline(always)]
-unsafe fn tile16<const F: u8, const R: usize, const C: usize>(
-    w: *const u8,
-    rb: usize,
-    x: &[&[Q16Act]],
-    nb: usize,
-    out: &mut [f32],
-    t: usize,
-) {
-    let bb = if F == Q8_0 {
-        34
-    } else if F == Q4_0 {
-        18
-    } else {
-        20
-    };
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let mut off = [[0f32; C]; R];
-    for b in 0..nb {
-        let mut wl = [_mm256_setzero_si256(); R];
-        let mut wh = [_mm256_setzero_si256(); R];
-        let mut dw = [0f32; R];
-        let mut mw = [0f32; R];
-        for r in 0..R {
-            // Weight rows are streamed once: ask for them a few blocks ahead.
-            _mm_prefetch::<_MM_HINT_T0>(
-                w.wrapping_add(r * rb + (b + PREFETCH_BLOCKS) * bb) as *const i8
-            );
-            let (lo, hi, d, m) = load_weights16::<F>(w.add(r * rb + b * bb));
-            wl[r] = lo;
-            wh[r] = hi;
-            dw[r] = d;
-            mw[r] = m;
-        }
-        for c in 0..C {
-            let xb = x.get_unchecked(c).get_unchecked(b);
-            let xl = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-            let xh = _mm256_loadu_si256(xb.qs.as_ptr().add(16) as *const __m256i);
-            for r in 0..R {
-                let p =
-                    _mm256_add_epi32(_mm256_madd_epi16(wl[r], xl), _mm256_madd_epi16(wh[r], xh));
-                acc[r][c] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(dw[r] * xb.d),
-                    _mm256_cvtepi32_ps(p),
-                    acc[r][c],
-                );
-                if F != Q8_0 {
-                    off[r][c] += mw[r] * xb.s;
-                }
-            }
-        }
-    }
-    for r in 0..R {
-        for c in 0..C {
-            *out.get_unchecked_mut(r * t + c) = hsum(acc[r][c]) + off[r][c];
-        }
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm16_f<const F: u8>(w: &[u8], rb: usize, x: &[&[Q16Act]], out: &mut [f32]) {
-    let t = x.len();
-    let rows = w.len() / rb;
-    let nb = x.first().map(|v| v.len()).unwrap_or(0);
-    debug_assert!(out.len() >= rows * t);
-    let wp = w.as_ptr();
-    let mut r = 0;
-    if t >= 4 {
-        while r + 2 <= rows {
-            let mut c = 0;
-            while c + 4 <= t {
-                tile16::<F, 2, 4>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
-                c += 4;
-            }
-            while c < t {
-                tile16::<F, 2, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
-                c += 1;
-            }
-            r += 2;
-        }
-    } else {
-        while r + 4 <= rows {
-            for c in 0..t {
-                tile16::<F, 4, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
-            }
-            r += 4;
-        }
-    }
-    while r < rows {
-        for c in 0..t {
-            tile16::<F, 1, 1>(wp.add(r * rb), rb, &x[c..], nb, &mut out[r * t + c..], t);
-        }
-        r += 1;
-    }
-}
-
-pub(crate) unsafe fn gemm_q16(
-    format: QuantFormat,
-    w: &[u8],
-    rb: usize,
-    x: &[&[Q16Act]],
-    out: &mut [f32],
-) {
-    match format {
-        QuantFormat::Q8_0 => gemm16_f::<Q8_0>(w, rb, x, out),
-        QuantFormat::Q4_0 => gemm16_f::<Q4_0>(w, rb, x, out),
-        QuantFormat::Q4_1 => gemm16_f::<Q4_1>(w, rb, x, out),
+        QuantFormat::Q8_0 => gemm_format::<A, Q8_0>(w, rb, x, out),
+        QuantFormat::Q4_0 => gemm_format::<A, Q4_0>(w, rb, x, out),
+        QuantFormat::Q4_1 => gemm_format::<A, Q4_1>(w, rb, x, out),
         _ => unreachable!("float rows use dot_f"),
     }
 }
