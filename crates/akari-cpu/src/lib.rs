@@ -397,28 +397,11 @@ impl Backend for CpuBackend {
                 .enumerate()
                 .for_each_init(Vec::new, |scores, (idx, o)| {
                     let (i, h) = (idx / heads, idx % heads);
-                    let kvh_i = h / group;
                     let qh = &q.row(i)[h * hd..(h + 1) * hd];
-                    let len = pos + i + 1;
-                    let base = kvh_i * max_seq * hd;
-                    scores.clear();
-                    let mut max = f32::NEG_INFINITY;
-                    for j in 0..len {
-                        let kj = &kc[base + j * hd..base + (j + 1) * hd];
-                        let s = isa.dot_f32(qh, kj) * scale;
-                        max = max.max(s);
-                        scores.push(s);
-                    }
-                    let mut sum = 0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let inv = 1.0 / sum;
-                    o.fill(0.0);
-                    for (j, s) in scores.iter().enumerate() {
-                        isa.axpy(s * inv, &vc[base + j * hd..base + (j + 1) * hd], o);
-                    }
+                    // Causal: row i sees positions 0..=pos + i of its key/value head.
+                    let base = (h / group) * max_seq * hd;
+                    let rows = base..base + (pos + i + 1) * hd;
+                    isa.attend(qh, &kc[rows.clone()], &vc[rows], scale, scores, o);
                 });
         });
         Ok(Tensor {

@@ -81,3 +81,27 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
         *yi += a * xi;
     }
 }
+
+/// Softmax over `scores` in place, returning nothing: the caller's weights.
+pub fn softmax(scores: &mut [f32]) {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    scores.iter_mut().for_each(|s| *s *= inv);
+}
+
+/// One attention head: `out = softmax(scale · K q) · V` over the `len` rows of `k` and `v`.
+pub fn attend(q: &[f32], k: &[f32], v: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let hd = q.len();
+    scores.clear();
+    scores.extend(k.chunks_exact(hd).map(|kj| dot_f32(q, kj) * scale));
+    softmax(scores);
+    out.fill(0.0);
+    for (p, vj) in scores.iter().zip(v.chunks_exact(hd)) {
+        axpy(*p, vj, out);
+    }
+}

@@ -367,3 +367,65 @@ pub(crate) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
         i += 1;
     }
 }
+
+/// One attention head, as [`super::scalar::attend`]; `q.len()` must be a multiple of 8.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let len = k.len() / hd;
+    scores.clear();
+    scores.reserve(len);
+    let (qp, kp, vp) = (q.as_ptr(), k.as_ptr(), v.as_ptr());
+    // Scores: two accumulators per key row hide the FMA latency.
+    for j in 0..len {
+        let row = kp.add(j * hd);
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut d = 0;
+        while d + 16 <= hd {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), _mm256_loadu_ps(row.add(d)), a0);
+            a1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(qp.add(d + 8)),
+                _mm256_loadu_ps(row.add(d + 8)),
+                a1,
+            );
+            d += 16;
+        }
+        if d < hd {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(d)), _mm256_loadu_ps(row.add(d)), a0);
+        }
+        scores.push(hsum(_mm256_add_ps(a0, a1)) * scale);
+    }
+    super::scalar::softmax(scores);
+    // Weighted sum of values, 32 output dimensions held in registers at a time.
+    let op = out.as_mut_ptr();
+    let mut d = 0;
+    while d + 32 <= hd {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (j, p) in scores.iter().enumerate() {
+            let pv = _mm256_set1_ps(*p);
+            let row = vp.add(j * hd + d);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(row.add(8 * i)), *a);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(op.add(d + 8 * i), *a);
+        }
+        d += 32;
+    }
+    while d < hd {
+        let mut acc = _mm256_setzero_ps();
+        for (j, p) in scores.iter().enumerate() {
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(*p), _mm256_loadu_ps(vp.add(j * hd + d)), acc);
+        }
+        _mm256_storeu_ps(op.add(d), acc);
+        d += 8;
+    }
+}
