@@ -141,10 +141,25 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Reads a Hugging Face `config.json`.
+    /// Reads a Hugging Face `config.json`, in the spelling of transformers 4.x or 5.x.
     pub fn from_hf_json(text: &str, file: &str) -> Result<ModelConfig> {
-        let c: HfConfig = serde_json::from_str(text)
-            .map_err(|e| Error::format(file, format!("invalid config.json: {e}")))?;
+        let invalid =
+            |e: serde_json::Error| Error::format(file, format!("invalid config.json: {e}"));
+        let mut obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(invalid)?;
+        // Unknown architectures fail first, before any field they may lack is complained about.
+        match obj.get("model_type").and_then(|v| v.as_str()) {
+            Some(t) => Arch::from_name(t)?,
+            None => {
+                return Err(Error::format(
+                    file,
+                    "`model_type` is missing or not a string",
+                ))
+            }
+        };
+        normalize_rope_fields(&mut obj, file)?;
+        let c: HfConfig =
+            serde_json::from_value(serde_json::Value::Object(obj)).map_err(invalid)?;
         let arch = Arch::from_name(&c.model_type)?;
         let num_heads = c.num_attention_heads;
         let head_dim = c.head_dim.unwrap_or(c.hidden_size / num_heads.max(1));
@@ -172,6 +187,43 @@ impl ModelConfig {
         cfg.validate(file)?;
         Ok(cfg)
     }
+}
+
+/// transformers 5 writes `rope_parameters` (with `rope_theta` inside) where 4.x wrote
+/// `rope_scaling` and a top-level `rope_theta`; fold the new spelling into the old. Partial
+/// rotary embeddings are refused here rather than silently computed wrong.
+fn normalize_rope_fields(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    file: &str,
+) -> Result<()> {
+    use serde_json::Value;
+    if let Some(Value::Object(params)) = obj.get("rope_parameters").cloned() {
+        if obj.get("rope_theta").is_none_or(Value::is_null) {
+            if let Some(theta) = params.get("rope_theta") {
+                obj.insert("rope_theta".into(), theta.clone());
+            }
+        }
+        if obj.get("rope_scaling").is_none_or(Value::is_null) {
+            obj.insert("rope_scaling".into(), Value::Object(params));
+        }
+    }
+    let top = obj.get("partial_rotary_factor").and_then(Value::as_f64);
+    let nested = obj
+        .get("rope_scaling")
+        .and_then(|s| s.get("partial_rotary_factor"))
+        .and_then(Value::as_f64);
+    for (field, factor) in [
+        ("partial_rotary_factor", top),
+        ("rope_scaling.partial_rotary_factor", nested),
+    ] {
+        if let Some(f) = factor.filter(|f| *f != 1.0) {
+            return Err(Error::format(
+                file,
+                format!("`{field}` is {f}; partial rotary embeddings are not supported"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

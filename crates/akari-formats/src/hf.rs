@@ -2,8 +2,8 @@
 //!
 //! A directory as `save_pretrained` writes it:
 //!
-//! - `config.json` (required): hyper-parameters, read by [`ModelConfig::from_hf_json`] after
-//!   transformers 5's `rope_parameters` is folded back into `rope_scaling` / `rope_theta`;
+//! - `config.json` (required): hyper-parameters, read by [`ModelConfig::from_hf_json`] (which
+//!   also takes transformers 5's `rope_parameters`);
 //! - weights (required): `model.safetensors`, or `model.safetensors.index.json` and its
 //!   shards, or a single `*.safetensors` file of another name; F32, F16 or BF16;
 //! - `tokenizer.json`, `tokenizer_config.json` (`bos_token`, `eos_token`, `add_bos_token`,
@@ -128,48 +128,9 @@ fn summary(v: &Value) -> String {
     }
 }
 
-/// `config.json` → [`ModelConfig`], accepting transformers 5's spelling of rope settings.
+/// `config.json` → [`ModelConfig`].
 fn read_config(obj: &Map<String, Value>, file: &str) -> Result<ModelConfig> {
-    let model_type = obj
-        .get("model_type")
-        .ok_or_else(|| Error::format(file, "`model_type` is missing"))?
-        .as_str()
-        .ok_or_else(|| Error::format(file, "`model_type` is not a string"))?;
-    // Unknown architectures fail here, before any field they may lack is complained about.
-    Arch::from_name(model_type)?;
-
-    let mut obj = obj.clone();
-    // transformers 5 writes `rope_parameters` (with `rope_theta` inside) where 4.x wrote
-    // `rope_scaling` and a top-level `rope_theta`.
-    if let Some(Value::Object(params)) = obj.get("rope_parameters").cloned() {
-        if obj.get("rope_theta").is_none_or(Value::is_null) {
-            if let Some(theta) = params.get("rope_theta") {
-                obj.insert("rope_theta".into(), theta.clone());
-            }
-        }
-        if obj.get("rope_scaling").is_none_or(Value::is_null) {
-            obj.insert("rope_scaling".into(), Value::Object(params));
-        }
-    }
-    for (where_, factor) in [
-        ("partial_rotary_factor", obj.get("partial_rotary_factor")),
-        (
-            "rope_scaling.partial_rotary_factor",
-            obj.get("rope_scaling")
-                .and_then(|s| s.get("partial_rotary_factor")),
-        ),
-    ] {
-        if let Some(f) = factor.and_then(Value::as_f64) {
-            if f != 1.0 {
-                return Err(Error::format(
-                    file,
-                    format!("`{where_}` is {f}; partial rotary embeddings are not supported"),
-                ));
-            }
-        }
-    }
-    let text = Value::Object(obj).to_string();
-    ModelConfig::from_hf_json(&text, file)
+    ModelConfig::from_hf_json(&Value::Object(obj.clone()).to_string(), file)
 }
 
 /// The safetensors files holding the weights, parsed.
