@@ -18,4 +18,14 @@ rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo check -p akari-core -p akari-cpu --target wasm32-unknown-unknown
-cargo test --workspace --release
+
+# Unit and integration tests (the crates have no doctests). The summary line totals every
+# suite, so the run ends on what was actually executed.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --release --lib --bins --tests 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
