@@ -30,6 +30,10 @@ pub struct LoadOptions {
 /// Default cache size: enough for a long chat, small enough for any machine.
 pub const DEFAULT_CONTEXT: usize = 4096;
 
+/// The largest context accepted, so a typo fails with a message instead of an allocation
+/// failure (the KV cache and rope tables grow with it).
+pub const MAX_CONTEXT: usize = 1 << 20;
+
 /// Progress of a slow step, for a progress bar.
 #[derive(Clone, Debug)]
 pub struct Progress<'a> {
@@ -121,7 +125,8 @@ impl Engine {
             total: 1,
         });
         let dtype = opts.dtype;
-        let mut src = akari_formats::open_as(path, &move |default| target_format(dtype, default))?;
+        let mut src =
+            akari_formats::open_with(path, dtype, &move |default| target_format(dtype, default))?;
         let device = match opts.device {
             Device::Auto | Device::Cpu => Device::Cpu,
             Device::Gpu => {
@@ -177,6 +182,11 @@ impl Engine {
             .context
             .unwrap_or(cfg.max_position_embeddings.min(DEFAULT_CONTEXT))
             .max(1);
+        if context > MAX_CONTEXT {
+            return Err(Error::InvalidArgument(format!(
+                "a context of {context} tokens is more than akari supports ({MAX_CONTEXT})"
+            )));
+        }
         let backend = CpuBackend::new(opts.threads, opts.cpu_activations)?;
         let backend_name = format!(
             "cpu ({}, {} threads, {} activations)",
