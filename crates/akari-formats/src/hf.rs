@@ -103,7 +103,7 @@ pub fn open_dir(dir: &Path, target: &ConvertTo) -> Result<ModelSource> {
     })
 }
 
-fn read_json(path: &Path) -> Result<Value> {
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text)
         .map_err(|e| Error::format(path.display().to_string(), format!("invalid JSON: {e}")))
@@ -118,7 +118,7 @@ fn read_optional_json(path: &Path) -> Result<Option<Value>> {
 }
 
 /// A JSON value shown in a line.
-fn summary(v: &Value) -> String {
+pub(crate) fn summary(v: &Value) -> String {
     let s = v.to_string();
     if s.chars().count() > 60 {
         let cut: String = s.chars().take(57).collect();
@@ -129,7 +129,7 @@ fn summary(v: &Value) -> String {
 }
 
 /// `config.json` → [`ModelConfig`].
-fn read_config(obj: &Map<String, Value>, file: &str) -> Result<ModelConfig> {
+pub(crate) fn read_config(obj: &Map<String, Value>, file: &str) -> Result<ModelConfig> {
     ModelConfig::from_hf_json(&Value::Object(obj.clone()).to_string(), file)
 }
 
@@ -479,7 +479,7 @@ fn split(
 }
 
 /// Every tensor the decoder needs is there, named as this architecture's files name it.
-fn check_complete(w: &ModelWeights, c: &ModelConfig) -> Result<()> {
+pub(crate) fn check_complete(w: &ModelWeights, c: &ModelConfig) -> Result<()> {
     let has = |k: TensorKey| w.matrices.contains_key(&k) || w.vectors.contains_key(&k);
     for k in [TensorKey::Embed, TensorKey::OutputNorm] {
         if !has(k) {
@@ -527,14 +527,14 @@ fn check_complete(w: &ModelWeights, c: &ModelConfig) -> Result<()> {
 
 /// What the tokenizer files say.
 #[derive(Default)]
-struct TokenizerFiles {
-    tokenizer_json: Option<Bytes>,
-    chat_template: Option<String>,
-    bos_token: Option<String>,
-    eos_token: Option<String>,
-    bos_id: Option<u32>,
-    eos_ids: Vec<u32>,
-    add_bos: Option<bool>,
+pub(crate) struct TokenizerFiles {
+    pub(crate) tokenizer_json: Option<Bytes>,
+    pub(crate) chat_template: Option<String>,
+    pub(crate) bos_token: Option<String>,
+    pub(crate) eos_token: Option<String>,
+    pub(crate) bos_id: Option<u32>,
+    pub(crate) eos_ids: Vec<u32>,
+    pub(crate) add_bos: Option<bool>,
 }
 
 /// A special token as `tokenizer_config.json` writes it: a string or an `AddedToken` object.
@@ -563,7 +563,7 @@ fn token_ids(v: Option<&Value>, file: &str, key: &str, vocab: usize) -> Vec<u32>
     out
 }
 
-fn read_tokenizer_files(
+pub(crate) fn read_tokenizer_files(
     dir: &Path,
     config: &Map<String, Value>,
     vocab: usize,

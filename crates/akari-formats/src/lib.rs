@@ -21,18 +21,21 @@
 //! that size is checked against the file's length.
 //!
 //! Formats: GGUF v2/v3 ([`gguf`]); Hugging Face model directories ([`hf`]) with safetensors
-//! weights ([`safetensors`]). The ggml tensor types and their conversions are in [`ggml`].
+//! weights ([`safetensors`]); transformers.js-style ONNX repositories ([`onnx`]: optimum's
+//! decoder exports, fp32/fp16/MatMulNBits q4). The ggml tensor types and their conversions
+//! are in [`ggml`].
 
 pub mod ggml;
 pub mod gguf;
 pub mod hf;
+pub mod onnx;
 pub mod safetensors;
 
 use akari_core::tokenizer::VocabSpec;
 #[cfg(doc)]
 use akari_core::weights::TensorKey;
 use akari_core::weights::{Bytes, ModelWeights};
-use akari_core::{Error, ModelConfig, Result};
+use akari_core::{Dtype, Error, ModelConfig, Result};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -66,17 +69,40 @@ pub struct ModelSource {
     pub add_bos: Option<bool>,
 }
 
-/// Opens a model of any supported format: a GGUF file (recognised by its magic) or a
-/// Hugging Face model directory.
+/// Opens a model of any supported format: a GGUF file (recognised by its magic), a Hugging
+/// Face model directory, or an ONNX repository (a directory with `onnx/*.onnx`, or one
+/// `.onnx` file in it).
 pub fn open(path: &Path) -> Result<ModelSource> {
     open_as(path, &|default| default)
 }
 
 /// As [`open`], storing each matrix as `target(the format the reader would pick)`,
-/// converted straight from the file.
+/// converted straight from the file. An ONNX directory's file is chosen as for `auto`.
 pub fn open_as(path: &Path, target: &gguf::load::ConvertTo) -> Result<ModelSource> {
+    open_with(path, Dtype::Auto, target)
+}
+
+/// As [`open_as`], except for transformers.js-style ONNX repositories: there `dtype` picks
+/// the file the way transformers.js does ([`onnx::choose_file`]) and its weights are kept as
+/// that file stores them (a q4 file keeps its f32 embedding, as onnxruntime runs it); `target`
+/// is not applied. Pass an `.onnx` file instead to convert its weights with `target`. Other
+/// formats (and onnxruntime-genai folders, which hold one model) ignore `dtype`.
+pub fn open_with(path: &Path, dtype: Dtype, target: &gguf::load::ConvertTo) -> Result<ModelSource> {
     if path.is_dir() {
+        let has_safetensors = path.join(hf::WEIGHTS).is_file()
+            || path.join(hf::WEIGHTS_INDEX).is_file()
+            || std::fs::read_dir(path).ok().is_some_and(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+            });
+        if !has_safetensors && onnx::onnx_folder(path).is_some() {
+            return onnx::open_dir(path, dtype, target);
+        }
         return hf::open_dir(path, target);
+    }
+    if path.extension().is_some_and(|x| x == "onnx") && path.is_file() {
+        return onnx::open_file(path, target);
     }
     let mut magic = [0u8; 4];
     let read =
@@ -95,7 +121,7 @@ pub fn open_as(path: &Path, target: &gguf::load::ConvertTo) -> Result<ModelSourc
             let msg = if (name.ends_with(".safetensors") || name == hf::CONFIG) && in_hf_dir {
                 "part of a Hugging Face model directory: pass the directory itself"
             } else {
-                "not a GGUF file, nor a Hugging Face model directory"
+                "not a GGUF file, an ONNX file, nor a Hugging Face model directory"
             };
             Err(Error::format(path.display().to_string(), msg))
         }

@@ -1,0 +1,1587 @@
+//! Recognises a decoder LLM in an ONNX graph and pulls its weights into canonical
+//! [`ModelWeights`].
+//!
+//! Two export styles are recognised, both by the module paths their node names carry:
+//!
+//! - optimum (`text-generation-with-past`, what transformers.js repositories hold): a
+//!   projection is the `MatMul` named `/model/layers.{i}/self_attn/q_proj/MatMul` (after
+//!   onnxruntime's quantisers `…/MatMul_Q4` as `com.microsoft.MatMulNBits`, or
+//!   `…/MatMul_quant` as `MatMulInteger`); config from `config.json`;
+//! - onnxruntime-genai's builder: `/model/layers.{i}/attn/qkv_proj/MatMul(_Q4)` (packed
+//!   q/k/v, split by rows), `GroupQueryAttention` with rotary caches, norms in
+//!   `(Skip)SimplifiedLayerNormalization`, the embedding possibly a `GatherBlockQuantized`
+//!   sharing the lm_head's 4-bit blocks; config from `genai_config.json` completed from the
+//!   graph (`genai_config`).
+//!
+//! A projection's weight is its second input, followed back through `Transpose`, `Cast`,
+//! `Identity` and `DequantizeLinear` to an initializer:
+//!
+//! - a plain initializer is `[K, N]` = `[in, out]` (optimum stores `weight.T`); it is
+//!   transposed into our `[rows = out, cols = in]` layout, element by element in its own
+//!   type when the target format is that type (f32 → F32, f16 → F16), else through f32;
+//! - a `Transpose` of an initializer is already `[out, in]` (the tied lm_head reads the
+//!   transposed embedding), used in place when its type is the target's;
+//! - `com.microsoft.MatMulNBits` (B uint8 `[N, k_blocks, blob]`, scales `[N·k_blocks]`,
+//!   optional packed uint8 zero points; value `(q − zp)·scale`, zp = 2^(bits−1) when absent,
+//!   low nibble first): 4 bits with blocks of 32·m become Q4_0 (no zero points: `d = scale`)
+//!   or Q4_1 (`d = scale`, `m = −scale·zp`), m Q4 blocks sharing each scale; anything else
+//!   goes through f32 to Q8_0 (or the target);
+//! - 8-bit per-tensor quantisation (`quantize_dynamic`: `MatMulInteger` whose weight scale
+//!   sits in the `Mul` after it, `DequantizeLinear` before the lm_head or after the embedding
+//!   `Gather`): `(q − zp)·scale`, as Q8_0 blocks of the same integers when symmetric.
+//!
+//! Norm weights are the 1-D initializer input of the `Mul` (optimum) or
+//! `(Skip)SimplifiedLayerNormalization` (genai) in `/model/layers.{i}/input_layernorm/`,
+//! `post_attention_layernorm`, `/model/norm/` or genai's `final_norm_layernorm`, else the
+//! Hugging Face initializer names. Q/K/V biases (qwen2) are the initializer input of the
+//! `Add` consuming the projection. Phi-3's fused `qkv_proj` and `gate_up_proj` are split by
+//! rows. The lm_head is tied when it reads the embedding's own initializer.
+
+use super::proto::{dtype, Model, Node, Tensor};
+use super::DataSource;
+use crate::ggml::{self, GgmlType};
+use crate::gguf::load::ConvertTo;
+use crate::{hf, ModelSource};
+use akari_core::quant::QK;
+use akari_core::weights::{Bytes, LayerTensor, Matrix, ModelWeights, TensorKey};
+use akari_core::{Error, ModelConfig, QuantFormat, Result};
+use half::f16;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What a projection's module path names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Proj {
+    Plain(LayerTensor),
+    FusedQkv,
+    FusedGateUp,
+    Output,
+}
+
+/// `/model/layers.3/self_attn/q_proj/MatMul` → `(Some(3), Proj)`; `None` for other nodes.
+fn projection(node_name: &str) -> Option<(Option<usize>, Proj)> {
+    let parts: Vec<&str> = node_name.split('/').filter(|s| !s.is_empty()).collect();
+    let module = parts.get(..parts.len().checked_sub(1)?)?;
+    match module {
+        ["lm_head"] => Some((None, Proj::Output)),
+        ["model", layer, block, proj] => {
+            let layer: usize = layer.strip_prefix("layers.")?.parse().ok()?;
+            let p = match (*block, *proj) {
+                ("self_attn" | "attn", "q_proj") => Proj::Plain(LayerTensor::Q),
+                ("self_attn" | "attn", "k_proj") => Proj::Plain(LayerTensor::K),
+                ("self_attn" | "attn", "v_proj") => Proj::Plain(LayerTensor::V),
+                ("self_attn" | "attn", "o_proj") => Proj::Plain(LayerTensor::O),
+                ("self_attn" | "attn", "qkv_proj") => Proj::FusedQkv,
+                ("mlp", "gate_proj") => Proj::Plain(LayerTensor::Gate),
+                ("mlp", "up_proj") => Proj::Plain(LayerTensor::Up),
+                ("mlp", "down_proj") => Proj::Plain(LayerTensor::Down),
+                ("mlp", "gate_up_proj") => Proj::FusedGateUp,
+                _ => return None,
+            };
+            Some((Some(layer), p))
+        }
+        _ => None,
+    }
+}
+
+/// `/model/layers.3/input_layernorm/Mul_1` → the norm it belongs to.
+fn norm_of(node_name: &str) -> Option<TensorKey> {
+    let parts: Vec<&str> = node_name.split('/').filter(|s| !s.is_empty()).collect();
+    match parts.as_slice() {
+        ["model", "norm", _] => Some(TensorKey::OutputNorm),
+        // onnxruntime-genai names the final norm after a layer past the last one.
+        ["model", _, "final_norm_layernorm", _] => Some(TensorKey::OutputNorm),
+        ["model", layer, norm, _] => {
+            let layer: usize = layer.strip_prefix("layers.")?.parse().ok()?;
+            match *norm {
+                "input_layernorm" => Some(TensorKey::Layer(layer, LayerTensor::AttnNorm)),
+                "post_attention_layernorm" => Some(TensorKey::Layer(layer, LayerTensor::FfnNorm)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Where a weight comes from, once `Transpose`/`Cast`/`Identity` are followed.
+enum Source<'a> {
+    /// An initializer; `transposed` when it is stored `[in, out]`; `dq` when it holds 8-bit
+    /// integers to be dequantised (`DequantizeLinear`, `MatMulInteger`).
+    Dense {
+        t: &'a Tensor,
+        transposed: bool,
+        dq: Option<Dequant>,
+    },
+    NBits(NBits<'a>),
+}
+
+/// Per-tensor linear dequantisation: `(q − zero_point)·scale`.
+#[derive(Clone, Copy, Debug)]
+struct Dequant {
+    scale: f32,
+    zero_point: i32,
+}
+
+struct NBits<'a> {
+    node: &'a Node,
+    b: &'a Tensor,
+    scales: &'a Tensor,
+    zero_points: Option<&'a Tensor>,
+    k: usize,
+    n: usize,
+    bits: usize,
+    block_size: usize,
+}
+
+/// The graph, indexed.
+struct Graph<'a> {
+    data: &'a DataSource,
+    inits: HashMap<&'a str, &'a Tensor>,
+    producers: HashMap<&'a str, &'a Node>,
+    consumers: HashMap<&'a str, Vec<&'a Node>>,
+}
+
+impl<'a> Graph<'a> {
+    fn err(&self, msg: String) -> Error {
+        Error::format(&self.data.file_name, msg)
+    }
+
+    /// Follows `name` back to an initializer through layout-only nodes. `transposed` is the
+    /// layout the consumer sees: true when the tensor it reads is `[in, out]`.
+    fn dense(&self, name: &str, consumer: &Node, mut transposed: bool) -> Result<Source<'a>> {
+        let mut name = name.to_string();
+        let mut dq = None;
+        for _ in 0..8 {
+            if let Some(t) = self.inits.get(name.as_str()) {
+                return Ok(Source::Dense { t, transposed, dq });
+            }
+            let Some(p) = self.producers.get(name.as_str()) else {
+                return Err(self.err(format!(
+                    "node `{}`: weight `{name}` is neither an initializer nor computed by a node",
+                    consumer.name
+                )));
+            };
+            match p.op_type.as_str() {
+                "Transpose" => {
+                    let perm = p.attr("perm").map(|a| a.ints.as_slice()).unwrap_or(&[]);
+                    if !(perm.is_empty() || perm == [1, 0]) {
+                        return Err(self.err(format!(
+                            "node `{}` transposes a weight with perm {perm:?}; only 2-D \
+                             transposes are recognised",
+                            p.name
+                        )));
+                    }
+                    transposed = !transposed;
+                }
+                "Cast" | "Identity" => {}
+                "DequantizeLinear" if dq.is_none() => dq = Some(self.dequant(p, 1, 2)?),
+                other => {
+                    return Err(self.err(format!(
+                        "node `{}`: its weight comes from a `{other}` node (`{}`), which akari \
+                         does not recognise on a weight path (supported: initializer, \
+                         Transpose, Cast, MatMulNBits)",
+                        consumer.name, p.name
+                    )))
+                }
+            }
+            name = p.input(0).unwrap_or_default().to_string();
+        }
+        Err(self.err(format!(
+            "node `{}`: weight path too long to follow",
+            consumer.name
+        )))
+    }
+
+    /// The per-tensor scale and zero point at inputs `scale` and `zp` of `node`.
+    fn dequant(&self, node: &Node, scale: usize, zp: usize) -> Result<Dequant> {
+        let scale = self.scalar(node, scale, "scale")? as f32;
+        let zero_point = match node.input(zp) {
+            Some(_) => self.scalar(node, zp, "zero point")? as i32,
+            None => 0,
+        };
+        Ok(Dequant { scale, zero_point })
+    }
+
+    /// A single-value initializer input of `node`, as f64.
+    fn scalar(&self, node: &Node, i: usize, what: &str) -> Result<f64> {
+        let t = self.init(node, i, what)?;
+        if t.n_elements() != Some(1) {
+            return Err(self.err(format!(
+                "node `{}`: {what} `{}` has shape {:?}; only per-tensor quantisation (one \
+                 value) is supported yet",
+                node.name, t.name, t.dims
+            )));
+        }
+        let b = self.data.bytes(t)?;
+        Ok(match t.data_type {
+            dtype::FLOAT => f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+            dtype::FLOAT16 => f16::from_le_bytes([b[0], b[1]]).to_f64(),
+            dtype::INT8 => b[0] as i8 as f64,
+            dtype::UINT8 => b[0] as f64,
+            dtype::INT32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+            _ => return Err(unsupported(t)),
+        })
+    }
+
+    /// The scale `MatMulInteger`'s integer product is multiplied by, as onnxruntime's
+    /// `quantize_dynamic` writes it: `Cast` → `Mul(·, Mul(activation scale, weight scale))`.
+    /// Returns the weight scale and the output of that last `Mul`.
+    fn integer_scale(&self, node: &Node) -> Result<(f64, &'a str)> {
+        let not_found = || {
+            self.err(format!(
+                "node `{}`: cannot find the weight scale of this MatMulInteger (expected Cast → \
+                 Mul by Mul(activation scale, weight scale))",
+                node.name
+            ))
+        };
+        let out = node.outputs.first().ok_or_else(not_found)?;
+        for cast in self.consumers_of(out, "Cast") {
+            let Some(cast_out) = cast.outputs.first() else {
+                continue;
+            };
+            for mul in self.consumers_of(cast_out, "Mul") {
+                for other in mul.inputs.iter().filter(|i| *i != cast_out) {
+                    let Some(p) = self.producers.get(other.as_str()) else {
+                        continue;
+                    };
+                    if p.op_type != "Mul" {
+                        continue;
+                    }
+                    for i in 0..p.inputs.len() {
+                        let is_init = p.input(i).is_some_and(|n| self.inits.contains_key(n));
+                        if is_init {
+                            let out = mul.outputs.first().ok_or_else(not_found)?;
+                            return Ok((self.scalar(p, i, "weight scale")?, out.as_str()));
+                        }
+                    }
+                }
+            }
+        }
+        Err(not_found())
+    }
+
+    fn consumers_of(&self, name: &str, op: &str) -> Vec<&'a Node> {
+        self.consumers
+            .get(name)
+            .map(|v| v.iter().copied().filter(|n| n.op_type == op).collect())
+            .unwrap_or_default()
+    }
+
+    /// The tensor a projection's result is in, after any rescaling (MatMulInteger).
+    fn result_of(&self, node: &'a Node) -> Option<&'a str> {
+        if node.op_type == "MatMulInteger" {
+            return self.integer_scale(node).ok().map(|(_, out)| out);
+        }
+        node.outputs.first().map(String::as_str)
+    }
+
+    fn init(&self, node: &Node, i: usize, what: &str) -> Result<&'a Tensor> {
+        let name = node
+            .input(i)
+            .ok_or_else(|| self.err(format!("node `{}` has no {what} input", node.name)))?;
+        match self.dense(name, node, false)? {
+            Source::Dense { t, .. } => Ok(t),
+            Source::NBits(_) => Err(self.err(format!("node `{}`: bad {what}", node.name))),
+        }
+    }
+
+    /// The weight a projection node multiplies by.
+    fn weight(&self, node: &'a Node) -> Result<Source<'a>> {
+        match (node.domain.as_str(), node.op_type.as_str()) {
+            ("", "MatMul") => {
+                let w = node
+                    .input(1)
+                    .ok_or_else(|| self.err(format!("node `{}` has no weight input", node.name)))?;
+                self.dense(w, node, true)
+            }
+            ("", "MatMulInteger") => {
+                let w = node
+                    .input(1)
+                    .ok_or_else(|| self.err(format!("node `{}` has no weight input", node.name)))?;
+                let t = match self.dense(w, node, true)? {
+                    Source::Dense {
+                        t,
+                        transposed: true,
+                        dq: None,
+                    } => t,
+                    _ => {
+                        return Err(self.err(format!(
+                            "node `{}`: weight `{w}` is not a plain [K, N] initializer",
+                            node.name
+                        )))
+                    }
+                };
+                let zero_point = match node.input(3) {
+                    Some(_) => self.scalar(node, 3, "weight zero point")? as i32,
+                    None => 0,
+                };
+                let (scale, _) = self.integer_scale(node)?;
+                Ok(Source::Dense {
+                    t,
+                    transposed: true,
+                    dq: Some(Dequant {
+                        scale: scale as f32,
+                        zero_point,
+                    }),
+                })
+            }
+            ("com.microsoft", "MatMulNBits") => {
+                let attr = |name: &str| -> Result<usize> {
+                    node.attr_i(name)
+                        .and_then(|v| usize::try_from(v).ok())
+                        .filter(|&v| v > 0)
+                        .ok_or_else(|| {
+                            self.err(format!(
+                                "node `{}`: attribute `{name}` missing or invalid",
+                                node.name
+                            ))
+                        })
+                };
+                Ok(Source::NBits(NBits {
+                    node,
+                    b: self.init(node, 1, "B")?,
+                    scales: self.init(node, 2, "scales")?,
+                    zero_points: match node.input(3) {
+                        Some(_) => Some(self.init(node, 3, "zero_points")?),
+                        None => None,
+                    },
+                    k: attr("K")?,
+                    n: attr("N")?,
+                    bits: attr("bits")?,
+                    block_size: attr("block_size")?,
+                }))
+            }
+            (domain, op) => Err(self.err(format!(
+                "node `{}` is a `{}{op}` projection, which akari does not read yet \
+                 (supported: MatMul, MatMulInteger, com.microsoft.MatMulNBits)",
+                node.name,
+                if domain.is_empty() {
+                    String::new()
+                } else {
+                    format!("{domain}.")
+                }
+            ))),
+        }
+    }
+
+    /// A 1-D initializer input of `node` (through Cast), if it has one.
+    fn vector_input(&self, node: &Node) -> Option<&'a Tensor> {
+        node.inputs.iter().find_map(|i| {
+            let mut name = i.as_str();
+            for _ in 0..4 {
+                if let Some(t) = self.inits.get(name) {
+                    return (t.dims.len() == 1).then_some(*t);
+                }
+                let p = self.producers.get(name)?;
+                if p.op_type != "Cast" && p.op_type != "Identity" {
+                    return None;
+                }
+                name = p.input(0)?;
+            }
+            None
+        })
+    }
+}
+
+/// The element type of a float initializer, as the ggml type with the same bytes.
+fn float_type(t: &Tensor) -> Option<GgmlType> {
+    match t.data_type {
+        dtype::FLOAT => Some(GgmlType::F32),
+        dtype::FLOAT16 => Some(GgmlType::F16),
+        dtype::BFLOAT16 => Some(GgmlType::BF16),
+        _ => None,
+    }
+}
+
+fn unsupported(t: &Tensor) -> Error {
+    Error::UnsupportedWeightType {
+        tensor: t.name.clone(),
+        kind: format!("{} (ONNX)", dtype::name(t.data_type)),
+    }
+}
+
+struct Loader<'a, 'g> {
+    g: &'g Graph<'a>,
+    target: &'g ConvertTo,
+    weights: ModelWeights,
+    /// Which node filled each key, to report duplicates.
+    seen: HashMap<TensorKey, String>,
+    /// Counts of the weight kinds met, for the file type.
+    kinds: HashMap<String, usize>,
+}
+
+impl Loader<'_, '_> {
+    fn claim(&mut self, key: TensorKey, by: &str) -> Result<()> {
+        if let Some(prev) = self.seen.insert(key, by.to_string()) {
+            return Err(self
+                .g
+                .err(format!("`{prev}` and `{by}` both provide {key}")));
+        }
+        Ok(())
+    }
+
+    /// The matrix `[rows, cols]` a source holds, in the target format.
+    fn matrix(&mut self, src: &Source<'_>, rows: usize, cols: usize, what: &str) -> Result<Matrix> {
+        match src {
+            Source::Dense { t, transposed, dq } => {
+                let ty = match dq {
+                    Some(_) => None,
+                    None => Some(float_type(t).ok_or_else(|| unsupported(t))?),
+                };
+                let kind = match ty {
+                    Some(ty) => ty.name().to_string(),
+                    None => format!("{} (8-bit linear quantisation)", dtype::name(t.data_type)),
+                };
+                *self.kinds.entry(kind).or_default() += rows * cols;
+                let shape = t.shape().unwrap_or_default();
+                let want = if *transposed {
+                    vec![cols, rows]
+                } else {
+                    vec![rows, cols]
+                };
+                if shape != want {
+                    return Err(Error::ShapeMismatch {
+                        tensor: format!("{} (weight of {what})", t.name),
+                        expected: want,
+                        got: shape,
+                    });
+                }
+                let bytes = self.g.data.bytes(t)?;
+                let Some(ty) = ty else {
+                    let dq = dq.unwrap_or(Dequant {
+                        scale: 1.0,
+                        zero_point: 0,
+                    });
+                    return int8_to_matrix(t, *transposed, rows, cols, &bytes, dq, self.target);
+                };
+                if *transposed {
+                    transpose_to_matrix(&t.name, ty, cols, rows, &bytes, self.target)
+                } else {
+                    ggml::to_matrix_as(&t.name, ty, rows, cols, bytes, self.target)
+                }
+            }
+            Source::NBits(nb) => {
+                *self
+                    .kinds
+                    .entry(format!("MatMulNBits {}-bit", nb.bits))
+                    .or_default() += rows * cols;
+                if (nb.n, nb.k) != (rows, cols) {
+                    return Err(Error::ShapeMismatch {
+                        tensor: format!("{} (N, K of {what})", nb.node.name),
+                        expected: vec![rows, cols],
+                        got: vec![nb.n, nb.k],
+                    });
+                }
+                nbits_to_matrix(nb, self.g.data, self.target)
+            }
+        }
+    }
+
+    fn vector(&self, t: &Tensor, len: usize) -> Result<Vec<f32>> {
+        let ty = float_type(t).ok_or_else(|| unsupported(t))?;
+        if t.shape().as_deref() != Some(&[len][..]) {
+            return Err(Error::ShapeMismatch {
+                tensor: t.name.clone(),
+                expected: vec![len],
+                got: t.shape().unwrap_or_default(),
+            });
+        }
+        ggml::to_f32(&t.name, ty, len, &self.g.data.bytes(t)?)
+    }
+
+    fn put_matrix(&mut self, key: TensorKey, by: &str, m: Matrix) -> Result<()> {
+        self.claim(key, by)?;
+        self.weights.matrices.insert(key, m);
+        Ok(())
+    }
+
+    fn put_vector(&mut self, key: TensorKey, by: &str, v: Vec<f32>) -> Result<()> {
+        self.claim(key, by)?;
+        self.weights.vectors.insert(key, v);
+        Ok(())
+    }
+}
+
+/// Reads the decoder of `model` (its repository at `repo`) into a [`ModelSource`].
+pub fn read(
+    model: &Model,
+    data: &DataSource,
+    repo: &Path,
+    target: &ConvertTo,
+) -> Result<ModelSource> {
+    let file = &data.file_name;
+    let graph = &model.graph;
+    let mut g = Graph {
+        data,
+        inits: HashMap::new(),
+        producers: HashMap::new(),
+        consumers: HashMap::new(),
+    };
+    for t in &graph.initializers {
+        g.inits.insert(t.name.as_str(), t);
+    }
+    for n in &graph.nodes {
+        for o in &n.outputs {
+            g.producers.insert(o.as_str(), n);
+        }
+        for i in &n.inputs {
+            g.consumers.entry(i.as_str()).or_default().push(n);
+        }
+    }
+    let has_decoder_io = graph.inputs.iter().any(|i| i == "input_ids")
+        && graph.outputs.iter().any(|o| o == "logits");
+    if !has_decoder_io {
+        return Err(Error::format(
+            file,
+            format!(
+                "not a decoder LLM export: expected inputs `input_ids` and an output `logits` \
+                 (inputs: {}; outputs: {})",
+                graph.inputs.join(", "),
+                graph.outputs.join(", ")
+            ),
+        ));
+    }
+
+    // config.json (transformers.js repositories), else genai_config.json (onnxruntime-genai
+    // builder output) completed from the graph.
+    let hf_config = repo.join(hf::CONFIG);
+    let (config_path, genai) = if hf_config.is_file() {
+        (hf_config, false)
+    } else {
+        (repo.join(super::GENAI_CONFIG), true)
+    };
+    let config_file = config_path.display().to_string();
+    let config_json = hf::read_json(&config_path)?;
+    let Some(obj) = config_json.as_object() else {
+        return Err(Error::format(config_file, "not a JSON object"));
+    };
+    let (mut config, token_ids_obj) = if genai {
+        let (config, model_obj) = genai_config(&g, obj, &config_file)?;
+        (config, model_obj)
+    } else {
+        (hf::read_config(obj, &config_file)?, obj.clone())
+    };
+
+    let c = config.clone();
+    let (hidden, q_dim, kv_dim, ff) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+    let mut ld = Loader {
+        g: &g,
+        target,
+        weights: ModelWeights::default(),
+        seen: HashMap::new(),
+        kinds: HashMap::new(),
+    };
+    let embed = embedding(&g, graph)?;
+    let embed_name = Some(source_name(&embed).to_string());
+    {
+        let m = ld.matrix(&embed, c.vocab_size, hidden, "the embedding")?;
+        ld.put_matrix(TensorKey::Embed, source_name(&embed), m)?;
+    }
+
+    let mut layers_seen = 0usize;
+    for node in &graph.nodes {
+        let is_matmul = matches!(
+            node.op_type.as_str(),
+            "MatMul" | "MatMulNBits" | "MatMulInteger" | "QLinearMatMul" | "Gemm"
+        );
+        if is_matmul {
+            let Some((layer, proj)) = projection(&node.name) else {
+                continue;
+            };
+            if let Some(l) = layer {
+                if l >= c.num_layers {
+                    return Err(g.err(format!(
+                        "node `{}` belongs to layer {l}, but config.json says {} layers",
+                        node.name, c.num_layers
+                    )));
+                }
+                layers_seen = layers_seen.max(l + 1);
+            }
+            let src = g.weight(node)?;
+            let key = |t| TensorKey::Layer(layer.unwrap_or(0), t);
+            match proj {
+                Proj::Output => {
+                    let tied = embed_name.as_deref() == Some(source_name(&src));
+                    if tied {
+                        config.tie_word_embeddings = true;
+                        continue;
+                    }
+                    let m = ld.matrix(&src, c.vocab_size, hidden, &node.name)?;
+                    ld.put_matrix(TensorKey::Output, &node.name, m)?;
+                    config.tie_word_embeddings = false;
+                }
+                Proj::Plain(lt) => {
+                    let (rows, cols) = match lt {
+                        LayerTensor::Q => (q_dim, hidden),
+                        LayerTensor::K | LayerTensor::V => (kv_dim, hidden),
+                        LayerTensor::O => (hidden, q_dim),
+                        LayerTensor::Gate | LayerTensor::Up => (ff, hidden),
+                        _ => (hidden, ff),
+                    };
+                    let m = ld.matrix(&src, rows, cols, &node.name)?;
+                    ld.put_matrix(key(lt), &node.name, m)?;
+                    let bias = match lt {
+                        LayerTensor::Q => Some((LayerTensor::QBias, q_dim)),
+                        LayerTensor::K => Some((LayerTensor::KBias, kv_dim)),
+                        LayerTensor::V => Some((LayerTensor::VBias, kv_dim)),
+                        _ => None,
+                    };
+                    if let Some(b) = find_bias(&g, node) {
+                        match bias {
+                            Some((bt, len)) if c.qkv_bias => {
+                                let v = ld.vector(b, len)?;
+                                ld.put_vector(key(bt), &b.name, v)?;
+                            }
+                            _ => {
+                                return Err(g.err(format!(
+                                    "node `{}` adds a bias `{}`, which akari's decoder does not \
+                                     have here (config.json: attention_bias/qkv bias is {})",
+                                    node.name, b.name, c.qkv_bias
+                                )))
+                            }
+                        }
+                    }
+                }
+                Proj::FusedQkv => {
+                    let m = ld.matrix(&src, q_dim + 2 * kv_dim, hidden, &node.name)?;
+                    let parts = [
+                        (LayerTensor::Q, 0..q_dim),
+                        (LayerTensor::K, q_dim..q_dim + kv_dim),
+                        (LayerTensor::V, q_dim + kv_dim..q_dim + 2 * kv_dim),
+                    ];
+                    for (lt, r) in parts {
+                        let part = m.rows(r).ok_or_else(|| g.err("cannot split qkv".into()))?;
+                        ld.put_matrix(key(lt), &node.name, part)?;
+                    }
+                    if let Some(b) = find_bias(&g, node) {
+                        if !c.qkv_bias {
+                            return Err(g.err(format!(
+                                "node `{}` adds a bias `{}`, but config.json says the attention \
+                                 has none",
+                                node.name, b.name
+                            )));
+                        }
+                        let v = ld.vector(b, q_dim + 2 * kv_dim)?;
+                        let parts = [
+                            (LayerTensor::QBias, 0..q_dim),
+                            (LayerTensor::KBias, q_dim..q_dim + kv_dim),
+                            (LayerTensor::VBias, q_dim + kv_dim..q_dim + 2 * kv_dim),
+                        ];
+                        for (lt, r) in parts {
+                            ld.put_vector(key(lt), &b.name, v[r].to_vec())?;
+                        }
+                    }
+                }
+                Proj::FusedGateUp => {
+                    let m = ld.matrix(&src, 2 * ff, hidden, &node.name)?;
+                    let gate = m.rows(0..ff).ok_or_else(|| g.err("cannot split".into()))?;
+                    let up = m
+                        .rows(ff..2 * ff)
+                        .ok_or_else(|| g.err("cannot split".into()))?;
+                    ld.put_matrix(key(LayerTensor::Gate), &node.name, gate)?;
+                    ld.put_matrix(key(LayerTensor::Up), &node.name, up)?;
+                }
+            }
+        } else if matches!(
+            node.op_type.as_str(),
+            "Mul" | "SimplifiedLayerNormalization" | "SkipSimplifiedLayerNormalization"
+        ) {
+            if let Some(key) = norm_of(&node.name) {
+                if let Some(t) = g.vector_input(node) {
+                    let v = ld.vector(t, hidden)?;
+                    ld.put_vector(key, &node.name, v)?;
+                }
+            }
+        }
+    }
+    if layers_seen != c.num_layers {
+        return Err(g.err(format!(
+            "config.json says {} layers but the graph has projections for {layers_seen}: not \
+             an optimum-style decoder export akari recognises",
+            c.num_layers
+        )));
+    }
+    // Norms the graph did not show as a named Mul: by their Hugging Face names.
+    let mut norm_keys = vec![TensorKey::OutputNorm];
+    for l in 0..c.num_layers {
+        norm_keys.push(TensorKey::Layer(l, LayerTensor::AttnNorm));
+        norm_keys.push(TensorKey::Layer(l, LayerTensor::FfnNorm));
+    }
+    for key in norm_keys {
+        if !ld.weights.vectors.contains_key(&key) {
+            if let Some(t) = g.inits.get(key.to_string().as_str()) {
+                let v = ld.vector(t, hidden)?;
+                ld.put_vector(key, &t.name, v)?;
+            }
+        }
+    }
+    if !ld.weights.matrices.contains_key(&TensorKey::Output) {
+        if !graph
+            .nodes
+            .iter()
+            .any(|n| projection(&n.name).is_some_and(|(_, p)| p == Proj::Output))
+        {
+            return Err(
+                g.err("no /lm_head/MatMul node: not an optimum-style decoder export".into())
+            );
+        }
+        config.tie_word_embeddings = true;
+    }
+    let kinds = std::mem::take(&mut ld.kinds);
+    let weights = std::mem::take(&mut ld.weights);
+    hf::check_complete(&weights, &config)?;
+    config.validate(&config_file)?;
+
+    let tok = hf::read_tokenizer_files(repo, &token_ids_obj, config.vocab_size)?;
+    let name = repo
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let rel = data
+        .file
+        .strip_prefix(repo)
+        .unwrap_or(&data.file)
+        .display()
+        .to_string();
+    let dominant = kinds
+        .iter()
+        .max_by_key(|(k, n)| (**n, std::cmp::Reverse((*k).clone())))
+        .map(|(k, _)| k.clone())
+        .unwrap_or_else(|| "unknown".into());
+    let mut metadata = vec![
+        ("onnx.file".to_string(), rel.clone()),
+        ("onnx.ir_version".to_string(), model.ir_version.to_string()),
+        (
+            "onnx.opsets".to_string(),
+            model
+                .opsets
+                .iter()
+                .map(|(d, v)| format!("{}:{v}", if d.is_empty() { "ai.onnx" } else { d }))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("onnx.nodes".to_string(), graph.nodes.len().to_string()),
+    ];
+    metadata.extend(obj.iter().map(|(k, v)| {
+        (
+            format!("{}.{k}", if genai { "genai" } else { "config" }),
+            hf::summary(v),
+        )
+    }));
+    Ok(ModelSource {
+        config,
+        weights,
+        vocab: None,
+        chat_template: tok.chat_template,
+        name,
+        file_type: format!("ONNX {dominant} ({rel})"),
+        metadata,
+        tokenizer_json: tok.tokenizer_json,
+        bos_token: tok.bos_token,
+        eos_token: tok.eos_token,
+        bos_id: tok.bos_id,
+        eos_ids: tok.eos_ids,
+        add_bos: tok.add_bos,
+    })
+}
+
+/// The bias initializer of an `Add` right after a projection, if there is one.
+fn find_bias<'a>(g: &Graph<'a>, node: &'a Node) -> Option<&'a Tensor> {
+    let out = g.result_of(node)?;
+    g.consumers
+        .get(out)?
+        .iter()
+        .filter(|n| n.op_type == "Add")
+        .find_map(|n| g.vector_input(n))
+}
+
+/// `src` holds a `[k, n]` matrix of `ty`; returns its transpose `[n, k]` as
+/// `target(default)`. Same-type targets transpose the element bytes; others go through f32.
+fn transpose_to_matrix(
+    name: &str,
+    ty: GgmlType,
+    k: usize,
+    n: usize,
+    src: &[u8],
+    target: &ConvertTo,
+) -> Result<Matrix> {
+    let default = ty
+        .backend_format()
+        .ok_or_else(|| Error::UnsupportedWeightType {
+            tensor: name.to_string(),
+            kind: ty.name().to_string(),
+        })?;
+    let fmt = target(default);
+    if k % fmt.block_size() != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "tensor `{name}`: rows of {k} values cannot be stored as {fmt}"
+        )));
+    }
+    let es = ty.block_bytes();
+    if Some(src.len()) != k.checked_mul(n).and_then(|x| x.checked_mul(es)) {
+        return Err(Error::InvalidArgument(format!(
+            "tensor `{name}`: {} bytes for {k}x{n} {ty}",
+            src.len()
+        )));
+    }
+    let rb = fmt.row_bytes(k);
+    let mut out = vec![0u8; n * rb];
+    if n > 0 && rb > 0 {
+        if ty.native_format() == Some(fmt) {
+            out.par_chunks_mut(rb).enumerate().for_each(|(r, dst)| {
+                for (c, d) in dst.chunks_exact_mut(es).enumerate() {
+                    let at = (c * n + r) * es;
+                    d.copy_from_slice(&src[at..at + es]);
+                }
+            });
+        } else {
+            out.par_chunks_mut(rb).enumerate().for_each_init(
+                || (vec![0f32; k], vec![0f32; 1]),
+                |(row, one), (r, dst)| {
+                    for (c, x) in row.iter_mut().enumerate() {
+                        let at = (c * n + r) * es;
+                        // A single value of a plain float type always decodes.
+                        let _ = ty.dequantize_row(&src[at..at + es], one);
+                        *x = one[0];
+                    }
+                    fmt.quantize_row(row, dst);
+                },
+            );
+        }
+    }
+    Matrix::new(name, fmt, n, k, Bytes::from_vec(out))
+}
+
+/// An 8-bit integer matrix (`[rows, cols]`, or `[cols, rows]` when `transposed`) with
+/// per-tensor `dq`, as `target(Q8_0)`: symmetric ones (int8 with zero point 0, uint8 with 128)
+/// become Q8_0 blocks of the same integers sharing the scale (as f16); others go through f32.
+fn int8_to_matrix(
+    t: &Tensor,
+    transposed: bool,
+    rows: usize,
+    cols: usize,
+    bytes: &[u8],
+    dq: Dequant,
+    target: &ConvertTo,
+) -> Result<Matrix> {
+    let signed = match t.data_type {
+        dtype::INT8 => true,
+        dtype::UINT8 => false,
+        _ => return Err(unsupported(t)),
+    };
+    if Some(bytes.len()) != rows.checked_mul(cols) {
+        return Err(Error::InvalidArgument(format!(
+            "tensor `{}`: {} bytes for {rows}x{cols} 8-bit values",
+            t.name,
+            bytes.len()
+        )));
+    }
+    let fmt = target(QuantFormat::Q8_0);
+    if cols % fmt.block_size() != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "tensor `{}`: rows of {cols} values cannot be stored as {fmt}",
+            t.name
+        )));
+    }
+    let val = |r: usize, c: usize| -> i32 {
+        let b = bytes[if transposed {
+            c * rows + r
+        } else {
+            r * cols + c
+        }];
+        (if signed { b as i8 as i32 } else { b as i32 }) - dq.zero_point
+    };
+    let direct = fmt == QuantFormat::Q8_0
+        && ((signed && dq.zero_point == 0) || (!signed && dq.zero_point == 128));
+    let rb = fmt.row_bytes(cols);
+    let mut out = vec![0u8; rows * rb];
+    if rows > 0 && rb > 0 {
+        if direct {
+            let d = f16::from_f32(dq.scale).to_le_bytes();
+            out.par_chunks_mut(rb).enumerate().for_each(|(r, dst)| {
+                for (j, blk) in dst.chunks_exact_mut(fmt.block_bytes()).enumerate() {
+                    blk[..2].copy_from_slice(&d);
+                    for i in 0..QK {
+                        blk[2 + i] = val(r, j * QK + i) as i8 as u8;
+                    }
+                }
+            });
+        } else {
+            out.par_chunks_mut(rb).enumerate().for_each_init(
+                || vec![0f32; cols],
+                |row, (r, dst)| {
+                    for (c, x) in row.iter_mut().enumerate() {
+                        *x = val(r, c) as f32 * dq.scale;
+                    }
+                    fmt.quantize_row(row, dst);
+                },
+            );
+        }
+    }
+    Matrix::new(&t.name, fmt, rows, cols, Bytes::from_vec(out))
+}
+
+/// A `MatMulNBits` weight as a `[N, K]` matrix: Q4_0/Q4_1 block for block when the layout
+/// allows, else through f32.
+fn nbits_to_matrix(nb: &NBits<'_>, data: &DataSource, target: &ConvertTo) -> Result<Matrix> {
+    let name = nb.node.name.as_str();
+    let err = |msg: String| Error::format(&data.file_name, format!("node `{name}`: {msg}"));
+    let (k, n, bits, bs) = (nb.k, nb.n, nb.bits, nb.block_size);
+    if !(2..=8).contains(&bits) || !(16..=1 << 16).contains(&bs) || !bs.is_power_of_two() {
+        return Err(err(format!(
+            "bits = {bits}, block_size = {bs} are not supported"
+        )));
+    }
+    if k % bs != 0 {
+        return Err(err(format!(
+            "K = {k} is not a multiple of block_size {bs} (padded blocks are not supported yet)"
+        )));
+    }
+    let k_blocks = k / bs;
+    let blob = bs * bits / 8;
+    if nb.b.data_type != dtype::UINT8 {
+        return Err(unsupported(nb.b));
+    }
+    let b = data.bytes(nb.b)?;
+    let want = n.checked_mul(k_blocks).and_then(|x| x.checked_mul(blob));
+    if Some(b.len()) != want {
+        return Err(err(format!(
+            "B `{}` has {} bytes, expected N·k_blocks·blob = {n}·{k_blocks}·{blob}",
+            nb.b.name,
+            b.len(),
+        )));
+    }
+    let scale_ty = float_type(nb.scales).ok_or_else(|| unsupported(nb.scales))?;
+    let scales = ggml::to_f32(
+        &nb.scales.name,
+        scale_ty,
+        n * k_blocks,
+        &data.bytes(nb.scales)?,
+    )?;
+    let zp_per_row = (k_blocks * bits).div_ceil(8);
+    let zps: Option<Bytes> = match nb.zero_points {
+        None => None,
+        Some(z) if z.data_type == dtype::UINT8 => {
+            let zb = data.bytes(z)?;
+            if zb.len() != n * zp_per_row {
+                return Err(err(format!(
+                    "zero points `{}` have {} bytes, expected {}",
+                    z.name,
+                    zb.len(),
+                    n * zp_per_row
+                )));
+            }
+            Some(zb)
+        }
+        Some(z) => return Err(unsupported(z)),
+    };
+    let default_zp = 1u32 << (bits - 1);
+    let zp = |row: usize, blk: usize| -> u32 {
+        match &zps {
+            None => default_zp,
+            Some(z) => {
+                let bit = blk * bits;
+                let byte = z[row * zp_per_row + bit / 8] as u32;
+                (byte >> (bit % 8)) & ((1 << bits) - 1)
+            }
+        }
+    };
+    let q = |row: usize, i: usize| -> u32 {
+        let base = row * k_blocks * blob;
+        let bit = i * bits;
+        let byte = b[base + bit / 8] as u32;
+        (byte >> (bit % 8)) & ((1 << bits) - 1)
+    };
+    let default = if bits == 4 && bs % QK == 0 {
+        if zps.is_some() {
+            QuantFormat::Q4_1
+        } else {
+            QuantFormat::Q4_0
+        }
+    } else {
+        QuantFormat::Q8_0
+    };
+    let fmt = target(default);
+    let rb = fmt.row_bytes(k);
+    let mut out = vec![0u8; n * rb];
+    let direct = bits == 4
+        && bs % QK == 0
+        && (fmt == QuantFormat::Q4_0 && zps.is_none() || fmt == QuantFormat::Q4_1);
+    if direct {
+        let bb = fmt.block_bytes();
+        out.par_chunks_mut(rb).enumerate().for_each(|(r, dst)| {
+            for (j, blk) in dst.chunks_exact_mut(bb).enumerate() {
+                let ob = j * QK / bs; // the ONNX block
+                let d = scales[r * k_blocks + ob];
+                let off = if fmt == QuantFormat::Q4_1 { 4 } else { 2 };
+                blk[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                if fmt == QuantFormat::Q4_1 {
+                    let m = -d * zp(r, ob) as f32;
+                    blk[2..4].copy_from_slice(&f16::from_f32(m).to_le_bytes());
+                }
+                for i in 0..QK / 2 {
+                    let lo = q(r, j * QK + i);
+                    let hi = q(r, j * QK + i + QK / 2);
+                    blk[off + i] = (lo | (hi << 4)) as u8;
+                }
+            }
+        });
+    } else {
+        out.par_chunks_mut(rb).enumerate().for_each_init(
+            || vec![0f32; k],
+            |row, (r, dst)| {
+                for (i, x) in row.iter_mut().enumerate() {
+                    let ob = i / bs;
+                    *x = (q(r, i) as f32 - zp(r, ob) as f32) * scales[r * k_blocks + ob];
+                }
+                fmt.quantize_row(row, dst);
+            },
+        );
+    }
+    Matrix::new(name, fmt, n, k, Bytes::from_vec(out))
+}
+
+/// The name of the tensor a weight is read from (to recognise a tied lm_head).
+fn source_name<'a>(src: &Source<'a>) -> &'a str {
+    match src {
+        Source::Dense { t, .. } => &t.name,
+        Source::NBits(nb) => &nb.b.name,
+    }
+}
+
+/// The embedding: the data of the `Gather` (optimum; onnxruntime-genai fp32, there through a
+/// `Transpose` of the lm_head) or `com.microsoft.GatherBlockQuantized` (onnxruntime-genai
+/// int4, sharing the lm_head's 4-bit blocks) in `/model/embed_tokens/`; else the
+/// `model.embed_tokens.weight` initializer.
+fn embedding<'a>(g: &Graph<'a>, graph: &'a super::proto::Graph) -> Result<Source<'a>> {
+    let node = graph.nodes.iter().find(|n| {
+        matches!(n.op_type.as_str(), "Gather" | "GatherBlockQuantized")
+            && n.name.starts_with("/model/embed_tokens/")
+    });
+    let Some(node) = node else {
+        let t = g
+            .inits
+            .get("model.embed_tokens.weight")
+            .copied()
+            .ok_or_else(|| {
+                g.err(
+                    "no embedding: no /model/embed_tokens/Gather node and no \
+                 `model.embed_tokens.weight` initializer"
+                        .into(),
+                )
+            })?;
+        return Ok(Source::Dense {
+            t,
+            transposed: false,
+            dq: None,
+        });
+    };
+    let data = node
+        .input(0)
+        .ok_or_else(|| g.err(format!("node `{}` has no data input", node.name)))?;
+    if node.op_type == "GatherBlockQuantized" {
+        if node.attr_i("gather_axis").unwrap_or(0) != 0
+            || node.attr_i("quantize_axis").unwrap_or(1) != 1
+        {
+            return Err(g.err(format!(
+                "node `{}`: only gather_axis 0 / quantize_axis 1 are supported",
+                node.name
+            )));
+        }
+        // The blocks may be reshaped from the lm_head's [N, k_blocks, blob] layout; the bytes
+        // are the same.
+        let mut name = data;
+        if let Some(p) = g.producers.get(name) {
+            if p.op_type == "Reshape" {
+                name = p.input(0).unwrap_or_default();
+            }
+        }
+        let b = g.inits.get(name).copied().ok_or_else(|| {
+            g.err(format!(
+                "node `{}`: quantised data `{name}` is not an initializer",
+                node.name
+            ))
+        })?;
+        let attr = |n: &str, default: i64| node.attr_i(n).unwrap_or(default);
+        let shape = b.shape().unwrap_or_default();
+        let vocab = shape.first().copied().unwrap_or(0);
+        let bits = attr("bits", 4).max(0) as usize;
+        let block_size = attr("block_size", 128).max(0) as usize;
+        let n_bytes = shape
+            .iter()
+            .skip(1)
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .unwrap_or(0);
+        return Ok(Source::NBits(NBits {
+            node,
+            b,
+            scales: g.init(node, 2, "scales")?,
+            zero_points: match node.input(3) {
+                Some(_) => Some(g.init(node, 3, "zero_points")?),
+                None => None,
+            },
+            k: n_bytes.saturating_mul(8).checked_div(bits).unwrap_or(0),
+            n: vocab,
+            bits,
+            block_size,
+        }));
+    }
+    match g.dense(data, node, false)? {
+        Source::Dense {
+            t,
+            transposed,
+            dq: None,
+        } => {
+            let mut dq = None;
+            if float_type(t).is_none() {
+                // 8-bit embeddings (quantize_dynamic): the Gather's rows are dequantised by
+                // a DequantizeLinear after it.
+                let out = node.outputs.first().map(String::as_str).unwrap_or_default();
+                let dql = g.consumers_of(out, "DequantizeLinear");
+                let Some(dql) = dql.first() else {
+                    return Err(unsupported(t));
+                };
+                dq = Some(g.dequant(dql, 1, 2)?);
+            }
+            Ok(Source::Dense { t, transposed, dq })
+        }
+        _ => Err(g.err(format!(
+            "the embedding `{data}` is not a plain [vocab, hidden] initializer"
+        ))),
+    }
+}
+
+/// An onnxruntime-genai `genai_config.json` → [`ModelConfig`], completed from the graph:
+/// the MLP width from the gate projection, the norm epsilon from the first
+/// (Skip)SimplifiedLayerNormalization, rotary frequencies from GroupQueryAttention's cos/sin
+/// caches, q/k/v bias from an `Add` after the qkv projection. Also returns the `model`
+/// object (its `bos_token_id` / `eos_token_id` back up the tokenizer files).
+fn genai_config(
+    g: &Graph<'_>,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    file: &str,
+) -> Result<(ModelConfig, serde_json::Map<String, serde_json::Value>)> {
+    use serde_json::{json, Value};
+    let err = |msg: String| Error::format(file, msg);
+    let model = obj
+        .get("model")
+        .and_then(Value::as_object)
+        .ok_or_else(|| err("`model` is missing or not an object".into()))?;
+    let decoder = model
+        .get("decoder")
+        .and_then(Value::as_object)
+        .ok_or_else(|| err("`model.decoder` is missing or not an object".into()))?;
+    let num = |o: &serde_json::Map<String, Value>, key: &str| -> Result<u64> {
+        o.get(key)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| err(format!("`{key}` is missing or not a non-negative integer")))
+    };
+    let arch = model
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err("`model.type` is missing".into()))?;
+    let nodes: Vec<&Node> = g.producers.values().copied().collect();
+    let named = |layer_path: &str| {
+        let mut found: Vec<&Node> = nodes
+            .iter()
+            .copied()
+            .filter(|n| n.name.starts_with(layer_path))
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        found.dedup_by(|a, b| a.name == b.name);
+        found
+    };
+    // MLP width: N of layer 0's gate (or fused gate_up) projection.
+    let mut ff = None;
+    for n in named("/model/layers.0/mlp/") {
+        let Some((_, proj)) = projection(&n.name) else {
+            continue;
+        };
+        let fused = proj == Proj::FusedGateUp;
+        if proj != Proj::Plain(LayerTensor::Gate) && !fused {
+            continue;
+        }
+        let width = match g.weight(n)? {
+            Source::Dense { t, transposed, .. } => {
+                let shape = t.shape().unwrap_or_default();
+                let i = usize::from(transposed);
+                shape.get(i).copied().unwrap_or(0)
+            }
+            Source::NBits(nb) => nb.n,
+        };
+        ff = Some(if fused { width / 2 } else { width });
+    }
+    let ff = ff.ok_or_else(|| {
+        g.err(
+            "no /model/layers.0/mlp/gate_proj (or gate_up_proj) projection to size the MLP".into(),
+        )
+    })?;
+    let eps = nodes
+        .iter()
+        .filter(|n| {
+            matches!(
+                n.op_type.as_str(),
+                "SimplifiedLayerNormalization" | "SkipSimplifiedLayerNormalization"
+            )
+        })
+        .find_map(|n| n.attr("epsilon").map(|a| a.f))
+        .unwrap_or(1e-5);
+    let gqa = named("/model/layers.0/attn/")
+        .into_iter()
+        .find(|n| n.op_type == "GroupQueryAttention")
+        .ok_or_else(|| {
+            g.err(
+                "no /model/layers.0/attn/GroupQueryAttention node: not an onnxruntime-genai \
+                   decoder akari recognises"
+                    .into(),
+            )
+        })?;
+    if gqa.attr_i("do_rotary") != Some(1) || gqa.attr_i("rotary_interleaved").unwrap_or(0) != 0 {
+        return Err(g.err(format!(
+            "node `{}`: only GroupQueryAttention with do_rotary = 1 and rotary_interleaved = 0 \
+             (rotate-half rotary embeddings inside the op) is supported",
+            gqa.name
+        )));
+    }
+    let head_dim = num(decoder, "head_size")? as usize;
+    let (theta, factors) = rope_from_caches(g, gqa, head_dim)?;
+    let bias = named("/model/layers.0/attn/").into_iter().any(|n| {
+        projection(&n.name)
+            .is_some_and(|(_, p)| matches!(p, Proj::FusedQkv | Proj::Plain(LayerTensor::Q)))
+            && find_bias(g, n).is_some()
+    });
+    let hf = json!({
+        "model_type": arch,
+        "vocab_size": num(model, "vocab_size")?,
+        "hidden_size": num(decoder, "hidden_size")?,
+        "intermediate_size": ff,
+        "num_hidden_layers": num(decoder, "num_hidden_layers")?,
+        "num_attention_heads": num(decoder, "num_attention_heads")?,
+        "num_key_value_heads": num(decoder, "num_key_value_heads")?,
+        "head_dim": head_dim,
+        "rms_norm_eps": eps,
+        "rope_theta": theta,
+        "max_position_embeddings": num(model, "context_length")?,
+        "tie_word_embeddings": false,
+        "attention_bias": bias,
+    });
+    let mut config = ModelConfig::from_hf_json(&hf.to_string(), file)?;
+    if let Some(scaling) = factors {
+        config.rope_scaling = scaling;
+        config.validate(file)?;
+    }
+    Ok((config, model.clone()))
+}
+
+/// A rotary cache tensor's row count and row 1.
+fn cache_row1(g: &Graph<'_>, t: &Tensor, half: usize) -> Result<(usize, Vec<f64>)> {
+    let shape = t.shape().unwrap_or_default();
+    if shape.len() != 2 || shape[1] != half || shape[0] < 2 {
+        return Err(Error::ShapeMismatch {
+            tensor: t.name.clone(),
+            expected: vec![shape.first().copied().unwrap_or(0), half],
+            got: shape,
+        });
+    }
+    let ty = float_type(t).ok_or_else(|| unsupported(t))?;
+    let bytes = g.data.bytes(t)?;
+    let row1 = bytes
+        .get(half * ty.block_bytes()..2 * half * ty.block_bytes())
+        .ok_or_else(|| g.err(format!("tensor `{}`: too short", t.name)))?;
+    let vals = ggml::to_f32(&t.name, ty, half, row1)?;
+    Ok((shape[0], vals.into_iter().map(f64::from).collect()))
+}
+
+/// Row 1 of a cos and a sin cache → per-dimension angular frequencies and their common
+/// magnitude (the attention factor longrope folds into the caches).
+fn frequencies(
+    g: &Graph<'_>,
+    cos: &Tensor,
+    sin: &Tensor,
+    half: usize,
+) -> Result<(usize, Vec<f64>, f64)> {
+    let (rows, c) = cache_row1(g, cos, half)?;
+    let (_, s) = cache_row1(g, sin, half)?;
+    let mags: Vec<f64> = c
+        .iter()
+        .zip(&s)
+        .map(|(c, s)| (c * c + s * s).sqrt())
+        .collect();
+    let mag = mags.iter().sum::<f64>() / half.max(1) as f64;
+    if mags.iter().any(|m| (m - mag).abs() > 1e-4 * mag.max(1.0)) {
+        return Err(g.err(format!(
+            "rotary caches `{}` / `{}`: cos² + sin² differs between dimensions",
+            cos.name, sin.name
+        )));
+    }
+    let inv = c.iter().zip(&s).map(|(c, s)| s.atan2(*c)).collect();
+    Ok((rows, inv, mag))
+}
+
+/// Where GroupQueryAttention's cos (input 7) or sin (input 8) cache comes from: an
+/// initializer, or an `If` choosing between two `Constant`s by sequence length (longrope):
+/// `(the one cache or the short one, the long one)`.
+fn cache_sources<'a>(
+    g: &Graph<'a>,
+    gqa: &Node,
+    i: usize,
+) -> Result<(&'a Tensor, Option<&'a Tensor>)> {
+    let name = gqa
+        .input(i)
+        .ok_or_else(|| g.err(format!("node `{}` has no rotary cache input {i}", gqa.name)))?;
+    if let Some(t) = g.inits.get(name) {
+        return Ok((t, None));
+    }
+    let p = g.producers.get(name).ok_or_else(|| {
+        g.err(format!(
+            "node `{}`: rotary cache `{name}` has no source",
+            gqa.name
+        ))
+    })?;
+    if p.op_type != "If" {
+        return Err(g.err(format!(
+            "node `{}`: rotary cache `{name}` comes from a `{}` node (`{}`), which akari does not \
+             recognise (supported: an initializer, or an If between two constants)",
+            gqa.name, p.op_type, p.name
+        )));
+    }
+    let j = p.outputs.iter().position(|o| o == name).unwrap_or(0);
+    let branch = |attr: &str| -> Result<&'a Tensor> {
+        let sub = p
+            .attr(attr)
+            .and_then(|a| a.g.as_deref())
+            .ok_or_else(|| g.err(format!("node `{}` has no {attr}", p.name)))?;
+        let out = sub
+            .outputs
+            .get(j)
+            .ok_or_else(|| g.err(format!("node `{}`: {attr} has too few outputs", p.name)))?;
+        if let Some(t) = sub.initializers.iter().find(|t| &t.name == out) {
+            return Ok(t);
+        }
+        sub.nodes
+            .iter()
+            .find(|n| n.op_type == "Constant" && n.outputs.first() == Some(out))
+            .and_then(|n| n.attr("value"))
+            .and_then(|a| a.t.as_deref())
+            .ok_or_else(|| {
+                g.err(format!(
+                    "node `{}`: {attr} output `{out}` is not a constant tensor",
+                    p.name
+                ))
+            })
+    };
+    let (a, b) = (branch("then_branch")?, branch("else_branch")?);
+    let rows = |t: &Tensor| t.dims.first().copied().unwrap_or(0);
+    Ok(if rows(a) <= rows(b) {
+        (a, Some(b))
+    } else {
+        (b, Some(a))
+    })
+}
+
+/// The rotary configuration that reproduces GroupQueryAttention's `cos_cache` / `sin_cache`
+/// (`[positions, head_dim/2]`, row p = cos/sin of p·inv_freq, times longrope's attention
+/// factor): `(rope_theta, scaling)`.
+fn rope_from_caches(
+    g: &Graph<'_>,
+    gqa: &Node,
+    head_dim: usize,
+) -> Result<(f64, Option<akari_core::RopeScaling>)> {
+    use akari_core::RopeScaling;
+    let half = head_dim / 2;
+    let (cos, cos_long) = cache_sources(g, gqa, 7)?;
+    let (sin, sin_long) = cache_sources(g, gqa, 8)?;
+    let (rows, inv, mag) = frequencies(g, cos, sin, half)?;
+    let base = |theta: f64, i: usize| theta.powf(-2.0 * i as f64 / head_dim as f64);
+    if let (Some(cl), Some(sl)) = (cos_long, sin_long) {
+        // longrope: only base/factor is fixed by the caches; take theta = 10000 and express
+        // both caches as divisors of its frequencies.
+        let (_, inv_long, mag_long) = frequencies(g, cl, sl, half)?;
+        if (mag - mag_long).abs() > 1e-4 {
+            return Err(g.err(format!(
+                "node `{}`: short and long rotary caches have different attention factors \
+                 ({mag} vs {mag_long})",
+                gqa.name
+            )));
+        }
+        let theta = 10_000.0;
+        let factors = |inv: &[f64]| -> Vec<f32> {
+            (0..half)
+                .map(|i| (base(theta, i) / inv[i]) as f32)
+                .collect()
+        };
+        return Ok((
+            theta,
+            Some(RopeScaling::LongRope {
+                short_factor: factors(&inv),
+                long_factor: factors(&inv_long),
+                original_max_position_embeddings: rows,
+                attention_factor: mag as f32,
+            }),
+        ));
+    }
+    if (mag - 1.0).abs() > 1e-4 {
+        return Err(g.err(format!(
+            "node `{}`: the rotary caches are scaled by {mag} without a long/short switch: not \
+             supported yet",
+            gqa.name
+        )));
+    }
+    if half < 2 || inv[1] <= 0.0 {
+        return Ok((10_000.0, None));
+    }
+    let theta = (-(head_dim as f64 / 2.0) * inv[1].ln()).exp();
+    let theta = if (theta - theta.round()).abs() / theta < 1e-3 {
+        theta.round()
+    } else {
+        theta
+    };
+    let factors: Vec<f32> = (0..half)
+        .map(|i| (base(theta, i) / inv[i]) as f32)
+        .collect();
+    if factors.iter().all(|f| (f - 1.0).abs() < 1e-3) {
+        Ok((theta, None))
+    } else {
+        Ok((theta, Some(RopeScaling::FreqFactors(factors))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::proto::{Attribute, TensorData};
+
+    fn tensor(name: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> Tensor {
+        Tensor {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type,
+            data: TensorData::Raw(Bytes::from_vec(raw)),
+        }
+    }
+
+    fn rows_f32(m: &Matrix) -> Vec<Vec<f32>> {
+        (0..m.rows)
+            .map(|r| {
+                let mut row = vec![0f32; m.cols];
+                m.row_f32(r, &mut row);
+                row
+            })
+            .collect()
+    }
+
+    /// MatMulNBits weights of every layout decode to `(q − zp)·scale`, whatever the target.
+    #[test]
+    fn matmul_nbits_dequantises_exactly() {
+        let data = DataSource::new(Path::new("t.onnx"), Bytes::from_vec(vec![0]));
+        let (n, k) = (3usize, 128usize);
+        let mut seed = 1u32;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for (bits, bs, with_zp, want) in [
+            (4, 32, false, QuantFormat::Q4_0),
+            (4, 64, false, QuantFormat::Q4_0),
+            (4, 32, true, QuantFormat::Q4_1),
+            (4, 128, true, QuantFormat::Q4_1),
+            (4, 16, false, QuantFormat::Q8_0),
+            (8, 32, true, QuantFormat::Q8_0),
+        ] {
+            let k_blocks = k / bs;
+            let blob = bs * bits / 8;
+            let b: Vec<u8> = (0..n * k_blocks * blob).map(|_| rnd() as u8).collect();
+            // Scales exact in f16, so Q4_0/Q4_1 blocks hold them without rounding.
+            let scales: Vec<f32> = (0..n * k_blocks).map(|i| (i as f32 + 1.0) / 64.0).collect();
+            let zp_row = (k_blocks * bits).div_ceil(8);
+            let zps: Vec<u8> = (0..n * zp_row).map(|_| rnd() as u8).collect();
+            let bt = tensor(
+                "b",
+                &[n as i64, k_blocks as i64, blob as i64],
+                dtype::UINT8,
+                b.clone(),
+            );
+            let st = tensor(
+                "s",
+                &[(n * k_blocks) as i64],
+                dtype::FLOAT,
+                scales.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            );
+            let zt = tensor("z", &[zps.len() as i64], dtype::UINT8, zps.clone());
+            let node = Node {
+                name: "/lm_head/MatMul_Q4".into(),
+                attributes: vec![Attribute::default()],
+                ..Node::default()
+            };
+            let nb = NBits {
+                node: &node,
+                b: &bt,
+                scales: &st,
+                zero_points: with_zp.then_some(&zt),
+                k,
+                n,
+                bits,
+                block_size: bs,
+            };
+            let get = |bytes: &[u8], idx: usize| -> f32 {
+                let bit = idx * bits;
+                ((bytes[bit / 8] as u32 >> (bit % 8)) & ((1 << bits) - 1)) as f32
+            };
+            let expect: Vec<Vec<f32>> = (0..n)
+                .map(|r| {
+                    (0..k)
+                        .map(|i| {
+                            let blk = i / bs;
+                            let q = get(&b[r * k_blocks * blob..], i);
+                            let zp = if with_zp {
+                                get(&zps[r * zp_row..], blk)
+                            } else {
+                                (1 << (bits - 1)) as f32
+                            };
+                            (q - zp) * scales[r * k_blocks + blk]
+                        })
+                        .collect()
+                })
+                .collect();
+            let m = nbits_to_matrix(&nb, &data, &|d| d).unwrap();
+            assert_eq!(m.format, want, "bits {bits} block {bs} zp {with_zp}");
+            let f = nbits_to_matrix(&nb, &data, &|_| QuantFormat::F32).unwrap();
+            assert_eq!(rows_f32(&f), expect, "f32, bits {bits} block {bs}");
+            if want != QuantFormat::Q8_0 {
+                // 4-bit blocks are the same values, not a requantisation.
+                let got = rows_f32(&m);
+                for (g, e) in got.iter().flatten().zip(expect.iter().flatten()) {
+                    assert!((g - e).abs() <= 1e-3 * e.abs().max(1.0), "{g} vs {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_initializers_become_rows() {
+        // [K=2, N=3] stored; rows are its columns.
+        let vals = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let f32s: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let m = transpose_to_matrix("w", GgmlType::F32, 2, 3, &f32s, &|d| d).unwrap();
+        assert_eq!(m.format, QuantFormat::F32);
+        assert_eq!(rows_f32(&m), [[1.0, 4.0], [2.0, 5.0], [3.0, 6.0]]);
+        let f16s: Vec<u8> = vals
+            .iter()
+            .flat_map(|x| f16::from_f32(*x).to_le_bytes())
+            .collect();
+        let m = transpose_to_matrix("w", GgmlType::F16, 2, 3, &f16s, &|d| d).unwrap();
+        assert_eq!(m.format, QuantFormat::F16);
+        assert_eq!(rows_f32(&m), [[1.0, 4.0], [2.0, 5.0], [3.0, 6.0]]);
+        let m =
+            transpose_to_matrix("w", GgmlType::F16, 2, 3, &f16s, &|_| QuantFormat::F32).unwrap();
+        assert_eq!(rows_f32(&m), [[1.0, 4.0], [2.0, 5.0], [3.0, 6.0]]);
+        // Rows of 2 cannot be Q8_0 blocks; a clear error, not a panic.
+        assert!(
+            transpose_to_matrix("w", GgmlType::F32, 2, 3, &f32s, &|_| QuantFormat::Q8_0).is_err()
+        );
+        assert!(transpose_to_matrix("w", GgmlType::F32, 2, 3, &f32s[..20], &|d| d).is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! ONNX decoder exports → [`ModelSource`].
+//!
+//! A transformers.js-style repository: `config.json`, the tokenizer files and
+//! `onnx/model*.onnx` (optimum's `text-generation-with-past` export and its quantised
+//! variants), or a path to one `.onnx` file inside such a repository; also an
+//! onnxruntime-genai folder (`genai_config.json`, `model.onnx` + `model.onnx.data`, tokenizer
+//! files).
+//!
+//! We do not run the graph. [`decoder`] recognises the decoder by its node names (the module
+//! paths the exporters write, `/model/layers.0/self_attn/q_proj/MatMul`), follows each
+//! projection to its weight and turns that into a canonical matrix; the hyper-parameters come
+//! from `config.json` (or `genai_config.json` and the graph) and are checked against the
+//! weights' shapes. [`proto`] decodes the
+//! protobuf with tensor data left in the memory map; external data files
+//! (`model.onnx_data`, `model.onnx_data_1`, `model.onnx.data`, …) are mapped once each.
+//!
+//! File choice in a directory follows transformers.js's `dtype` names: `fp32` →
+//! `model.onnx`, `fp16` → `model_fp16.onnx`, `q8` → `model_quantized.onnx`, `q4` →
+//! `model_q4.onnx`, `q4f16` → `model_q4f16.onnx`; `auto` takes q4, else quantized, else fp32.
+
+pub mod decoder;
+pub mod proto;
+
+use crate::gguf::load::ConvertTo;
+use crate::{hf, map_file, ModelSource};
+use akari_core::weights::Bytes;
+use akari_core::{Dtype, Error, Result};
+use proto::{Tensor, TensorData};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// onnxruntime-genai's model description, read when there is no `config.json`.
+pub const GENAI_CONFIG: &str = "genai_config.json";
+
+/// The folder of ONNX files in a transformers.js repository.
+pub const ONNX_DIR: &str = "onnx";
+
+/// The file transformers.js loads for `dtype`.
+pub fn file_for(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::Fp32 => "model.onnx",
+        Dtype::Fp16 => "model_fp16.onnx",
+        Dtype::Q8 => "model_quantized.onnx",
+        Dtype::Q4 => "model_q4.onnx",
+        Dtype::Q4f16 => "model_q4f16.onnx",
+        Dtype::Auto => "model_q4.onnx",
+    }
+}
+
+/// Where a directory keeps its `.onnx` files (`dir/onnx/`, else `dir` itself), when it has any.
+pub fn onnx_folder(dir: &Path) -> Option<PathBuf> {
+    let has_onnx = |d: &Path| {
+        std::fs::read_dir(d).ok().is_some_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.path().extension().is_some_and(|x| x == "onnx"))
+        })
+    };
+    let sub = dir.join(ONNX_DIR);
+    if sub.is_dir() && has_onnx(&sub) {
+        Some(sub)
+    } else if has_onnx(dir) {
+        Some(dir.to_path_buf())
+    } else {
+        None
+    }
+}
+
+/// Picks the `.onnx` file of a repository directory for `dtype`, the transformers.js way.
+pub fn choose_file(dir: &Path, dtype: Dtype) -> Result<PathBuf> {
+    let folder = onnx_folder(dir).ok_or_else(|| {
+        Error::format(dir.display().to_string(), "no .onnx files here or in onnx/")
+    })?;
+    let wanted: &[&str] = match dtype {
+        Dtype::Auto => &["model_q4.onnx", "model_quantized.onnx", "model.onnx"],
+        d => &[file_for(d)][..],
+    };
+    if let Some(p) = wanted.iter().map(|f| folder.join(f)).find(|p| p.is_file()) {
+        return Ok(p);
+    }
+    let mut present: Vec<String> = std::fs::read_dir(&folder)
+        .map_err(|e| Error::io(&folder, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "onnx"))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    present.sort();
+    if dtype == Dtype::Auto && present.len() == 1 {
+        return Ok(folder.join(&present[0]));
+    }
+    Err(Error::format(
+        folder.display().to_string(),
+        format!(
+            "no {} for --dtype {dtype} (present: {}); pick another dtype, or pass the .onnx \
+             file itself to convert its weights",
+            wanted.join(" / "),
+            present.join(", ")
+        ),
+    ))
+}
+
+/// The repository directory a model file belongs to: its folder, or the folder above
+/// `onnx/`; the one holding `config.json`.
+fn repo_dir(file: &Path) -> Result<PathBuf> {
+    let parent = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let parent = if parent.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        parent
+    };
+    if parent.join(hf::CONFIG).is_file() || parent.join(GENAI_CONFIG).is_file() {
+        return Ok(parent);
+    }
+    if let Some(up) = parent.parent() {
+        let up = if up.as_os_str().is_empty() {
+            Path::new("..")
+        } else {
+            up
+        };
+        if up.join(hf::CONFIG).is_file() {
+            return Ok(up.to_path_buf());
+        }
+    }
+    Err(Error::format(
+        file.display().to_string(),
+        "no config.json (or genai_config.json) next to this ONNX file or in the folder above \
+         it: akari reads ONNX models as transformers.js repositories (config.json, tokenizer \
+         files, onnx/*.onnx) or onnxruntime-genai folders",
+    ))
+}
+
+/// Opens a model directory. A transformers.js repository's file is chosen for `dtype` and
+/// its weights kept as stored (`target` is not applied: the file is the dtype). An
+/// onnxruntime-genai folder (`genai_config.json`, one model) has no per-dtype files: its
+/// `decoder.filename` is opened and converted by `target`, as a file path would be.
+pub fn open_dir(dir: &Path, dtype: Dtype, target: &ConvertTo) -> Result<ModelSource> {
+    let genai = dir.join(GENAI_CONFIG);
+    if genai.is_file() && !dir.join(hf::CONFIG).is_file() {
+        let json = hf::read_json(&genai)?;
+        let name = json
+            .pointer("/model/decoder/filename")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("model.onnx");
+        let plain = Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain {
+            return Err(Error::format(
+                genai.display().to_string(),
+                format!("`model.decoder.filename` = `{name}` is not a file in this folder"),
+            ));
+        }
+        return open_file(&dir.join(name), target);
+    }
+    let file = choose_file(dir, dtype)?;
+    open_file(&file, &|default| default)
+}
+
+/// Opens one `.onnx` file of a repository.
+pub fn open_file(file: &Path, target: &ConvertTo) -> Result<ModelSource> {
+    let repo = repo_dir(file)?;
+    let bytes = map_file(file)?;
+    let file_name = file.display().to_string();
+    let model = proto::decode_model(&bytes, &file_name)?;
+    let data = DataSource::new(file, bytes);
+    decoder::read(&model, &data, &repo, target)
+}
+
+/// Tensor values: from the model file, or from external data files next to it.
+pub struct DataSource {
+    /// The model file, for messages and to find external files.
+    pub file: PathBuf,
+    pub file_name: String,
+    /// External files mapped so far, by `location`.
+    external: RefCell<HashMap<String, Bytes>>,
+    _model: Bytes,
+}
+
+impl DataSource {
+    pub fn new(file: &Path, model: Bytes) -> DataSource {
+        DataSource {
+            file: file.to_path_buf(),
+            file_name: file.display().to_string(),
+            external: RefCell::new(HashMap::new()),
+            _model: model,
+        }
+    }
+
+    fn err(&self, msg: String) -> Error {
+        Error::format(&self.file_name, msg)
+    }
+
+    /// The external file `location`, mapped once.
+    fn external_file(&self, location: &str, tensor: &str) -> Result<Bytes> {
+        if let Some(b) = self.external.borrow().get(location) {
+            return Ok(b.clone());
+        }
+        // Locations are file names relative to the model's folder; nothing may leave it.
+        let rel = Path::new(location);
+        let plain = rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain || location.is_empty() {
+            return Err(self.err(format!(
+                "tensor `{tensor}`: external data location `{location}` is not a relative path \
+                 inside the model's folder"
+            )));
+        }
+        let path = self.file.parent().unwrap_or(Path::new(".")).join(rel);
+        if !path.is_file() {
+            return Err(self.err(format!(
+                "tensor `{tensor}`: external data file `{}` is missing",
+                path.display()
+            )));
+        }
+        let bytes = map_file(&path)?;
+        self.external
+            .borrow_mut()
+            .insert(location.to_string(), bytes.clone());
+        Ok(bytes)
+    }
+
+    /// A tensor's values as little-endian element bytes, exactly `n_elements × size` long.
+    pub fn bytes(&self, t: &Tensor) -> Result<Bytes> {
+        let size = proto::dtype::size(t.data_type).ok_or_else(|| {
+            self.err(format!(
+                "tensor `{}` has element type {}, which akari does not read",
+                t.name,
+                proto::dtype::name(t.data_type)
+            ))
+        })?;
+        let n = t
+            .n_elements()
+            .ok_or_else(|| self.err(format!("tensor `{}`: bad dimensions {:?}", t.name, t.dims)))?;
+        let want = n
+            .checked_mul(size)
+            .ok_or_else(|| self.err(format!("tensor `{}`: size overflows", t.name)))?;
+        let got = match &t.data {
+            TensorData::Raw(b) => b.clone(),
+            TensorData::External {
+                location,
+                offset,
+                length,
+            } => {
+                let file = self.external_file(location, &t.name)?;
+                let len = length.unwrap_or(want as u64);
+                let end = offset.checked_add(len);
+                match end {
+                    Some(end) if end <= file.len() as u64 => {
+                        file.slice(*offset as usize..end as usize).ok_or_else(|| {
+                            self.err(format!("tensor `{}`: external range invalid", t.name))
+                        })?
+                    }
+                    _ => {
+                        return Err(self.err(format!(
+                            "tensor `{}`: external data at {offset}..+{len} runs past the end \
+                             of `{location}` ({} bytes): truncated file?",
+                            t.name,
+                            file.len()
+                        )))
+                    }
+                }
+            }
+            TensorData::Ints(v) => {
+                if v.len() != n {
+                    return Err(self.err(format!(
+                        "tensor `{}`: {} values for {n} elements",
+                        t.name,
+                        v.len()
+                    )));
+                }
+                let mut out = Vec::with_capacity(want);
+                for &x in v {
+                    out.extend_from_slice(&x.to_le_bytes()[..size]);
+                }
+                Bytes::from_vec(out)
+            }
+            TensorData::None => Bytes::from_vec(Vec::new()),
+        };
+        if got.len() != want {
+            return Err(self.err(format!(
+                "tensor `{}`: {} bytes of data for {:?} {} (expected {want}): truncated or \
+                 damaged",
+                t.name,
+                got.len(),
+                t.dims,
+                proto::dtype::name(t.data_type)
+            )));
+        }
+        Ok(got)
+    }
+}
