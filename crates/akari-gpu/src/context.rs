@@ -1,0 +1,308 @@
+//! The device: adapter choice, limits and features, errors, submission and read-back.
+
+use crate::ops::gemv::GemvKernels;
+use crate::GpuError;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a blocking wait for the GPU may take before it fails with [`GpuError::Timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the device can do, read once at creation. Kernels pick their variants from this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuCaps {
+    /// The largest storage buffer one binding may cover (WebGPU's default is 128 MiB).
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroup_storage_size: u32,
+    /// WGSL `enable f16;` is available (and enabled on the device).
+    pub shader_f16: bool,
+    /// WGSL subgroup built-ins are available (and enabled on the device).
+    pub subgroups: bool,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+}
+
+/// A wgpu device and queue with akari's kernels. Pipelines are compiled once, on first use,
+/// and cached here.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    caps: GpuCaps,
+    /// The first error wgpu reported outside an error scope, taken by [`GpuContext::check`].
+    error: Arc<Mutex<Option<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    timeout: Duration,
+    /// A 4-byte storage buffer bound where a kernel's optional input is absent.
+    pub(crate) dummy: wgpu::Buffer,
+    pub(crate) gemv: GemvKernels,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .field("caps", &self.caps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GpuContext {
+    /// Opens the high-performance adapter of the native backends (Vulkan, Metal, DX12) or of
+    /// the browser's WebGPU, blocking until it is ready. `WGPU_BACKEND` and the other wgpu
+    /// environment variables are honoured.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new() -> Result<GpuContext, GpuError> {
+        pollster::block_on(GpuContext::new_async())
+    }
+
+    /// [`GpuContext::new`] for callers that can await (the browser, where blocking is not
+    /// allowed).
+    pub async fn new_async() -> Result<GpuContext, GpuError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::PRIMARY;
+        let desc = desc.with_env();
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| GpuError::NoAdapter {
+                backends: format!("{backends:?}"),
+                source,
+            })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let features = adapter.features() & wanted;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("akari"),
+                required_features: features,
+                // Everything the adapter offers: large storage bindings matter for weights.
+                required_limits: limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| GpuError::RequestDevice {
+                adapter: info.name.clone(),
+                source,
+            })?;
+
+        // wgpu panics on errors nobody captures; record them instead and return them from
+        // the call that caused them.
+        let error = Arc::new(Mutex::new(None));
+        let sink = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            tracing::error!("wgpu: {e}");
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(e.to_string());
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(format!("{reason:?}: {msg}"));
+        });
+
+        let caps = GpuCaps {
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+            max_buffer_size: limits.max_buffer_size,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+        };
+        tracing::info!(
+            adapter = %info.name,
+            backend = ?info.backend,
+            driver = %info.driver,
+            ?caps,
+            "GPU device ready"
+        );
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("akari.dummy"),
+            size: 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            caps,
+            error,
+            lost,
+            timeout: DEFAULT_TIMEOUT,
+            dummy,
+            gemv: GemvKernels::default(),
+        })
+    }
+
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    pub fn caps(&self) -> &GpuCaps {
+        &self.caps
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// Changes how long blocking waits may take (default [`DEFAULT_TIMEOUT`]).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Returns the first error wgpu reported since the last check, naming `label` as the
+    /// operation that hit it.
+    pub fn check(&self, label: &str) -> Result<(), GpuError> {
+        if let Some(msg) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(GpuError::DeviceLost(msg));
+        }
+        match self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(message) => Err(GpuError::Wgpu {
+                label: label.to_string(),
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A storage buffer holding `bytes`, padded with zeros to whole 4-byte words plus one
+    /// spare word (kernels read 4 bytes at any even offset). Fails when it would not fit in
+    /// one binding.
+    pub fn storage_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer, GpuError> {
+        let size = (bytes.len() as u64).div_ceil(4) * 4 + 4;
+        let limit = self
+            .caps
+            .max_storage_buffer_binding_size
+            .min(self.caps.max_buffer_size);
+        if size > limit {
+            return Err(GpuError::TooLarge {
+                what: label.to_string(),
+                bytes: size,
+                limit,
+            });
+        }
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        {
+            let mut view = buffer
+                .get_mapped_range_mut(..)
+                .expect("a buffer mapped at creation can be viewed");
+            view.slice(..bytes.len()).copy_from_slice(bytes);
+            view.slice(bytes.len()..).fill(0);
+        }
+        buffer.unmap();
+        self.check(label)?;
+        Ok(buffer)
+    }
+
+    /// An f32 storage buffer of `len` values (uninitialised contents are zero in wgpu).
+    pub fn f32_buffer(&self, label: &str, len: usize) -> Result<wgpu::Buffer, GpuError> {
+        let size = (len.max(1) * 4) as u64;
+        let limit = self.caps.max_storage_buffer_binding_size;
+        if size > limit {
+            return Err(GpuError::TooLarge {
+                what: label.to_string(),
+                bytes: size,
+                limit,
+            });
+        }
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.check(label)?;
+        Ok(buffer)
+    }
+
+    /// Submits `encoder` and reads `len` f32 values from the start of `src` back to the host,
+    /// waiting at most the context's timeout.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn submit_and_read(
+        &self,
+        op: &'static str,
+        mut encoder: wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<f32>, GpuError> {
+        let size = (len.max(1) * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("akari.readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        encoder.copy_buffer_to_buffer(src, 0, &staging, 0, size);
+        let index = self.queue.submit([encoder.finish()]);
+        self.check(op)?;
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            // The receiver outlives the wait below; a send can only fail after a timeout.
+            let _ = tx.send(r);
+        });
+        match self.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: Some(self.timeout),
+        }) {
+            Ok(_) => {}
+            Err(wgpu::PollError::Timeout) => {
+                return Err(GpuError::Timeout {
+                    op,
+                    timeout: self.timeout,
+                })
+            }
+            Err(source) => return Err(GpuError::Poll { op, source }),
+        }
+        // The map callback runs inside the poll that saw the submission finish.
+        let mapped = rx
+            .recv_timeout(self.timeout)
+            .map_err(|_| GpuError::Timeout {
+                op,
+                timeout: self.timeout,
+            })?;
+        mapped.map_err(|source| GpuError::Map { op, source })?;
+        self.check(op)?;
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .expect("a buffer mapped for reading can be viewed");
+            view[..len * 4]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,224 @@
+// Quantised matrix × vector: y[n] = Σ_k W[n, k] · x[k] (+ bias[n]).
+//
+// Bindings (group 0):
+//   0  w:      array<u32>  W's bytes exactly as `akari_core::quant` stores them: N rows of
+//                          `row_bytes` bytes, rows contiguous, little-endian, the tail padded
+//                          with zero words (at least one, so a 4-byte read at the last even
+//                          offset stays in bounds).
+//   1  x:      array<f32>  [K]
+//   2  bias:   array<f32>  [N] when `flags & 1`, otherwise any 4-byte buffer (not read)
+//   3  y:      array<f32>  [N] (written)
+//   4  params: Params      uniform
+//
+// Formats, one entry point each (ggml block layouts, 32 values per quantised block):
+//   gemv_f32   4 bytes per value
+//   gemv_f16   2 bytes per value (IEEE half, read with unpack2x16float: no shader-f16 needed)
+//   gemv_q8_0  34-byte blocks: f16 d, 32 × i8 q              x = d·q
+//   gemv_q4_0  18-byte blocks: f16 d, 16 bytes of nibbles    x = d·(q − 8)
+//   gemv_q4_1  20-byte blocks: f16 d, f16 m, 16 bytes        x = d·q + m
+// In 4-bit blocks byte j holds value j in its low nibble and value j + 16 in its high one.
+// Blocks are 2-byte aligned only, so every read goes through `load_u32` / `load_f16`.
+//
+// Dispatch: one workgroup of WG threads per output row, rows numbered
+// `wid.y · nwg.x + wid.x` (2-D when N exceeds maxComputeWorkgroupsPerDimension); each thread
+// accumulates a strided share of the row, then the workgroup sums the partials in shared
+// memory.
+
+const WG: u32 = 64u;
+
+struct Params {
+    n: u32,
+    k: u32,
+    row_bytes: u32,
+    flags: u32,
+}
+
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+var<workgroup> partial: array<f32, WG>;
+
+// Four bytes starting at byte offset `o`, which must be even.
+fn load_u32(o: u32) -> u32 {
+    let i = o >> 2u;
+    if (o & 2u) == 0u {
+        return w[i];
+    }
+    return (w[i] >> 16u) | (w[i + 1u] << 16u);
+}
+
+// The f16 at byte offset `o` (even), widened.
+fn load_f16(o: u32) -> f32 {
+    let pair = unpack2x16float(w[o >> 2u]);
+    return select(pair.x, pair.y, (o & 2u) != 0u);
+}
+
+// Byte `i` (0..3) of `v` as a signed value.
+fn i8_at(v: u32, i: u32) -> f32 {
+    return f32(bitcast<i32>(v << (24u - 8u * i)) >> 24u);
+}
+
+fn dot_f32(row: u32, t: u32) -> f32 {
+    let base = row * (params.row_bytes >> 2u);
+    var acc = 0.0;
+    for (var i = t; i < params.k; i += WG) {
+        acc += bitcast<f32>(w[base + i]) * x[i];
+    }
+    return acc;
+}
+
+fn dot_f16(row: u32, t: u32) -> f32 {
+    let base = row * params.row_bytes;
+    var acc = 0.0;
+    if (base & 2u) == 0u {
+        // Word-aligned row (K even for every row, or this row by luck): two values a word.
+        let words = params.k >> 1u;
+        let wbase = base >> 2u;
+        for (var i = t; i < words; i += WG) {
+            let v = unpack2x16float(w[wbase + i]);
+            acc += v.x * x[2u * i] + v.y * x[2u * i + 1u];
+        }
+        if (params.k & 1u) == 1u && t == 0u {
+            acc += load_f16(base + 2u * (params.k - 1u)) * x[params.k - 1u];
+        }
+    } else {
+        for (var i = t; i < params.k; i += WG) {
+            acc += load_f16(base + 2u * i) * x[i];
+        }
+    }
+    return acc;
+}
+
+fn dot_q8_0(row: u32, t: u32) -> f32 {
+    let blocks = params.k >> 5u;
+    var acc = 0.0;
+    for (var b = t; b < blocks; b += WG) {
+        let o = row * params.row_bytes + b * 34u;
+        let xb = b * 32u;
+        var s = 0.0;
+        for (var j = 0u; j < 8u; j++) {
+            let q = load_u32(o + 2u + 4u * j);
+            let xi = xb + 4u * j;
+            s += i8_at(q, 0u) * x[xi] + i8_at(q, 1u) * x[xi + 1u]
+                + i8_at(q, 2u) * x[xi + 2u] + i8_at(q, 3u) * x[xi + 3u];
+        }
+        acc += load_f16(o) * s;
+    }
+    return acc;
+}
+
+// Σ q·x over one block of 16 nibble bytes at byte offset `o`, and Σ x (for the offset/min).
+fn nibble_dot(o: u32, xb: u32) -> vec2<f32> {
+    var s = 0.0;
+    var sx = 0.0;
+    for (var j = 0u; j < 4u; j++) {
+        let q = load_u32(o + 4u * j);
+        for (var i = 0u; i < 4u; i++) {
+            let byte = (q >> (8u * i)) & 0xffu;
+            let lo = x[xb + 4u * j + i];
+            let hi = x[xb + 4u * j + i + 16u];
+            s += f32(byte & 0xfu) * lo + f32(byte >> 4u) * hi;
+            sx += lo + hi;
+        }
+    }
+    return vec2<f32>(s, sx);
+}
+
+fn dot_q4_0(row: u32, t: u32) -> f32 {
+    let blocks = params.k >> 5u;
+    var acc = 0.0;
+    for (var b = t; b < blocks; b += WG) {
+        let o = row * params.row_bytes + b * 18u;
+        let r = nibble_dot(o + 2u, b * 32u);
+        acc += load_f16(o) * (r.x - 8.0 * r.y);
+    }
+    return acc;
+}
+
+fn dot_q4_1(row: u32, t: u32) -> f32 {
+    let blocks = params.k >> 5u;
+    var acc = 0.0;
+    for (var b = t; b < blocks; b += WG) {
+        let o = row * params.row_bytes + b * 20u;
+        let r = nibble_dot(o + 4u, b * 32u);
+        acc += load_f16(o) * r.x + load_f16(o + 2u) * r.y;
+    }
+    return acc;
+}
+
+// Sums the workgroup's partials and writes y[row]. `row` is uniform across the workgroup,
+// so every thread reaches the barriers.
+fn finish(row: u32, t: u32, acc: f32) {
+    partial[t] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if t < s {
+            partial[t] += partial[t + s];
+        }
+        workgroupBarrier();
+    }
+    if t == 0u {
+        var v = partial[0];
+        if (params.flags & 1u) != 0u {
+            v += bias[row];
+        }
+        y[row] = v;
+    }
+}
+
+fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+@compute @workgroup_size(WG)
+fn gemv_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) t: u32) {
+    let row = row_of(wid, nwg);
+    if row >= params.n {
+        return;
+    }
+    finish(row, t, dot_f32(row, t));
+}
+
+@compute @workgroup_size(WG)
+fn gemv_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) t: u32) {
+    let row = row_of(wid, nwg);
+    if row >= params.n {
+        return;
+    }
+    finish(row, t, dot_f16(row, t));
+}
+
+@compute @workgroup_size(WG)
+fn gemv_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) t: u32) {
+    let row = row_of(wid, nwg);
+    if row >= params.n {
+        return;
+    }
+    finish(row, t, dot_q8_0(row, t));
+}
+
+@compute @workgroup_size(WG)
+fn gemv_q4_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) t: u32) {
+    let row = row_of(wid, nwg);
+    if row >= params.n {
+        return;
+    }
+    finish(row, t, dot_q4_0(row, t));
+}
+
+@compute @workgroup_size(WG)
+fn gemv_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) t: u32) {
+    let row = row_of(wid, nwg);
+    if row >= params.n {
+        return;
+    }
+    finish(row, t, dot_q4_1(row, t));
+}

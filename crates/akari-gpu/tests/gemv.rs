@@ -1,0 +1,188 @@
+//! GEMV on a real device against a dequantised f64 reference, every weight format.
+//!
+//! These tests need a GPU adapter and fail, with the reason, when there is none: CI gets
+//! Mesa's software Vulkan driver (lavapipe) from `scripts/test.sh`.
+
+use akari_core::QuantFormat;
+use akari_gpu::{GpuContext, GpuError};
+use std::sync::OnceLock;
+
+fn ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new() {
+        Ok(ctx) => {
+            let info = ctx.adapter_info();
+            eprintln!(
+                "adapter: {} ({:?}, {:?}, driver {} {})\ncaps: {:?}",
+                info.name,
+                info.backend,
+                info.device_type,
+                info.driver,
+                info.driver_info,
+                ctx.caps()
+            );
+            ctx
+        }
+        Err(e) => panic!("no GPU device for the GPU tests: {e}"),
+    })
+}
+
+/// Deterministic values in ±[0.05, 1], never zero.
+fn sample(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+            let mag = 0.05 + 0.95 * u;
+            if s & 1 == 0 {
+                mag
+            } else {
+                -mag
+            }
+        })
+        .collect()
+}
+
+/// `W·x (+ bias)` on the dequantised rows, in f64, and Σ|W·x| per row (the scale that
+/// rounding errors grow with).
+fn reference(
+    format: QuantFormat,
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    bias: Option<&[f32]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let row_bytes = format.row_bytes(cols);
+    let mut w = vec![0f32; cols];
+    (0..rows)
+        .map(|r| {
+            format.dequantize_row(&bytes[r * row_bytes..(r + 1) * row_bytes], &mut w);
+            let mut dot = 0f64;
+            let mut abs = 0f64;
+            for (a, b) in w.iter().zip(x) {
+                dot += f64::from(*a) * f64::from(*b);
+                abs += (f64::from(*a) * f64::from(*b)).abs();
+            }
+            let b = bias.map_or(0.0, |b| f64::from(b[r]));
+            (dot + b, abs + b.abs())
+        })
+        .unzip()
+}
+
+fn check(format: QuantFormat, rows: usize, cols: usize, with_bias: bool) {
+    let ctx = ctx();
+    let seed = (rows * 7919 + cols) as u64;
+    let wf = sample(rows * cols, seed);
+    let mut bytes = vec![0u8; rows * format.row_bytes(cols)];
+    for (src, dst) in wf
+        .chunks_exact(cols)
+        .zip(bytes.chunks_exact_mut(format.row_bytes(cols)))
+    {
+        format.quantize_row(src, dst);
+    }
+    let x = sample(cols, seed ^ 0xA5A5);
+    let bias = with_bias.then(|| sample(rows, seed ^ 0x5A5A));
+    let w = ctx
+        .upload_matrix_bytes(format, rows, cols, &bytes)
+        .unwrap_or_else(|e| panic!("{format} [{rows}, {cols}]: {e}"));
+    let got = ctx
+        .gemv(&w, &x, bias.as_deref())
+        .unwrap_or_else(|e| panic!("{format} [{rows}, {cols}]: {e}"));
+    let (want, scale) = reference(format, &bytes, rows, cols, &x, bias.as_deref());
+    assert_eq!(got.len(), rows);
+    for (i, ((g, w), s)) in got.iter().zip(&want).zip(&scale).enumerate() {
+        // f32 accumulation over `cols` terms: relative to the magnitude of what was summed.
+        let err = (f64::from(*g) - w).abs();
+        assert!(
+            err <= 1e-5 * s + 1e-6,
+            "{format} [{rows}, {cols}] bias={with_bias}: row {i}: gpu {g}, reference {w} \
+             (error {err:e}, Σ|terms| {s})"
+        );
+        // And, for rows whose result is not a cancellation, ~1e-4 relative to the result.
+        if w.abs() > 0.1 * s {
+            assert!(err <= 1e-4 * w.abs(), "{format} row {i}: {g} vs {w}");
+        }
+    }
+}
+
+const ROWS: [usize; 4] = [1, 7, 333, 1000];
+const COLS: [usize; 4] = [32, 96, 576, 1536];
+
+fn check_all(format: QuantFormat) {
+    for rows in ROWS {
+        for cols in COLS {
+            check(format, rows, cols, false);
+        }
+    }
+    check(format, 333, 576, true);
+    check(format, 7, 96, true);
+}
+
+#[test]
+fn gemv_f32() {
+    check_all(QuantFormat::F32);
+}
+
+#[test]
+fn gemv_f16() {
+    check_all(QuantFormat::F16);
+}
+
+#[test]
+fn gemv_q8_0() {
+    check_all(QuantFormat::Q8_0);
+}
+
+#[test]
+fn gemv_q4_0() {
+    check_all(QuantFormat::Q4_0);
+}
+
+#[test]
+fn gemv_q4_1() {
+    check_all(QuantFormat::Q4_1);
+}
+
+#[test]
+fn f16_rows_of_odd_length_start_mid_word() {
+    // K odd: every other row starts 2 bytes into a word.
+    check(QuantFormat::F16, 5, 33, true);
+    check(QuantFormat::F32, 3, 17, false);
+}
+
+#[test]
+fn shape_errors_are_reported_not_panicked() {
+    let ctx = ctx();
+    let f = QuantFormat::Q8_0;
+    let bytes = vec![0u8; 2 * f.row_bytes(64)];
+    assert!(matches!(
+        ctx.upload_matrix_bytes(f, 2, 64, &bytes[1..]),
+        Err(GpuError::Shape { .. })
+    ));
+    assert!(matches!(
+        ctx.upload_matrix_bytes(f, 2, 48, &bytes),
+        Err(GpuError::Shape { .. })
+    ));
+    let w = ctx.upload_matrix_bytes(f, 2, 64, &bytes).unwrap();
+    assert!(matches!(
+        ctx.gemv(&w, &[1.0; 63], None),
+        Err(GpuError::Shape { .. })
+    ));
+    assert!(matches!(
+        ctx.gemv(&w, &[1.0; 64], Some(&[0.0; 3])),
+        Err(GpuError::Shape { .. })
+    ));
+    assert_eq!(ctx.gemv(&w, &[1.0; 64], None).unwrap(), vec![0.0, 0.0]);
+}
+
+#[test]
+fn rows_past_the_dispatch_limit_use_a_second_dimension() {
+    // One workgroup per row: more rows than one dispatch dimension allows (65535 on most
+    // devices, including lavapipe) needs the 2-D row numbering.
+    let rows = (ctx().caps().max_compute_workgroups_per_dimension as usize + 3).min(1 << 20);
+    check(QuantFormat::Q4_0, rows, 32, true);
+}
