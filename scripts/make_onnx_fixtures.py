@@ -23,6 +23,9 @@ Pipeline per model (mirrors transformers.js scripts/convert.py + scripts/quantiz
   5. q4f16: q4, then step 3
   6. q8:    ONNXQuantizer(IntegerOps, dynamic, QInt8 weights, per_channel=False,
             reduce_range=False, MatMulConstBOnly) -> onnx/model_quantized.onnx
+     int8 / uint8: the same with QInt8 / QUInt8 weights and per_channel=True
+            -> onnx/model_int8.onnx / onnx/model_uint8.onnx
+     bnb4:  MatMulBnb4Quantizer(NF4, block_size=64) -> onnx/model_bnb4.onnx
   7. onnxruntime_genai.models.builder -p int4 / -p fp32 -e cpu -> <model>-genai-<p>/
   8. onnxruntime (CPU EP, default options) greedy references, op inventory.
 """
@@ -53,6 +56,22 @@ VARIANTS = {
     "q4": ("model_q4.onnx", "onnx-q4"),
     "q4f16": ("model_q4f16.onnx", "onnx-q4f16"),
     "q8": ("model_quantized.onnx", "onnx-q8"),
+    # transformers.js quantize.py's int8 / uint8 modes (weight type forced), per-channel scales
+    "int8": ("model_int8.onnx", "onnx-int8"),
+    "uint8": ("model_uint8.onnx", "onnx-uint8"),
+    # transformers.js quantize.py's bnb4 mode: com.microsoft.MatMulBnb4, NF4, block 64
+    "bnb4": ("model_bnb4.onnx", "onnx-bnb4"),
+}
+# Models made here rather than taken from fixtures/tiny-hf: random weights (make_fixtures.py's
+# initialisation, fixed seed), saved with transformers' save_pretrained, then the same pipeline.
+# `base` lends the tokenizer files, generation_config.json and the prompts; only `variants` are made.
+DERIVED = {
+    # hidden 80 / intermediate 144 are not multiples of 32: MatMulNBits with block_size 32 pads
+    # the last block of every row (K = 80 -> 3 blocks, K = 144 -> 5 blocks). bnb4 blocks of 64 run
+    # over the flattened [N, K] weight, so there they straddle rows.
+    "llama-k80": dict(base="llama", seed=21, tied=False, variants=["fp32", "q4", "bnb4"],
+                      cfg=dict(hidden_size=80, num_attention_heads=5, num_key_value_heads=1, head_dim=16,
+                               intermediate_size=144)),
 }
 GENAI_PRECISIONS = ["int4", "fp32"]
 N_STEPS = 5
@@ -107,11 +126,11 @@ def export_worker(src: Path, out: Path):
                     device="cpu", do_validation=True)
 
 
-def optimum_export(model: str, out: Path):
+def optimum_export(src: Path, out: Path):
     py = os.environ.get("AKARI_OPTIMUM_PYTHON", str(ROOT / ".venv-onnx" / "bin" / "python"))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0",
                OMP_NUM_THREADS="1")
-    subprocess.run([py, __file__, "--export-worker", str(TINY_HF / model), str(out)], check=True, env=env)
+    subprocess.run([py, __file__, "--export-worker", str(src), str(out)], check=True, env=env)
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,7 +171,15 @@ def to_q4(model):
     return q.model.model
 
 
-def to_q8(model):
+def to_bnb4(model):
+    from onnxruntime.quantization.matmul_bnb4_quantizer import MatMulBnb4Quantizer
+    q = MatMulBnb4Quantizer(model, MatMulBnb4Quantizer.NF4, 64)
+    q.process()
+    return q.model.model
+
+
+def to_q8(model, weight_type: str | None = None, per_channel: bool = False):
+    """weight_type None: transformers.js' q8 choice; "int8" / "uint8": its int8 / uint8 modes."""
     from onnxruntime.quantization import QuantizationMode, QuantType
     from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
     from onnxruntime.quantization.registry import IntegerOpsRegistry
@@ -160,7 +187,9 @@ def to_q8(model):
     ops = {n.op_type for n in model.graph.node}
     # transformers.js: QUInt8 if the graph has Conv / GroupQueryAttention / MultiHeadAttention
     wtype = QuantType.QUInt8 if ops & {"Conv", "GroupQueryAttention", "MultiHeadAttention"} else QuantType.QInt8
-    q = ONNXQuantizer(model, False, False, mode=QuantizationMode.IntegerOps, static=False,
+    if weight_type is not None:
+        wtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[weight_type]
+    q = ONNXQuantizer(model, per_channel, False, mode=QuantizationMode.IntegerOps, static=False,
                       weight_qType=wtype, activation_qType=QuantType.QUInt8, tensors_range=None,
                       nodes_to_quantize=[], nodes_to_exclude=[],
                       op_types_to_quantize=set(IntegerOpsRegistry.keys()),
@@ -169,23 +198,65 @@ def to_q8(model):
     return q.model.model
 
 
+def make_derived_hf(model: str, out: Path):
+    """A DERIVED model as a Hugging Face directory (float32 safetensors) at `out`."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_fixtures as mf
+
+    spec = DERIVED[model]
+    mf.MODELS[model] = dict(arch="llama", cls="LlamaForCausalLM", tied=spec["tied"], cfg=spec["cfg"])
+    config = mf.hf_config(model, spec["seed"])
+    m = mf.build_model(model, config)
+    mf.load_weights(m, mf.random_state_dict(m, spec["seed"]))
+    m.save_pretrained(str(out), safe_serialization=True)
+    for f in COPIED:
+        if f != "config.json":
+            shutil.copy(TINY_HF / spec["base"] / f, out / f)
+
+
+def hf_source(model: str, td: Path) -> Path:
+    """The Hugging Face directory a model is exported from (made in `td` for DERIVED ones)."""
+    if model not in DERIVED:
+        return TINY_HF / model
+    src = td / "hf"
+    if not src.exists():
+        make_derived_hf(model, src)
+    return src
+
+
+def variants_of(model: str) -> dict:
+    keep = DERIVED[model]["variants"] if model in DERIVED else list(VARIANTS)
+    return {v: VARIANTS[v] for v in keep}
+
+
 def make_optimum_variants(model: str):
     import onnx
     d = OUT / model
+    if model in DERIVED and d.exists():
+        shutil.rmtree(d)
     d.mkdir(parents=True, exist_ok=True)
-    for f in COPIED:
-        shutil.copy(TINY_HF / model / f, d / f)
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
-        optimum_export(model, td)
-        raw = onnx.load(str(td / "model.onnx"))
+        src = hf_source(model, td)
+        for f in COPIED:
+            shutil.copy(src / f, d / f)
+        optimum_export(src, td / "export")
+        raw = onnx.load(str(td / "export" / "model.onnx"))
     fp32 = slim(raw)
     save(fp32, d / "onnx" / "model.onnx")
     load = lambda: onnx.load(str(d / "onnx" / "model.onnx"))  # noqa: E731 (quantisers modify in place)
-    save(to_fp16(load()), d / "onnx" / "model_fp16.onnx")
-    save(to_q4(load()), d / "onnx" / "model_q4.onnx")
-    save(to_fp16(to_q4(load())), d / "onnx" / "model_q4f16.onnx")
-    save(to_q8(load()), d / "onnx" / "model_quantized.onnx")
+    make = {
+        "fp16": lambda: to_fp16(load()),
+        "q4": lambda: to_q4(load()),
+        "q4f16": lambda: to_fp16(to_q4(load())),
+        "q8": lambda: to_q8(load()),
+        "int8": lambda: to_q8(load(), "int8", per_channel=True),
+        "uint8": lambda: to_q8(load(), "uint8", per_channel=True),
+        "bnb4": lambda: to_bnb4(load()),
+    }
+    for v, (fname, _) in variants_of(model).items():
+        if v != "fp32":
+            save(make[v](), d / "onnx" / fname)
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,8 +342,9 @@ def greedy(path: Path, prompt: list[int], head_dim: int):
 
 
 def write_reference(path: Path, model: str, weight_type: str, onnx_file: Path):
-    cases = json.loads((TINY / f"{model}-f32" / "reference.json").read_text())["cases"]
-    cfg = json.loads((TINY_HF / model / "config.json").read_text())
+    base = DERIVED[model]["base"] if model in DERIVED else model
+    cases = json.loads((TINY / f"{base}-f32" / "reference.json").read_text())["cases"]
+    cfg = json.loads(((OUT / model) if model in DERIVED else (TINY_HF / model)).joinpath("config.json").read_text())
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
     ref = {
         "model": model,
@@ -287,14 +359,20 @@ def write_reference(path: Path, model: str, weight_type: str, onnx_file: Path):
 
 
 def compare(ref: dict, model: str) -> list[str]:
-    """Max |logit diff| per case against fixtures/tiny/<model>-f32 (transformers float32)."""
-    base = json.loads((TINY / f"{model}-f32" / "reference.json").read_text())
+    """Max |logit diff| per case against fixtures/tiny/<model>-f32 (transformers float32); for
+    DERIVED models (no transformers reference) against their own onnxruntime fp32 reference."""
+    if model in DERIVED:
+        base = json.loads((OUT / model / "reference-fp32.json").read_text())
+    else:
+        base = json.loads((TINY / f"{model}-f32" / "reference.json").read_text())
     out = []
     for a, b in zip(ref["cases"], base["cases"]):
         same = [sa["argmax"] for sa in a["steps"]] == [sb["argmax"] for sb in b["steps"]]
         d = max(abs(x - y) for sa, sb in zip(a["steps"], b["steps"]) for x, y in zip(sa["logits"], sb["logits"]))
         rng = max(max(sb["logits"]) - min(sb["logits"]) for sb in b["steps"])
-        out.append(f"{a['name']}: max|diff| {d:.3g} ({100 * d / rng:.3g}% of range), same argmax path: {same}")
+        margin = min(s["margin"] for s in a["steps"])
+        out.append(f"{a['name']}: max|diff| {d:.3g} ({100 * d / rng:.3g}% of range), same argmax path: {same}, "
+                   f"min margin {margin:.3g}")
     return out
 
 
@@ -328,7 +406,7 @@ def inventory(path: Path) -> list[str]:
     inits = {t.name: t for t in g.initializer}
     seen = set()
     for n in g.node:
-        if n.op_type in ("MatMulNBits", "GroupQueryAttention", "RotaryEmbedding", "SkipSimplifiedLayerNormalization", "GatherBlockQuantized",
+        if n.op_type in ("MatMulNBits", "MatMulBnb4", "GroupQueryAttention", "RotaryEmbedding", "SkipSimplifiedLayerNormalization", "GatherBlockQuantized",
                          "SimplifiedLayerNormalization", "DynamicQuantizeLinear", "MatMulInteger",
                          "DynamicQuantizeMatMul", "DequantizeLinear", "Cast"):
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
@@ -370,7 +448,7 @@ def inventory(path: Path) -> list[str]:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
             lines.append(f"- embedding: `{n.name}` ({n.op_type}{' ' + str(attrs) if attrs else ''}) data = "
                          + "; ".join(source(x) for i, x in enumerate(n.input) if x != "input_ids"))
-        if "lm_head" in n.name and n.op_type in ("MatMul", "MatMulNBits", "MatMulInteger", "DynamicQuantizeMatMul"):
+        if "lm_head" in n.name and n.op_type in ("MatMul", "MatMulNBits", "MatMulBnb4", "MatMulInteger", "DynamicQuantizeMatMul"):
             lines.append(f"- lm_head: `{n.name}` ({n.op_type}) weight = {source(n.input[1])}")
         if n.op_type == "DequantizeLinear" and "lm_head" not in n.name:
             users = [u for u in g.node if n.output[0] in u.input]
@@ -408,7 +486,7 @@ def write_inventory(models):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--export-worker", nargs=2, metavar=("SRC", "OUT"))
-    ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    ap.add_argument("--models", nargs="+", default=MODELS + list(DERIVED), choices=MODELS + list(DERIVED))
     ap.add_argument("--skip-genai", action="store_true")
     ap.add_argument("--skip-export", action="store_true", help="reuse existing onnx files, only recompute references")
     ap.add_argument("--inventory", action="store_true", help="only rewrite fixtures/onnx/inventory.md")
@@ -417,19 +495,19 @@ def main():
         export_worker(Path(args.export_worker[0]), Path(args.export_worker[1]))
         return
     if args.inventory:
-        write_inventory(MODELS)
+        write_inventory(MODELS + list(DERIVED))
         return
     report = []
     for model in args.models:
         if not args.skip_export:
             log(f"== {model}: optimum export + variants")
             make_optimum_variants(model)
-        for v, (fname, wtype) in VARIANTS.items():
+        for v, (fname, wtype) in variants_of(model).items():
             f = OUT / model / "onnx" / fname
             ref = write_reference(OUT / model / f"reference-{v}.json", model, wtype, f)
             report.append(f"{model} {v}: " + " | ".join(compare(ref, model)))
             log(report[-1])
-        if args.skip_genai:
+        if args.skip_genai or model in DERIVED:
             continue
         for prec in GENAI_PRECISIONS:
             d = OUT / f"{model}-genai-{prec}"
@@ -444,7 +522,7 @@ def main():
                 ref = write_reference(d / "reference.json", model, f"onnx-genai-{prec}", d / "model.onnx")
                 report.append(f"{model} genai-{prec}: " + " | ".join(compare(ref, model)))
                 log(report[-1])
-    write_inventory(MODELS)
+    write_inventory(MODELS + list(DERIVED))
     print("\n".join(report))
     for p in sorted(OUT.rglob("*")):
         if p.is_file():

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[command(
     name = "akari",
     version,
-    about = "Run chat LLMs locally: GGUF models on the CPU"
+    about = "Run chat LLMs locally: GGUF models on the CPU",
+    after_help = DTYPES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -90,6 +91,17 @@ enum Command {
     },
 }
 
+/// Listed under `akari --help`; a test checks it names every [`Dtype`].
+const DTYPES_HELP: &str =
+    "Weight types (--dtype): auto, fp32, fp16, q8, q4, q4f16, int8, uint8, bnb4";
+
+/// `--dtype`: the names of [`Dtype::ALL`], listed in the help.
+fn dtype_parser() -> impl clap::builder::TypedValueParser<Value = Dtype> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Dtype::ALL.map(Dtype::name))
+        .try_map(|s| s.parse::<Dtype>())
+}
+
 #[derive(Args, Clone)]
 struct ModelArgs {
     /// A .gguf file. Defaults to SmolLM2-135M-Instruct in the akari cache
@@ -97,7 +109,11 @@ struct ModelArgs {
     model: Option<PathBuf>,
     #[arg(long, default_value = "auto")]
     device: Device,
-    #[arg(long, default_value = "auto")]
+    /// Weight type to store (convert) the weights as; for ONNX repositories the file
+    /// transformers.js loads for it (q8: model_quantized.onnx, int8: model_int8.onnx,
+    /// uint8: model_uint8.onnx, bnb4: model_bnb4.onnx, …). int8 and uint8 convert other
+    /// files as q8 does, bnb4 as q4.
+    #[arg(long, default_value = "auto", value_parser = dtype_parser())]
     dtype: Dtype,
     /// CPU threads (default: one per core).
     #[arg(long)]
@@ -607,5 +623,19 @@ fn run() -> Result<()> {
             repeats,
             json,
         } => cmd_bench(model, *prompt_tokens, *gen_tokens, *repeats, *json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_names_every_dtype() {
+        let listed: Vec<&str> = DTYPES_HELP
+            .split_once(": ")
+            .map(|(_, l)| l.split(", ").collect())
+            .unwrap_or_default();
+        assert_eq!(listed, Dtype::ALL.map(Dtype::name));
     }
 }

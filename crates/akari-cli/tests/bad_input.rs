@@ -120,8 +120,11 @@ fn missing_file_and_bad_flags() {
     );
     let model = fixture("tiny/llama-f32/model.gguf");
     let run = akari(&["info", model.to_str().expect("path"), "--dtype", "q3"]);
+    // clap rejects it and lists the dtypes.
     assert!(
-        !run.ok && run.stderr.contains("unknown dtype"),
+        !run.ok
+            && run.stderr.contains("invalid value 'q3'")
+            && run.stderr.contains("q4f16, int8, uint8"),
         "{}",
         run.stderr
     );

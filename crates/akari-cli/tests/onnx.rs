@@ -18,6 +18,25 @@ const VARIANTS: &[(&str, f32)] = &[
     // scale: that alone puts the reference ~2% of the range away from exact arithmetic (the
     // same file dequantised to f32 by akari is 2.2e-2 away on llama "long").
     ("q8", 3e-2),
+    // quantize_dynamic with per_channel=True: QInt8 weights with [N] scales, QUInt8 weights
+    // with [N] scales and zero points (asymmetric); same activation arithmetic as q8.
+    ("int8", 3e-2),
+    ("uint8", 3e-2),
+    // com.microsoft.MatMulBnb4 (NF4, block 64), read as Q8_0 (f32 where K is not a multiple
+    // of 32); onnxruntime runs it in f32.
+    ("bnb4", 2e-2),
+];
+
+/// `<repository> <dtype>` pairs that must be present and checked.
+const REQUIRED: &[&str] = &[
+    "llama-k80 q4",
+    "llama int8",
+    "llama uint8",
+    "qwen2 int8",
+    "qwen2 uint8",
+    "llama bnb4",
+    "qwen2 bnb4",
+    "llama-k80 bnb4",
 ];
 
 fn onnx_repos() -> Vec<PathBuf> {
@@ -84,6 +103,7 @@ fn longrope_departure(dir: &Path, case: &Value) -> Option<Value> {
 fn onnx_variants_match_onnxruntime() {
     let mut failures = Vec::new();
     let mut fp32_checked = 0;
+    let mut checked = Vec::new();
     for dir in onnx_repos() {
         let model = dir
             .file_name()
@@ -106,6 +126,15 @@ fn onnx_variants_match_onnxruntime() {
                 let case = match longrope_departure(&dir, case) {
                     Some(tf) => {
                         name += " (vs transformers: longrope past the original context)";
+                        if dtype == "bnb4" {
+                            // NF4 rounding changes phi3's greedy path against the f32 weights
+                            // (onnxruntime's own bnb4 file differs from transformers already
+                            // in the frozen-factor graph): there is no reference for this case.
+                            eprintln!(
+                                "!!! SKIPPED {name}: no reference with long factors on NF4 weights"
+                            );
+                            continue;
+                        }
                         if dtype.starts_with("q4") {
                             // transformers ran the f32 weights; the 4-bit rounding alone
                             // moves this tiny model's logits by ~20% of the range. Only the
@@ -115,6 +144,11 @@ fn onnx_variants_match_onnxruntime() {
                                  checking the argmax only"
                             );
                             limit = f32::INFINITY;
+                        } else if dtype.ends_with('8') {
+                            // Same here for 8-bit weights, on a smaller scale: phi3's
+                            // model_int8.onnx dequantised exactly to f32 (`--dtype fp32` on the
+                            // file) is already 3.2e-2 of the range from transformers.
+                            limit = limit.max(4e-2);
                         }
                         tf
                     }
@@ -135,9 +169,19 @@ fn onnx_variants_match_onnxruntime() {
             if dtype == "fp32" {
                 fp32_checked += 1;
             }
+            checked.push(format!("{model} {dtype}"));
         }
     }
     assert!(fp32_checked >= 1, "no fp32 ONNX reference was checked");
+    // Variants whose layout no other file has: MatMulNBits with K not a multiple of
+    // block_size (hidden 80, intermediate 144: the last block of each row padded);
+    // per-channel 8-bit scales, uint8 zero points.
+    for want in REQUIRED {
+        assert!(
+            checked.iter().any(|c| c == want),
+            "{want} was not checked (fixture missing?)"
+        );
+    }
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -214,6 +258,20 @@ fn q4_file_converted_to_fp32_is_exact() {
         let c = compare_logits(&file, case, &["--dtype", "fp32"]);
         assert!(c.argmax_ok, "argmax differs:{}", c.detail);
         assert!(c.worst_rel_err < 1e-3, "error {}", c.worst_rel_err);
+    }
+}
+
+#[test]
+fn bnb4_file_converted_to_fp32_is_exact() {
+    // NF4 levels dequantised to f32 reproduce onnxruntime's MatMulBnb4 (f32 arithmetic); the
+    // default Q8_0 storage is what costs the ~1e-2 of the variants test.
+    let dir = fixture("onnx/qwen2");
+    let file = dir.join("onnx/model_bnb4.onnx");
+    let reference = read_json(&dir.join("reference-bnb4.json"));
+    for case in reference["cases"].as_array().expect("cases") {
+        let c = compare_logits(&file, case, &["--dtype", "fp32"]);
+        assert!(c.argmax_ok, "argmax differs:{}", c.detail);
+        assert!(c.worst_rel_err < 1e-4, "error {}", c.worst_rel_err);
     }
 }
 

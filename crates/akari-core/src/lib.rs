@@ -37,16 +37,28 @@ pub enum Dtype {
     Q8,
     Q4,
     Q4f16,
+    /// 8-bit integer weights with per-channel scales (transformers.js `model_int8.onnx`);
+    /// stored as Q8_0 when converting other files, like `Q8`.
+    Int8,
+    /// 8-bit unsigned weights with zero points (transformers.js `model_uint8.onnx`);
+    /// stored as Q8_0 when converting other files, like `Q8`.
+    Uint8,
+    /// bitsandbytes 4-bit weights, FP4 or NF4 (transformers.js `model_bnb4.onnx`, read as
+    /// Q8_0); a 4-bit request when converting other files, like `Q4`.
+    Bnb4,
 }
 
 impl Dtype {
-    pub const ALL: [Dtype; 6] = [
+    pub const ALL: [Dtype; 9] = [
         Dtype::Auto,
         Dtype::Fp32,
         Dtype::Fp16,
         Dtype::Q8,
         Dtype::Q4,
         Dtype::Q4f16,
+        Dtype::Int8,
+        Dtype::Uint8,
+        Dtype::Bnb4,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +69,9 @@ impl Dtype {
             Dtype::Q8 => "q8",
             Dtype::Q4 => "q4",
             Dtype::Q4f16 => "q4f16",
+            Dtype::Int8 => "int8",
+            Dtype::Uint8 => "uint8",
+            Dtype::Bnb4 => "bnb4",
         }
     }
 }
@@ -69,7 +84,7 @@ impl std::str::FromStr for Dtype {
             .find(|d| d.name() == s)
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
-                    "unknown dtype `{s}` (expected one of auto, fp32, fp16, q8, q4, q4f16)"
+                    "unknown dtype `{s}` (expected one of auto, fp32, fp16, q8, q4, q4f16, int8, uint8, bnb4)"
                 ))
             })
     }

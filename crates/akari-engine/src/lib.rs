@@ -81,8 +81,8 @@ fn target_format(dtype: Dtype, file: QuantFormat) -> QuantFormat {
         Dtype::Auto => file,
         Dtype::Fp32 => QuantFormat::F32,
         Dtype::Fp16 => QuantFormat::F16,
-        Dtype::Q8 => QuantFormat::Q8_0,
-        Dtype::Q4 | Dtype::Q4f16 => match file {
+        Dtype::Q8 | Dtype::Int8 | Dtype::Uint8 => QuantFormat::Q8_0,
+        Dtype::Q4 | Dtype::Q4f16 | Dtype::Bnb4 => match file {
             QuantFormat::Q4_0 | QuantFormat::Q4_1 => file,
             _ => QuantFormat::Q4_0,
         },

@@ -25,10 +25,16 @@
 //!   optional packed uint8 zero points; value `(q − zp)·scale`, zp = 2^(bits−1) when absent,
 //!   low nibble first): 4 bits with blocks of 32·m become Q4_0 (no zero points: `d = scale`)
 //!   or Q4_1 (`d = scale`, `m = −scale·zp`), m Q4 blocks sharing each scale; anything else
-//!   goes through f32 to Q8_0 (or the target);
-//! - 8-bit per-tensor quantisation (`quantize_dynamic`: `MatMulInteger` whose weight scale
-//!   sits in the `Mul` after it, `DequantizeLinear` before the lm_head or after the embedding
-//!   `Gather`): `(q − zp)·scale`, as Q8_0 blocks of the same integers when symmetric.
+//!   goes through f32 to Q8_0 (or the target); a K that is not a multiple of 32 (the last
+//!   block of each row zero-padded in the file) becomes f32 rows of the true K;
+//! - `com.microsoft.MatMulBnb4` (FP4 or NF4 codes, one f32 `absmax` per block of the
+//!   flattened `[N, K]` weight): `level·absmax` through the 16-level table, stored as Q8_0
+//!   (no 4-bit format of ours has non-uniform levels; see `bnb4_to_matrix`);
+//! - 8-bit quantisation (`quantize_dynamic`: `MatMulInteger` whose weight scale sits in the
+//!   `Mul` after it, `DequantizeLinear` before the lm_head or after the embedding `Gather`),
+//!   int8 or uint8, per tensor or per output channel (`per_channel=True`: `[N]` scales and
+//!   zero points): `(q − zp)·scale`, as Q8_0 blocks of the same integers (the row's scale
+//!   in each block) when symmetric, else exactly through f32.
 //!
 //! Norm weights are the 1-D initializer input of the `Mul` (optimum) or
 //! `(Skip)SimplifiedLayerNormalization` (genai) in `/model/layers.{i}/input_layernorm/`,
@@ -114,13 +120,29 @@ enum Source<'a> {
         dq: Option<Dequant>,
     },
     NBits(NBits<'a>),
+    Bnb4(Bnb4<'a>),
 }
 
-/// Per-tensor linear dequantisation: `(q − zero_point)·scale`.
-#[derive(Clone, Copy, Debug)]
+/// Linear dequantisation `(q − zero_point)·scale`: `scale` and `zero_point` hold one value
+/// (per tensor) or one per output channel, i.e. per row of our `[out, in]` matrix
+/// (`quantize_dynamic(per_channel=True)`: a `[K, N]` weight with `[N]` scales and zero points).
+#[derive(Clone, Debug)]
 struct Dequant {
-    scale: f32,
-    zero_point: i32,
+    scale: Vec<f32>,
+    zero_point: Vec<i32>,
+    /// Whether a vector of values runs along the output rows. Per-column (per input
+    /// feature) quantisation is not supported; such a vector is an error.
+    along_rows: bool,
+}
+
+impl Dequant {
+    fn per_tensor(scale: f32, zero_point: i32) -> Dequant {
+        Dequant {
+            scale: vec![scale],
+            zero_point: vec![zero_point],
+            along_rows: false,
+        }
+    }
 }
 
 struct NBits<'a> {
@@ -132,6 +154,20 @@ struct NBits<'a> {
     n: usize,
     bits: usize,
     block_size: usize,
+}
+
+/// A `com.microsoft.MatMulBnb4` weight: the `[N, K]` transpose of the `[K, N]` weight,
+/// flattened, in blocks of `block_size` values (blocks run on across rows), two 4-bit codes a
+/// byte (high nibble first); value `table[code]·absmax[block]`.
+struct Bnb4<'a> {
+    node: &'a Node,
+    b: &'a Tensor,
+    absmax: &'a Tensor,
+    k: usize,
+    n: usize,
+    block_size: usize,
+    /// 0: FP4, 1: NF4 (onnxruntime's `Bnb_DataType_t`).
+    quant_type: i64,
 }
 
 /// The graph, indexed.
@@ -175,7 +211,16 @@ impl<'a> Graph<'a> {
                     transposed = !transposed;
                 }
                 "Cast" | "Identity" => {}
-                "DequantizeLinear" if dq.is_none() => dq = Some(self.dequant(p, 1, 2)?),
+                "DequantizeLinear" if dq.is_none() => {
+                    // `axis` (default 1) indexes the tensor DequantizeLinear reads, which is
+                    // `[in, out]` when `transposed` here: then axis 1 runs along our rows.
+                    let axis = match p.attr_i("axis").unwrap_or(1) {
+                        a if a < 0 => a + 2,
+                        a => a,
+                    };
+                    let along_rows = if transposed { axis == 1 } else { axis == 0 };
+                    dq = Some(self.dequant(p, 1, 2, along_rows)?)
+                }
                 other => {
                     return Err(self.err(format!(
                         "node `{}`: its weight comes from a `{other}` node (`{}`), which akari \
@@ -193,41 +238,55 @@ impl<'a> Graph<'a> {
         )))
     }
 
-    /// The per-tensor scale and zero point at inputs `scale` and `zp` of `node`.
-    fn dequant(&self, node: &Node, scale: usize, zp: usize) -> Result<Dequant> {
-        let scale = self.scalar(node, scale, "scale")? as f32;
+    /// The scale(s) and zero point(s) at inputs `scale` and `zp` of `node` (one value, or a
+    /// vector running along our rows when `along_rows`).
+    fn dequant(&self, node: &Node, scale: usize, zp: usize, along_rows: bool) -> Result<Dequant> {
+        let scale = self.values(node, scale, "scale")?;
         let zero_point = match node.input(zp) {
-            Some(_) => self.scalar(node, zp, "zero point")? as i32,
-            None => 0,
+            Some(_) => self.values(node, zp, "zero point")?,
+            None => vec![0.0],
         };
-        Ok(Dequant { scale, zero_point })
+        Ok(Dequant {
+            scale: scale.into_iter().map(|x| x as f32).collect(),
+            zero_point: zero_point.into_iter().map(|x| x as i32).collect(),
+            along_rows,
+        })
     }
 
-    /// A single-value initializer input of `node`, as f64.
-    fn scalar(&self, node: &Node, i: usize, what: &str) -> Result<f64> {
+    /// The values of a 0-D or 1-D initializer input of `node` (scales, zero points), as f64.
+    fn values(&self, node: &Node, i: usize, what: &str) -> Result<Vec<f64>> {
         let t = self.init(node, i, what)?;
-        if t.n_elements() != Some(1) {
+        if t.dims.len() > 1 || t.n_elements().is_none_or(|n| n == 0) {
             return Err(self.err(format!(
-                "node `{}`: {what} `{}` has shape {:?}; only per-tensor quantisation (one \
-                 value) is supported yet",
+                "node `{}`: {what} `{}` has shape {:?}; expected one value or a vector",
                 node.name, t.name, t.dims
             )));
         }
         let b = self.data.bytes(t)?;
         Ok(match t.data_type {
-            dtype::FLOAT => f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
-            dtype::FLOAT16 => f16::from_le_bytes([b[0], b[1]]).to_f64(),
-            dtype::INT8 => b[0] as i8 as f64,
-            dtype::UINT8 => b[0] as f64,
-            dtype::INT32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+            dtype::FLOAT => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                .collect(),
+            dtype::FLOAT16 => b
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f64())
+                .collect(),
+            dtype::INT8 => b.iter().map(|&x| x as i8 as f64).collect(),
+            dtype::UINT8 => b.iter().map(|&x| x as f64).collect(),
+            dtype::INT32 => b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                .collect(),
             _ => return Err(unsupported(t)),
         })
     }
 
     /// The scale `MatMulInteger`'s integer product is multiplied by, as onnxruntime's
     /// `quantize_dynamic` writes it: `Cast` → `Mul(·, Mul(activation scale, weight scale))`.
-    /// Returns the weight scale and the output of that last `Mul`.
-    fn integer_scale(&self, node: &Node) -> Result<(f64, &'a str)> {
+    /// Returns the weight scale (one value, or `[N]` with `per_channel`) and the output of
+    /// that last `Mul`.
+    fn integer_scale(&self, node: &Node) -> Result<(Vec<f64>, &'a str)> {
         let not_found = || {
             self.err(format!(
                 "node `{}`: cannot find the weight scale of this MatMulInteger (expected Cast → \
@@ -252,7 +311,7 @@ impl<'a> Graph<'a> {
                         let is_init = p.input(i).is_some_and(|n| self.inits.contains_key(n));
                         if is_init {
                             let out = mul.outputs.first().ok_or_else(not_found)?;
-                            return Ok((self.scalar(p, i, "weight scale")?, out.as_str()));
+                            return Ok((self.values(p, i, "weight scale")?, out.as_str()));
                         }
                     }
                 }
@@ -282,7 +341,9 @@ impl<'a> Graph<'a> {
             .ok_or_else(|| self.err(format!("node `{}` has no {what} input", node.name)))?;
         match self.dense(name, node, false)? {
             Source::Dense { t, .. } => Ok(t),
-            Source::NBits(_) => Err(self.err(format!("node `{}`: bad {what}", node.name))),
+            Source::NBits(_) | Source::Bnb4(_) => {
+                Err(self.err(format!("node `{}`: bad {what}", node.name)))
+            }
         }
     }
 
@@ -312,17 +373,19 @@ impl<'a> Graph<'a> {
                         )))
                     }
                 };
+                // Zero point and scale: one value, or `[N]` (per output channel).
                 let zero_point = match node.input(3) {
-                    Some(_) => self.scalar(node, 3, "weight zero point")? as i32,
-                    None => 0,
+                    Some(_) => self.values(node, 3, "weight zero point")?,
+                    None => vec![0.0],
                 };
                 let (scale, _) = self.integer_scale(node)?;
                 Ok(Source::Dense {
                     t,
                     transposed: true,
                     dq: Some(Dequant {
-                        scale: scale as f32,
-                        zero_point,
+                        scale: scale.into_iter().map(|x| x as f32).collect(),
+                        zero_point: zero_point.into_iter().map(|x| x as i32).collect(),
+                        along_rows: true,
                     }),
                 })
             }
@@ -352,9 +415,32 @@ impl<'a> Graph<'a> {
                     block_size: attr("block_size")?,
                 }))
             }
+            ("com.microsoft", "MatMulBnb4") => {
+                let attr = |name: &str| -> Result<usize> {
+                    node.attr_i(name)
+                        .and_then(|v| usize::try_from(v).ok())
+                        .filter(|&v| v > 0)
+                        .ok_or_else(|| {
+                            self.err(format!(
+                                "node `{}`: attribute `{name}` missing or invalid",
+                                node.name
+                            ))
+                        })
+                };
+                Ok(Source::Bnb4(Bnb4 {
+                    node,
+                    b: self.init(node, 1, "B")?,
+                    absmax: self.init(node, 2, "absmax")?,
+                    k: attr("K")?,
+                    n: attr("N")?,
+                    block_size: attr("block_size")?,
+                    quant_type: node.attr_i("quant_type").unwrap_or(-1),
+                }))
+            }
             (domain, op) => Err(self.err(format!(
                 "node `{}` is a `{}{op}` projection, which akari does not read yet \
-                 (supported: MatMul, MatMulInteger, com.microsoft.MatMulNBits)",
+                 (supported: MatMul, MatMulInteger, com.microsoft.MatMulNBits, \
+                 com.microsoft.MatMulBnb4)",
                 node.name,
                 if domain.is_empty() {
                     String::new()
@@ -449,11 +535,8 @@ impl Loader<'_, '_> {
                 }
                 let bytes = self.g.data.bytes(t)?;
                 let Some(ty) = ty else {
-                    let dq = dq.unwrap_or(Dequant {
-                        scale: 1.0,
-                        zero_point: 0,
-                    });
-                    return int8_to_matrix(t, *transposed, rows, cols, &bytes, dq, self.target);
+                    let dq = dq.clone().unwrap_or(Dequant::per_tensor(1.0, 0));
+                    return int8_to_matrix(t, *transposed, rows, cols, &bytes, &dq, self.target);
                 };
                 if *transposed {
                     transpose_to_matrix(&t.name, ty, cols, rows, &bytes, self.target)
@@ -474,6 +557,20 @@ impl Loader<'_, '_> {
                     });
                 }
                 nbits_to_matrix(nb, self.g.data, self.target)
+            }
+            Source::Bnb4(bq) => {
+                *self
+                    .kinds
+                    .entry(format!("MatMulBnb4 {}", bnb4_name(bq.quant_type)))
+                    .or_default() += rows * cols;
+                if (bq.n, bq.k) != (rows, cols) {
+                    return Err(Error::ShapeMismatch {
+                        tensor: format!("{} (N, K of {what})", bq.node.name),
+                        expected: vec![rows, cols],
+                        got: vec![bq.n, bq.k],
+                    });
+                }
+                bnb4_to_matrix(bq, self.g.data, self.target)
             }
         }
     }
@@ -583,7 +680,7 @@ pub fn read(
     for node in &graph.nodes {
         let is_matmul = matches!(
             node.op_type.as_str(),
-            "MatMul" | "MatMulNBits" | "MatMulInteger" | "QLinearMatMul" | "Gemm"
+            "MatMul" | "MatMulNBits" | "MatMulBnb4" | "MatMulInteger" | "QLinearMatMul" | "Gemm"
         );
         if is_matmul {
             let Some((layer, proj)) = projection(&node.name) else {
@@ -854,15 +951,17 @@ fn transpose_to_matrix(
 }
 
 /// An 8-bit integer matrix (`[rows, cols]`, or `[cols, rows]` when `transposed`) with
-/// per-tensor `dq`, as `target(Q8_0)`: symmetric ones (int8 with zero point 0, uint8 with 128)
-/// become Q8_0 blocks of the same integers sharing the scale (as f16); others go through f32.
+/// per-tensor or per-row `dq`, as `target(Q8_0)`: symmetric ones (int8 with zero point 0,
+/// uint8 with 128, in every row) become Q8_0 blocks of the same integers, each block taking
+/// its row's scale (as f16); others (asymmetric zero points: `q − zp` spans up to 511
+/// levels) are dequantised exactly to f32, `(q − zp)·scale`, then stored as the target.
 fn int8_to_matrix(
     t: &Tensor,
     transposed: bool,
     rows: usize,
     cols: usize,
     bytes: &[u8],
-    dq: Dequant,
+    dq: &Dequant,
     target: &ConvertTo,
 ) -> Result<Matrix> {
     let signed = match t.data_type {
@@ -877,7 +976,26 @@ fn int8_to_matrix(
             bytes.len()
         )));
     }
-    let fmt = target(QuantFormat::Q8_0);
+    for (what, len) in [
+        ("scales", dq.scale.len()),
+        ("zero points", dq.zero_point.len()),
+    ] {
+        if len != 1 && !(dq.along_rows && len == rows) {
+            return Err(Error::InvalidArgument(format!(
+                "tensor `{}`: {len} {what} for a {rows}x{cols} matrix; only per-tensor and \
+                 per-output-channel quantisation are supported",
+                t.name
+            )));
+        }
+    }
+    let at = |v: &[f32], r: usize| v[if v.len() == 1 { 0 } else { r }];
+    let zp = |r: usize| dq.zero_point[if dq.zero_point.len() == 1 { 0 } else { r }];
+    // Rows of Q8_0 blocks by default; rows that are not whole blocks become f32.
+    let fmt = target(if cols % QK == 0 {
+        QuantFormat::Q8_0
+    } else {
+        QuantFormat::F32
+    });
     if cols % fmt.block_size() != 0 {
         return Err(Error::InvalidArgument(format!(
             "tensor `{}`: rows of {cols} values cannot be stored as {fmt}",
@@ -890,16 +1008,17 @@ fn int8_to_matrix(
         } else {
             r * cols + c
         }];
-        (if signed { b as i8 as i32 } else { b as i32 }) - dq.zero_point
+        (if signed { b as i8 as i32 } else { b as i32 }) - zp(r)
     };
-    let direct = fmt == QuantFormat::Q8_0
-        && ((signed && dq.zero_point == 0) || (!signed && dq.zero_point == 128));
+    let symmetric =
+        (0..dq.zero_point.len()).all(|r| (signed && zp(r) == 0) || (!signed && zp(r) == 128));
+    let direct = fmt == QuantFormat::Q8_0 && symmetric;
     let rb = fmt.row_bytes(cols);
     let mut out = vec![0u8; rows * rb];
     if rows > 0 && rb > 0 {
         if direct {
-            let d = f16::from_f32(dq.scale).to_le_bytes();
             out.par_chunks_mut(rb).enumerate().for_each(|(r, dst)| {
+                let d = f16::from_f32(at(&dq.scale, r)).to_le_bytes();
                 for (j, blk) in dst.chunks_exact_mut(fmt.block_bytes()).enumerate() {
                     blk[..2].copy_from_slice(&d);
                     for i in 0..QK {
@@ -911,8 +1030,9 @@ fn int8_to_matrix(
             out.par_chunks_mut(rb).enumerate().for_each_init(
                 || vec![0f32; cols],
                 |row, (r, dst)| {
+                    let scale = at(&dq.scale, r);
                     for (c, x) in row.iter_mut().enumerate() {
-                        *x = val(r, c) as f32 * dq.scale;
+                        *x = val(r, c) as f32 * scale;
                     }
                     fmt.quantize_row(row, dst);
                 },
@@ -933,12 +1053,10 @@ fn nbits_to_matrix(nb: &NBits<'_>, data: &DataSource, target: &ConvertTo) -> Res
             "bits = {bits}, block_size = {bs} are not supported"
         )));
     }
-    if k % bs != 0 {
-        return Err(err(format!(
-            "K = {k} is not a multiple of block_size {bs} (padded blocks are not supported yet)"
-        )));
-    }
-    let k_blocks = k / bs;
+    // When K is not a multiple of block_size, the last block of every row is padded (with
+    // zeros by onnxruntime's quantiser) and `scales` has ceil(K / block_size) entries per row.
+    // The padding is dropped: only the first K values of a row are read.
+    let k_blocks = k.div_ceil(bs);
     let blob = bs * bits / 8;
     if nb.b.data_type != dtype::UINT8 {
         return Err(unsupported(nb.b));
@@ -993,7 +1111,12 @@ fn nbits_to_matrix(nb: &NBits<'_>, data: &DataSource, target: &ConvertTo) -> Res
         let byte = b[base + bit / 8] as u32;
         (byte >> (bit % 8)) & ((1 << bits) - 1)
     };
-    let default = if bits == 4 && bs % QK == 0 {
+    // Our block formats need rows of whole 32-value blocks. A K that is not a multiple of 32
+    // (hidden sizes like 80) is dequantised exactly to f32 rows of the true K instead of
+    // padding our matrices: the padding would have to be carried by every activation too.
+    let default = if k % QK != 0 {
+        QuantFormat::F32
+    } else if bits == 4 && bs % QK == 0 {
         if zps.is_some() {
             QuantFormat::Q4_1
         } else {
@@ -1003,6 +1126,12 @@ fn nbits_to_matrix(nb: &NBits<'_>, data: &DataSource, target: &ConvertTo) -> Res
         QuantFormat::Q8_0
     };
     let fmt = target(default);
+    if k % fmt.block_size() != 0 {
+        return Err(err(format!(
+            "rows of K = {k} values cannot be stored as {fmt} (K is not a multiple of {})",
+            fmt.block_size()
+        )));
+    }
     let rb = fmt.row_bytes(k);
     let mut out = vec![0u8; n * rb];
     let direct = bits == 4
@@ -1042,11 +1171,128 @@ fn nbits_to_matrix(nb: &NBits<'_>, data: &DataSource, target: &ConvertTo) -> Res
     Matrix::new(name, fmt, n, k, Bytes::from_vec(out))
 }
 
+/// bitsandbytes' FP4 levels as onnxruntime decodes them (`fp4_qaunt_map`; code 8 is +0).
+const FP4_LEVELS: [f32; 16] = [
+    0.0,
+    0.005_208_333_5,
+    0.666_666_7,
+    1.0,
+    0.333_333_34,
+    0.5,
+    0.166_666_67,
+    0.25,
+    0.0,
+    -0.005_208_333_5,
+    -0.666_666_7,
+    -1.0,
+    -0.333_333_34,
+    -0.5,
+    -0.166_666_67,
+    -0.25,
+];
+
+/// bitsandbytes' NF4 levels (quantiles of a normal distribution), as onnxruntime decodes them.
+const NF4_LEVELS: [f32; 16] = [
+    -1.0,
+    -0.696_192_8,
+    -0.525_073_05,
+    -0.394_917_5,
+    -0.284_441_38,
+    -0.184_773_43,
+    -0.091_050_036,
+    0.0,
+    0.079_580_3,
+    0.160_930_2,
+    0.246_112_3,
+    0.337_915_24,
+    0.440_709_83,
+    0.562_617,
+    0.722_956_84,
+    1.0,
+];
+
+fn bnb4_name(quant_type: i64) -> &'static str {
+    match quant_type {
+        0 => "FP4",
+        1 => "NF4",
+        _ => "unknown",
+    }
+}
+
+/// A `MatMulBnb4` weight as a `[N, K]` matrix: dequantised through its 16-level table to f32
+/// (`level·absmax`), then stored as `target(Q8_0)` (f32 when K is not a multiple of 32).
+/// Q8_0 because none of our 4-bit block formats holds these levels exactly: Q4_0/Q4_1 levels
+/// are uniform, NF4's and FP4's are not, so a 4-bit copy would be a second, lossy
+/// quantisation; Q8_0 rounds each value by at most 1/254 of its block's maximum.
+fn bnb4_to_matrix(bq: &Bnb4<'_>, data: &DataSource, target: &ConvertTo) -> Result<Matrix> {
+    let name = bq.node.name.as_str();
+    let err = |msg: String| Error::format(&data.file_name, format!("node `{name}`: {msg}"));
+    let (k, n, bs) = (bq.k, bq.n, bq.block_size);
+    let levels = match bq.quant_type {
+        0 => &FP4_LEVELS,
+        1 => &NF4_LEVELS,
+        q => return Err(err(format!("quant_type {q} is not FP4 (0) or NF4 (1)"))),
+    };
+    let numel = n
+        .checked_mul(k)
+        .ok_or_else(|| err("N·K overflows".into()))?;
+    if bq.b.data_type != dtype::UINT8 {
+        return Err(unsupported(bq.b));
+    }
+    let b = data.bytes(bq.b)?;
+    if b.len() != numel.div_ceil(2) {
+        return Err(err(format!(
+            "B `{}` has {} bytes, expected ceil(N·K / 2) = {}",
+            bq.b.name,
+            b.len(),
+            numel.div_ceil(2)
+        )));
+    }
+    let ty = float_type(bq.absmax).ok_or_else(|| unsupported(bq.absmax))?;
+    let absmax = ggml::to_f32(
+        &bq.absmax.name,
+        ty,
+        numel.div_ceil(bs),
+        &data.bytes(bq.absmax)?,
+    )?;
+    let fmt = target(if k % QK == 0 {
+        QuantFormat::Q8_0
+    } else {
+        QuantFormat::F32
+    });
+    if k % fmt.block_size() != 0 {
+        return Err(err(format!(
+            "rows of K = {k} values cannot be stored as {fmt}"
+        )));
+    }
+    let rb = fmt.row_bytes(k);
+    let mut out = vec![0u8; n * rb];
+    if rb > 0 {
+        out.par_chunks_mut(rb).enumerate().for_each_init(
+            || vec![0f32; k],
+            |row, (r, dst)| {
+                for (c, x) in row.iter_mut().enumerate() {
+                    let i = r * k + c;
+                    let code = if i % 2 == 0 {
+                        b[i / 2] >> 4
+                    } else {
+                        b[i / 2] & 0x0f
+                    };
+                    *x = levels[code as usize] * absmax[i / bs];
+                }
+                fmt.quantize_row(row, dst);
+            },
+        );
+    }
+    Matrix::new(name, fmt, n, k, Bytes::from_vec(out))
+}
+
 /// The name of the tensor a weight is read from (to recognise a tied lm_head).
 fn source_name<'a>(src: &Source<'a>) -> &'a str {
     match src {
         Source::Dense { t, .. } => &t.name,
         Source::NBits(nb) => &nb.b.name,
+        Source::Bnb4(bq) => &bq.b.name,
     }
 }
 
@@ -1142,7 +1388,8 @@ fn embedding<'a>(g: &Graph<'a>, graph: &'a super::proto::Graph) -> Result<Source
                 let Some(dql) = dql.first() else {
                     return Err(unsupported(t));
                 };
-                dq = Some(g.dequant(dql, 1, 2)?);
+                // Per tensor only: a vector here would run along the gathered rows' features.
+                dq = Some(g.dequant(dql, 1, 2, false)?);
             }
             Ok(Source::Dense { t, transposed, dq })
         }
@@ -1209,6 +1456,7 @@ fn genai_config(
                 shape.get(i).copied().unwrap_or(0)
             }
             Source::NBits(nb) => nb.n,
+            Source::Bnb4(bq) => bq.n,
         };
         ff = Some(if fused { width / 2 } else { width });
     }
@@ -1475,7 +1723,7 @@ mod tests {
     #[test]
     fn matmul_nbits_dequantises_exactly() {
         let data = DataSource::new(Path::new("t.onnx"), Bytes::from_vec(vec![0]));
-        let (n, k) = (3usize, 128usize);
+        let n = 3usize;
         let mut seed = 1u32;
         let mut rnd = || {
             seed ^= seed << 13;
@@ -1483,15 +1731,22 @@ mod tests {
             seed ^= seed << 5;
             seed
         };
-        for (bits, bs, with_zp, want) in [
-            (4, 32, false, QuantFormat::Q4_0),
-            (4, 64, false, QuantFormat::Q4_0),
-            (4, 32, true, QuantFormat::Q4_1),
-            (4, 128, true, QuantFormat::Q4_1),
-            (4, 16, false, QuantFormat::Q8_0),
-            (8, 32, true, QuantFormat::Q8_0),
+        for (k, bits, bs, with_zp, want) in [
+            (128usize, 4, 32, false, QuantFormat::Q4_0),
+            (128, 4, 64, false, QuantFormat::Q4_0),
+            (128, 4, 32, true, QuantFormat::Q4_1),
+            (128, 4, 128, true, QuantFormat::Q4_1),
+            (128, 4, 16, false, QuantFormat::Q8_0),
+            (128, 8, 32, true, QuantFormat::Q8_0),
+            // Padded last blocks (K not a multiple of block_size): the padding is dropped;
+            // rows that are not whole 32-value blocks become f32.
+            (80, 4, 32, false, QuantFormat::F32),
+            (144, 4, 32, true, QuantFormat::F32),
+            (80, 8, 16, true, QuantFormat::F32),
+            (96, 8, 64, true, QuantFormat::Q8_0),
+            (96, 4, 64, false, QuantFormat::Q4_0),
         ] {
-            let k_blocks = k / bs;
+            let k_blocks = k.div_ceil(bs);
             let blob = bs * bits / 8;
             let b: Vec<u8> = (0..n * k_blocks * blob).map(|_| rnd() as u8).collect();
             // Scales exact in f16, so Q4_0/Q4_1 blocks hold them without rounding.
@@ -1550,11 +1805,150 @@ mod tests {
             assert_eq!(m.format, want, "bits {bits} block {bs} zp {with_zp}");
             let f = nbits_to_matrix(&nb, &data, &|_| QuantFormat::F32).unwrap();
             assert_eq!(rows_f32(&f), expect, "f32, bits {bits} block {bs}");
+            if want == QuantFormat::F32 {
+                assert_eq!(rows_f32(&m), expect, "bits {bits} block {bs} K {k}");
+                // Such rows cannot be 32-value blocks: a clear error, not a panic.
+                assert!(nbits_to_matrix(&nb, &data, &|_| QuantFormat::Q8_0).is_err());
+            }
             if want != QuantFormat::Q8_0 {
                 // 4-bit blocks are the same values, not a requantisation.
                 let got = rows_f32(&m);
                 for (g, e) in got.iter().flatten().zip(expect.iter().flatten()) {
                     assert!((g - e).abs() <= 1e-3 * e.abs().max(1.0), "{g} vs {e}");
+                }
+            }
+        }
+    }
+
+    /// 8-bit weights stored `[K, N]` with per-tensor or per-output-channel scales and zero
+    /// points decode to `(q − zp)·scale` per row.
+    #[test]
+    fn int8_per_channel_dequantises_exactly() {
+        let (rows, cols) = (3usize, 64usize);
+        let q: Vec<u8> = (0..rows * cols).map(|i| (i * 37 % 251) as u8).collect();
+        let scales = vec![0.5f32, 0.25, 0.125];
+        for (signed, zps, fmt) in [
+            (true, vec![0], QuantFormat::Q8_0),
+            (true, vec![0, 0, 0], QuantFormat::Q8_0),
+            (false, vec![128, 128, 128], QuantFormat::Q8_0),
+            (false, vec![3, 200, 128], QuantFormat::Q8_0),
+            (false, vec![17], QuantFormat::Q8_0),
+        ] {
+            let ty = if signed { dtype::INT8 } else { dtype::UINT8 };
+            let t = tensor("w", &[cols as i64, rows as i64], ty, q.clone());
+            let dq = Dequant {
+                scale: scales.clone(),
+                zero_point: zps.clone(),
+                along_rows: true,
+            };
+            let expect: Vec<Vec<f32>> = (0..rows)
+                .map(|r| {
+                    (0..cols)
+                        .map(|c| {
+                            let b = q[c * rows + r];
+                            let v = if signed { b as i8 as i32 } else { b as i32 };
+                            let zp = zps[if zps.len() == 1 { 0 } else { r }];
+                            (v - zp) as f32 * scales[r]
+                        })
+                        .collect()
+                })
+                .collect();
+            let f = int8_to_matrix(&t, true, rows, cols, &q, &dq, &|_| QuantFormat::F32).unwrap();
+            assert_eq!(rows_f32(&f), expect, "signed {signed} zp {zps:?}");
+            let m = int8_to_matrix(&t, true, rows, cols, &q, &dq, &|d| d).unwrap();
+            assert_eq!(m.format, fmt);
+            for (g, e) in rows_f32(&m).iter().flatten().zip(expect.iter().flatten()) {
+                // Symmetric: the same integers (scales exact in f16); else requantised.
+                assert!((g - e).abs() <= 1.0, "{g} vs {e}");
+            }
+            if zps.iter().all(|&z| z == if signed { 0 } else { 128 }) {
+                assert_eq!(rows_f32(&m), expect, "symmetric: same integers");
+            }
+        }
+        // A vector along the input features is not per-row: an error, not a wrong matrix.
+        let t = tensor("w", &[cols as i64, rows as i64], dtype::INT8, q.clone());
+        let dq = Dequant {
+            scale: vec![1.0; cols],
+            zero_point: vec![0],
+            along_rows: false,
+        };
+        assert!(int8_to_matrix(&t, true, rows, cols, &q, &dq, &|d| d).is_err());
+    }
+
+    /// The level tables are onnxruntime's, bit for bit (read back from a `MatMulBnb4` run on
+    /// an identity matrix, codes 0..15).
+    #[test]
+    fn bnb4_levels_are_onnxruntimes() {
+        let fp4: [u32; 16] = [
+            0x00000000, 0x3baaaaab, 0x3f2aaaab, 0x3f800000, 0x3eaaaaab, 0x3f000000, 0x3e2aaaab,
+            0x3e800000, 0x00000000, 0xbbaaaaab, 0xbf2aaaab, 0xbf800000, 0xbeaaaaab, 0xbf000000,
+            0xbe2aaaab, 0xbe800000,
+        ];
+        let nf4: [u32; 16] = [
+            0xbf800000, 0xbf3239b1, 0xbf066b30, 0xbeca32a0, 0xbe91a24d, 0xbe3d353f, 0xbdba7871,
+            0x00000000, 0x3da2faff, 0x3e24cae3, 0x3e7c04dd, 0x3ead033a, 0x3ee1a4b8, 0x3f1007ab,
+            0x3f3913b3, 0x3f800000,
+        ];
+        assert_eq!(FP4_LEVELS.map(f32::to_bits), fp4);
+        assert_eq!(NF4_LEVELS.map(f32::to_bits), nf4);
+    }
+
+    /// MatMulBnb4 weights decode to `level·absmax`, blocks running on across rows.
+    #[test]
+    fn bnb4_dequantises_exactly() {
+        let data = DataSource::new(Path::new("t.onnx"), Bytes::from_vec(vec![0]));
+        for (k, n, bs, qt, want) in [
+            (64usize, 3usize, 64usize, 1i64, QuantFormat::Q8_0),
+            (80, 3, 64, 1, QuantFormat::F32),
+            (80, 3, 32, 0, QuantFormat::F32),
+            (32, 5, 16, 0, QuantFormat::Q8_0),
+        ] {
+            let numel = n * k;
+            let b: Vec<u8> = (0..numel.div_ceil(2))
+                .map(|i| (i * 73 % 256) as u8)
+                .collect();
+            let absmax: Vec<f32> = (0..numel.div_ceil(bs)).map(|i| 0.5 + i as f32).collect();
+            let bt = tensor("b", &[b.len() as i64], dtype::UINT8, b.clone());
+            let at = tensor(
+                "a",
+                &[absmax.len() as i64],
+                dtype::FLOAT,
+                absmax.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            );
+            let node = Node {
+                name: "/lm_head/MatMul_Bnb4".into(),
+                ..Node::default()
+            };
+            let bq = Bnb4 {
+                node: &node,
+                b: &bt,
+                absmax: &at,
+                k,
+                n,
+                block_size: bs,
+                quant_type: qt,
+            };
+            let levels = if qt == 0 { FP4_LEVELS } else { NF4_LEVELS };
+            let expect: Vec<Vec<f32>> = (0..n)
+                .map(|r| {
+                    (0..k)
+                        .map(|c| {
+                            let i = r * k + c;
+                            let byte = b[i / 2];
+                            let code = if i % 2 == 0 { byte >> 4 } else { byte & 15 };
+                            levels[code as usize] * absmax[i / bs]
+                        })
+                        .collect()
+                })
+                .collect();
+            let f = bnb4_to_matrix(&bq, &data, &|_| QuantFormat::F32).unwrap();
+            assert_eq!(rows_f32(&f), expect, "K {k} block {bs} type {qt}");
+            let m = bnb4_to_matrix(&bq, &data, &|d| d).unwrap();
+            assert_eq!(m.format, want);
+            for (r, (g, e)) in rows_f32(&m).iter().zip(&expect).enumerate() {
+                let max = e.iter().fold(0f32, |a, x| a.max(x.abs()));
+                for (g, e) in g.iter().zip(e) {
+                    assert!((g - e).abs() <= max / 100.0, "row {r}: {g} vs {e}");
                 }
             }
         }

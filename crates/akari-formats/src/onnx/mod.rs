@@ -16,7 +16,8 @@
 //!
 //! File choice in a directory follows transformers.js's `dtype` names: `fp32` →
 //! `model.onnx`, `fp16` → `model_fp16.onnx`, `q8` → `model_quantized.onnx`, `q4` →
-//! `model_q4.onnx`, `q4f16` → `model_q4f16.onnx`; `auto` takes q4, else quantized, else fp32.
+//! `model_q4.onnx`, `q4f16` → `model_q4f16.onnx`, `int8` → `model_int8.onnx`, `uint8` →
+//! `model_uint8.onnx`, `bnb4` → `model_bnb4.onnx`; `auto` takes q4, else quantized, else fp32.
 
 pub mod decoder;
 pub mod proto;
@@ -44,6 +45,9 @@ pub fn file_for(dtype: Dtype) -> &'static str {
         Dtype::Q8 => "model_quantized.onnx",
         Dtype::Q4 => "model_q4.onnx",
         Dtype::Q4f16 => "model_q4f16.onnx",
+        Dtype::Int8 => "model_int8.onnx",
+        Dtype::Uint8 => "model_uint8.onnx",
+        Dtype::Bnb4 => "model_bnb4.onnx",
         Dtype::Auto => "model_q4.onnx",
     }
 }
