@@ -311,32 +311,7 @@ fn generate_runs_on_an_onnx_repo() {
 
 // ---- damaged and foreign files -------------------------------------------------------------
 
-/// A protobuf encoder, enough to write small ONNX files.
-mod pb {
-    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    pub fn int(out: &mut Vec<u8>, field: u32, v: i64) {
-        varint(out, u64::from(field) << 3);
-        varint(out, v as u64);
-    }
-    pub fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
-        varint(out, (u64::from(field) << 3) | 2);
-        varint(out, b.len() as u64);
-        out.extend_from_slice(b);
-    }
-    pub fn string(out: &mut Vec<u8>, field: u32, s: &str) {
-        bytes(out, field, s.as_bytes());
-    }
-}
+use akari_formats::onnx::proto::write as pb;
 
 #[derive(Default)]
 struct OnnxBuilder {

@@ -557,9 +557,9 @@ fn decode_tensor(r: &Reader<'_>, bytes: &Bytes) -> Result<Tensor> {
     })
 }
 
-/// Encoding, for tests: builds ONNX files field by field.
-#[cfg(test)]
-pub(crate) mod write {
+/// Protobuf encoding, enough to build small ONNX files field by field: for tests here and in
+/// other crates (damaged or unusual files are easier to write than to find).
+pub mod write {
     pub fn varint(out: &mut Vec<u8>, mut v: u64) {
         loop {
             let b = (v & 0x7f) as u8;
