@@ -43,6 +43,9 @@ pub enum Error {
     InvalidArgument(String),
     #[error("generation was cancelled")]
     Cancelled,
+    /// A backend's device failed (a GPU error, device loss, out of memory, a timeout).
+    #[error("{backend} backend: {msg}")]
+    Backend { backend: &'static str, msg: String },
 }
 
 impl Error {

@@ -127,14 +127,10 @@ impl Engine {
         let dtype = opts.dtype;
         let mut src =
             akari_formats::open_with(path, dtype, &move |default| target_format(dtype, default))?;
+        // Auto stays on the CPU for now: a software Vulkan driver would be slower than it.
         let device = match opts.device {
             Device::Auto | Device::Cpu => Device::Cpu,
-            Device::Gpu => {
-                return Err(Error::Unsupported {
-                    backend: "gpu",
-                    what: "this build (no GPU backend yet); use --device cpu".into(),
-                })
-            }
+            Device::Gpu => Device::Gpu,
         };
         let mut formats: Vec<(QuantFormat, usize)> = Vec::new();
         let mut weight_bytes = 0;
@@ -187,24 +183,34 @@ impl Engine {
                 "a context of {context} tokens is more than akari supports ({MAX_CONTEXT})"
             )));
         }
-        let backend = CpuBackend::new(opts.threads, opts.cpu_activations)?;
-        let backend_name = format!(
-            "cpu ({}, {} threads, {} activations)",
-            backend.isa().name(),
-            backend.threads(),
-            backend.activations().name()
-        );
-        progress(Progress {
-            stage: "uploading weights",
-            done: 0,
-            total: 1,
-        });
-        let model = Model::load(
-            backend,
-            cfg.clone(),
-            std::mem::take(&mut src.weights),
-            context,
-        )?;
+        let weights = std::mem::take(&mut src.weights);
+        let (model, backend_name): (Box<dyn LanguageModel>, String) = if device == Device::Gpu {
+            // Every weight format runs on the GPU, with f32 activations.
+            let backend = akari_gpu::GpuBackend::new()?;
+            let backend_name = backend.description();
+            progress(Progress {
+                stage: "uploading weights",
+                done: 0,
+                total: 1,
+            });
+            let model = Model::load(backend, cfg.clone(), weights, context)?;
+            (Box::new(model), backend_name)
+        } else {
+            let backend = CpuBackend::new(opts.threads, opts.cpu_activations)?;
+            let backend_name = format!(
+                "cpu ({}, {} threads, {} activations)",
+                backend.isa().name(),
+                backend.threads(),
+                backend.activations().name()
+            );
+            progress(Progress {
+                stage: "uploading weights",
+                done: 0,
+                total: 1,
+            });
+            let model = Model::load(backend, cfg.clone(), weights, context)?;
+            (Box::new(model), backend_name)
+        };
         progress(Progress {
             stage: "ready",
             done: 1,
@@ -222,7 +228,7 @@ impl Engine {
                 context,
                 metadata: src.metadata,
             },
-            session: Session::new(Box::new(model)),
+            session: Session::new(model),
             tokenizer,
             template,
             stop_ids,

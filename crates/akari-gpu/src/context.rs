@@ -39,6 +39,8 @@ pub struct GpuContext {
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
     pub(crate) gemv: GemvKernels,
+    /// Every other kernel's pipelines ([`crate::ops`]).
+    pub(crate) pipelines: crate::ops::Pipelines,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -147,6 +149,7 @@ impl GpuContext {
             timeout: DEFAULT_TIMEOUT,
             dummy,
             gemv: GemvKernels::default(),
+            pipelines: Default::default(),
         })
     }
 

@@ -20,32 +20,45 @@
 //!
 //! # What is here
 //!
+//! - [`GpuBackend`] (`backend.rs`, native only: `read` blocks): the
+//!   [`akari_core::backend::Backend`] the one decoder runs on (`--device gpu`). Tensors are
+//!   f32 storage buffers, weights [`GpuMatrix`], the KV cache two preallocated f32 buffers
+//!   per layer. Every op records a compute pass into one pending command encoder and
+//!   `read` submits it: one submission and one wait per forward pass.
 //! - [`ops::gemv`] (`ops/gemv.rs` + `ops/gemv.wgsl`): `y = W·x (+ bias)` for every weight
 //!   format, one workgroup per output row with a shared-memory reduction, 2-D dispatch past
-//!   `maxComputeWorkgroupsPerDimension`. Tested against a dequantised f64 reference on a
-//!   real Vulkan device (Mesa's lavapipe in CI).
+//!   `maxComputeWorkgroupsPerDimension`, one z-slice per token for prefill. Tested against
+//!   a dequantised f64 reference on a real Vulkan device (Mesa's lavapipe in CI).
+//! - [`ops::embed`] (rows of the embedding dequantised on the device from the GEMV's copy
+//!   of the matrix), [`ops::rms_norm`], [`ops::rope`] (rotate_half, tables uploaded once),
+//!   [`ops::attention`] (cache append, then one workgroup per (head, token) with an online
+//!   softmax), [`ops::elementwise`] (silu·mul, residual add). Simple and unfused.
 //!
 //! # What is next
 //!
-//! 1. The [`akari_core::backend::Backend`] implementation: tensors as buffers, one command
-//!    encoder per forward pass and one submission per decode step, bind groups and pooled
-//!    buffers built at load, a read-back only in `read`.
+//! 1. Per-step overheads: bind groups, uniforms and activation buffers built once at load
+//!    and reused (today every op allocates its output, a uniform and a bind group).
 //! 2. Fused decode kernels: rms_norm into the following GEMV, q/k/v and gate/up as one
 //!    dispatch, silu·mul into the down projection; `subgroups` reductions and `shader-f16`
-//!    variants where the adapter has them.
-//! 3. Tiled GEMM for prefill (many tokens per weight read).
-//! 4. Attention over a preallocated KV cache (flash-decoding: split the sequence across
-//!    workgroups, merge the partial softmaxes), rope on the device.
+//!    variants where the adapter has them; several rows per workgroup.
+//! 3. Tiled GEMM for prefill (many tokens per weight read; today W is read once per token).
+//! 4. Flash-decoding attention: split long sequences across workgroups and merge the
+//!    partial softmaxes.
 //! 5. Sampling on the GPU (argmax / top-k), reading back a few bytes instead of the logits.
 //! 6. Splitting tensors over several bindings where they exceed `maxStorageBufferBindingSize`
 //!    (128 MiB by default on WebGPU; a 151936×1536 f16 embedding is 467 MB) — today such a
 //!    matrix fails to upload with [`GpuError::TooLarge`].
+//! 7. The browser: an async read-back, so the backend also builds for wasm32.
 
+#[cfg(not(target_arch = "wasm32"))]
+mod backend;
 mod context;
 mod error;
 mod matrix;
 pub mod ops;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use backend::{GpuBackend, GpuKvCache, GpuRope, GpuTensor, GpuVector};
 pub use context::{GpuCaps, GpuContext, DEFAULT_TIMEOUT};
 pub use error::GpuError;
 pub use matrix::GpuMatrix;

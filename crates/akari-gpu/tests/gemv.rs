@@ -181,8 +181,49 @@ fn shape_errors_are_reported_not_panicked() {
 
 #[test]
 fn rows_past_the_dispatch_limit_use_a_second_dimension() {
-    // One workgroup per row: more rows than one dispatch dimension allows (65535 on most
-    // devices, including lavapipe) needs the 2-D row numbering.
-    let rows = (ctx().caps().max_compute_workgroups_per_dimension as usize + 3).min(1 << 20);
+    // One workgroup per 8 rows: more row groups than one dispatch dimension allows (65535 on
+    // most devices, including lavapipe) needs the 2-D row numbering.
+    let per_wg = akari_gpu::ops::gemv::ROWS_PER_WORKGROUP as usize;
+    let rows =
+        (ctx().caps().max_compute_workgroups_per_dimension as usize * per_wg + 3).min(1 << 21);
     check(QuantFormat::Q4_0, rows, 32, true);
+}
+
+/// The batched GEMV (one x row per token, several tokens per workgroup) gives each token
+/// what the one-token GEMV gives it, to f32 rounding.
+#[test]
+fn tokens_in_one_dispatch_match_one_at_a_time() {
+    let ctx = ctx();
+    for format in QuantFormat::ALL {
+        let (rows, cols, tokens) = (13, 96, 6);
+        let wf = sample(rows * cols, 11);
+        let mut bytes = vec![0u8; rows * format.row_bytes(cols)];
+        for (src, dst) in wf
+            .chunks_exact(cols)
+            .zip(bytes.chunks_exact_mut(format.row_bytes(cols)))
+        {
+            format.quantize_row(src, dst);
+        }
+        let w = ctx.upload_matrix_bytes(format, rows, cols, &bytes).unwrap();
+        let x = sample(tokens * cols, 12);
+        let bias = sample(rows, 13);
+        let f32_bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+        let xb = ctx.storage_buffer("x", &f32_bytes(&x)).unwrap();
+        let bb = ctx.storage_buffer("bias", &f32_bytes(&bias)).unwrap();
+        let y = ctx.f32_buffer("y", tokens * rows).unwrap();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        akari_gpu::ops::gemv::encode_tokens(ctx, &mut encoder, &w, &xb, Some(&bb), &y, tokens)
+            .unwrap();
+        let got = ctx
+            .submit_and_read("tokens", encoder, &y, tokens * rows)
+            .unwrap();
+        for (t, xr) in x.chunks_exact(cols).enumerate() {
+            let one = ctx.gemv(&w, xr, Some(&bias)).unwrap();
+            // Same terms, summed in a different order where the batched path differs.
+            for (g, o) in got[t * rows..(t + 1) * rows].iter().zip(&one) {
+                let tol = 1e-5 * o.abs().max(1.0);
+                assert!((g - o).abs() <= tol, "{format} token {t}: {g} vs {o}");
+            }
+        }
+    }
 }

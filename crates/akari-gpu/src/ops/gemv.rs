@@ -1,7 +1,8 @@
 //! Quantised matrix × vector, decode's matmul: `y[N] = W[N, K] · x[K] (+ bias[N])`.
 //!
 //! `W` stays in its file layout (F32, F16, ggml's Q8_0 / Q4_0 / Q4_1 blocks); the kernel
-//! (`gemv.wgsl`) dequantises as it reads. One workgroup of [`WORKGROUP`] threads per row.
+//! (`gemv.wgsl`) dequantises as it reads. One workgroup of [`WORKGROUP`] threads per
+//! [`ROWS_PER_WORKGROUP`] rows, [`TOKENS_PER_WORKGROUP`] tokens per workgroup.
 
 use crate::{GpuContext, GpuError, GpuMatrix};
 use akari_core::QuantFormat;
@@ -10,6 +11,10 @@ use std::sync::Mutex;
 
 /// Threads per workgroup; must match `WG` in `gemv.wgsl`.
 pub const WORKGROUP: u32 = 64;
+/// Output rows per workgroup; must match `ROWS` in `gemv.wgsl`.
+pub const ROWS_PER_WORKGROUP: u32 = 8;
+/// Tokens per workgroup; must match `TB` in `gemv.wgsl`.
+pub const TOKENS_PER_WORKGROUP: u32 = 4;
 
 const SHADER: &str = include_str!("gemv.wgsl");
 
@@ -31,16 +36,17 @@ struct Params {
     k: u32,
     row_bytes: u32,
     flags: u32,
+    tokens: u32,
 }
 
 const HAS_BIAS: u32 = 1;
 
 impl Params {
-    fn bytes(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        for (c, v) in out
-            .chunks_exact_mut(4)
-            .zip([self.n, self.k, self.row_bytes, self.flags])
+    fn bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (c, v) in
+            out.chunks_exact_mut(4)
+                .zip([self.n, self.k, self.row_bytes, self.flags, self.tokens])
         {
             c.copy_from_slice(&v.to_le_bytes());
         }
@@ -140,7 +146,7 @@ impl GemvKernels {
     }
 }
 
-/// Workgroup counts covering `rows` rows, one workgroup each, within the per-dimension limit.
+/// Workgroup counts covering `rows` workgroups, within the per-dimension limit.
 pub fn dispatch_size(rows: u32, max_per_dim: u32) -> Option<(u32, u32)> {
     if rows == 0 {
         return Some((0, 0));
@@ -160,6 +166,21 @@ pub fn encode(
     bias: Option<&wgpu::Buffer>,
     y: &wgpu::Buffer,
 ) -> Result<(), GpuError> {
+    encode_tokens(ctx, encoder, w, x, bias, y, 1)
+}
+
+/// [`encode`] for `tokens` rows at once: `x` is `[tokens, w.cols()]`, `y` `[tokens, w.rows()]`.
+/// Each z-slice of the dispatch takes [`TOKENS_PER_WORKGROUP`] tokens, so W is read once per
+/// that many tokens.
+pub fn encode_tokens(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    w: &GpuMatrix,
+    x: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    y: &wgpu::Buffer,
+    tokens: usize,
+) -> Result<(), GpuError> {
     const OP: &str = "gemv";
     let need = |what: &'static str, buf: &wgpu::Buffer, len: usize| {
         if buf.size() < (len * 4) as u64 {
@@ -173,19 +194,33 @@ pub fn encode(
             Ok(())
         }
     };
-    need("x buffer length", x, w.cols())?;
-    need("y buffer length", y, w.rows())?;
+    need("x buffer length", x, tokens * w.cols())?;
+    need("y buffer length", y, tokens * w.rows())?;
     if let Some(b) = bias {
         need("bias buffer length", b, w.rows())?;
     }
     let caps = ctx.caps();
-    let (gx, gy) = dispatch_size(w.rows() as u32, caps.max_compute_workgroups_per_dimension)
-        .ok_or_else(|| GpuError::TooLarge {
-            what: format!("gemv over {} rows (one workgroup per row)", w.rows()),
-            bytes: w.rows() as u64,
-            limit: u64::from(caps.max_compute_workgroups_per_dimension).pow(2),
+    let groups = (w.rows() as u32).div_ceil(ROWS_PER_WORKGROUP);
+    let (gx, gy) =
+        dispatch_size(groups, caps.max_compute_workgroups_per_dimension).ok_or_else(|| {
+            GpuError::TooLarge {
+                what: format!(
+                    "gemv over {} rows ({ROWS_PER_WORKGROUP} per workgroup)",
+                    w.rows()
+                ),
+                bytes: w.rows() as u64,
+                limit: u64::from(caps.max_compute_workgroups_per_dimension).pow(2),
+            }
         })?;
-    if gx == 0 {
+    let gz = tokens.div_ceil(TOKENS_PER_WORKGROUP as usize);
+    if gz as u64 > u64::from(caps.max_compute_workgroups_per_dimension) {
+        return Err(GpuError::TooLarge {
+            what: format!("gemv over {tokens} tokens ({TOKENS_PER_WORKGROUP} per workgroup)"),
+            bytes: gz as u64,
+            limit: u64::from(caps.max_compute_workgroups_per_dimension),
+        });
+    }
+    if gx == 0 || tokens == 0 {
         return Ok(());
     }
     let (layout, pipeline) = ctx.gemv.get(ctx, w.format())?;
@@ -194,10 +229,11 @@ pub fn encode(
         k: w.cols() as u32,
         row_bytes: w.format().row_bytes(w.cols()) as u32,
         flags: if bias.is_some() { HAS_BIAS } else { 0 },
+        tokens: tokens as u32,
     };
     let uniform = ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("akari.gemv.params"),
-        size: 16,
+        size: 32,
         usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
@@ -235,7 +271,7 @@ pub fn encode(
         });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(gx, gy, 1);
+        pass.dispatch_workgroups(gx, gy, gz as u32);
     }
     ctx.check(OP)
 }
@@ -307,9 +343,11 @@ mod tests {
             k: 0x0203,
             row_bytes: 4,
             flags: HAS_BIAS,
+            tokens: 5,
         };
         let b = p.bytes();
         assert_eq!(&b[..8], &[1, 0, 0, 0, 3, 2, 0, 0]);
-        assert_eq!(&b[12..], &[1, 0, 0, 0]);
+        assert_eq!(&b[12..20], &[1, 0, 0, 0, 5, 0, 0, 0]);
+        assert_eq!(&b[20..], &[0; 12]);
     }
 }

@@ -5,9 +5,9 @@
 //                          `row_bytes` bytes, rows contiguous, little-endian, the tail padded
 //                          with zero words (at least one, so a 4-byte read at the last even
 //                          offset stays in bounds).
-//   1  x:      array<f32>  [K]
+//   1  x:      array<f32>  [T, K]
 //   2  bias:   array<f32>  [N] when `flags & 1`, otherwise any 4-byte buffer (not read)
-//   3  y:      array<f32>  [N] (written)
+//   3  y:      array<f32>  [T, N] (written)
 //   4  params: Params      uniform
 //
 // Formats, one entry point each (ggml block layouts, 32 values per quantised block):
@@ -19,18 +19,31 @@
 // In 4-bit blocks byte j holds value j in its low nibble and value j + 16 in its high one.
 // Blocks are 2-byte aligned only, so every read goes through `load_u32` / `load_f16`.
 //
-// Dispatch: one workgroup of WG threads per output row, rows numbered
-// `wid.y · nwg.x + wid.x` (2-D when N exceeds maxComputeWorkgroupsPerDimension); each thread
-// accumulates a strided share of the row, then the workgroup sums the partials in shared
-// memory.
+// Dispatch: one workgroup of WG threads per ROWS output rows, LANES threads per row, row
+// groups numbered `wid.y · nwg.x + wid.x` (2-D when N / ROWS exceeds
+// maxComputeWorkgroupsPerDimension). Each thread accumulates a strided share of its row
+// (elements or blocks `lane, lane + LANES, …`), then the row's lanes sum their partials in
+// shared memory. Several rows per workgroup keep every thread busy on short quantised rows
+// (576 values are only 18 blocks) and cut the per-workgroup cost on CPU drivers.
+// Tokens: `wid.z` covers TB tokens (x row `tok` gives y row `tok`). A lone token (decode)
+// takes the scalar `dot_*` path; otherwise the `dot4_*` functions decode each weight once
+// and multiply it with the TB tokens' x values (prefill reads W once per TB tokens; a tiled
+// GEMM is the next step).
 
 const WG: u32 = 64u;
+const LANES: u32 = 8u;
+const ROWS: u32 = 8u; // WG / LANES
+const TB: u32 = 4u;
 
 struct Params {
     n: u32,
     k: u32,
     row_bytes: u32,
     flags: u32,
+    tokens: u32,
+    _a: u32,
+    _b: u32,
+    _c: u32,
 }
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -40,6 +53,16 @@ struct Params {
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> partial: array<f32, WG>;
+var<workgroup> partial4: array<vec4<f32>, WG>;
+
+// Offsets in x of the (up to) TB tokens a workgroup computes together; tokens past the end
+// repeat the last one and are not written.
+var<private> xo4: vec4<u32>;
+
+// x[e] of the TB tokens.
+fn xv(e: u32) -> vec4<f32> {
+    return vec4<f32>(x[xo4.x + e], x[xo4.y + e], x[xo4.z + e], x[xo4.w + e]);
+}
 
 // Four bytes starting at byte offset `o`, which must be even.
 fn load_u32(o: u32) -> u32 {
@@ -61,43 +84,43 @@ fn i8_at(v: u32, i: u32) -> f32 {
     return f32(bitcast<i32>(v << (24u - 8u * i)) >> 24u);
 }
 
-fn dot_f32(row: u32, t: u32) -> f32 {
+fn dot_f32(row: u32, t: u32, xo: u32) -> f32 {
     let base = row * (params.row_bytes >> 2u);
     var acc = 0.0;
-    for (var i = t; i < params.k; i += WG) {
-        acc += bitcast<f32>(w[base + i]) * x[i];
+    for (var i = t; i < params.k; i += LANES) {
+        acc += bitcast<f32>(w[base + i]) * x[xo + i];
     }
     return acc;
 }
 
-fn dot_f16(row: u32, t: u32) -> f32 {
+fn dot_f16(row: u32, t: u32, xo: u32) -> f32 {
     let base = row * params.row_bytes;
     var acc = 0.0;
     if (base & 2u) == 0u {
         // Word-aligned row (K even for every row, or this row by luck): two values a word.
         let words = params.k >> 1u;
         let wbase = base >> 2u;
-        for (var i = t; i < words; i += WG) {
+        for (var i = t; i < words; i += LANES) {
             let v = unpack2x16float(w[wbase + i]);
-            acc += v.x * x[2u * i] + v.y * x[2u * i + 1u];
+            acc += v.x * x[xo + 2u * i] + v.y * x[xo + 2u * i + 1u];
         }
         if (params.k & 1u) == 1u && t == 0u {
-            acc += load_f16(base + 2u * (params.k - 1u)) * x[params.k - 1u];
+            acc += load_f16(base + 2u * (params.k - 1u)) * x[xo + params.k - 1u];
         }
     } else {
-        for (var i = t; i < params.k; i += WG) {
-            acc += load_f16(base + 2u * i) * x[i];
+        for (var i = t; i < params.k; i += LANES) {
+            acc += load_f16(base + 2u * i) * x[xo + i];
         }
     }
     return acc;
 }
 
-fn dot_q8_0(row: u32, t: u32) -> f32 {
+fn dot_q8_0(row: u32, t: u32, xo: u32) -> f32 {
     let blocks = params.k >> 5u;
     var acc = 0.0;
-    for (var b = t; b < blocks; b += WG) {
+    for (var b = t; b < blocks; b += LANES) {
         let o = row * params.row_bytes + b * 34u;
-        let xb = b * 32u;
+        let xb = xo + b * 32u;
         var s = 0.0;
         for (var j = 0u; j < 8u; j++) {
             let q = load_u32(o + 2u + 4u * j);
@@ -127,98 +150,271 @@ fn nibble_dot(o: u32, xb: u32) -> vec2<f32> {
     return vec2<f32>(s, sx);
 }
 
-fn dot_q4_0(row: u32, t: u32) -> f32 {
+fn dot_q4_0(row: u32, t: u32, xo: u32) -> f32 {
     let blocks = params.k >> 5u;
     var acc = 0.0;
-    for (var b = t; b < blocks; b += WG) {
+    for (var b = t; b < blocks; b += LANES) {
         let o = row * params.row_bytes + b * 18u;
-        let r = nibble_dot(o + 2u, b * 32u);
+        let r = nibble_dot(o + 2u, xo + b * 32u);
         acc += load_f16(o) * (r.x - 8.0 * r.y);
     }
     return acc;
 }
 
-fn dot_q4_1(row: u32, t: u32) -> f32 {
+fn dot_q4_1(row: u32, t: u32, xo: u32) -> f32 {
     let blocks = params.k >> 5u;
     var acc = 0.0;
-    for (var b = t; b < blocks; b += WG) {
+    for (var b = t; b < blocks; b += LANES) {
         let o = row * params.row_bytes + b * 20u;
-        let r = nibble_dot(o + 4u, b * 32u);
+        let r = nibble_dot(o + 4u, xo + b * 32u);
         acc += load_f16(o) * r.x + load_f16(o + 2u) * r.y;
     }
     return acc;
 }
 
-// Sums the workgroup's partials and writes y[row]. `row` is uniform across the workgroup,
-// so every thread reaches the barriers.
-fn finish(row: u32, t: u32, acc: f32) {
+// The dot products of one row with TB tokens at once: each weight is loaded and decoded
+// once for all of them (prefill).
+
+fn dot4_f32(row: u32, t: u32) -> vec4<f32> {
+    let base = row * (params.row_bytes >> 2u);
+    var acc = vec4<f32>(0.0);
+    for (var i = t; i < params.k; i += LANES) {
+        acc += bitcast<f32>(w[base + i]) * xv(i);
+    }
+    return acc;
+}
+
+fn dot4_f16(row: u32, t: u32) -> vec4<f32> {
+    let base = row * params.row_bytes;
+    var acc = vec4<f32>(0.0);
+    for (var i = t; i < params.k; i += LANES) {
+        acc += load_f16(base + 2u * i) * xv(i);
+    }
+    return acc;
+}
+
+fn dot4_q8_0(row: u32, t: u32) -> vec4<f32> {
+    let blocks = params.k >> 5u;
+    var acc = vec4<f32>(0.0);
+    for (var b = t; b < blocks; b += LANES) {
+        let o = row * params.row_bytes + b * 34u;
+        let xb = b * 32u;
+        var s = vec4<f32>(0.0);
+        for (var j = 0u; j < 8u; j++) {
+            let q = load_u32(o + 2u + 4u * j);
+            let xi = xb + 4u * j;
+            s += i8_at(q, 0u) * xv(xi) + i8_at(q, 1u) * xv(xi + 1u)
+                + i8_at(q, 2u) * xv(xi + 2u) + i8_at(q, 3u) * xv(xi + 3u);
+        }
+        acc += load_f16(o) * s;
+    }
+    return acc;
+}
+
+// nibble_dot for TB tokens: Σ q·x and Σ x.
+struct Nibble4 {
+    s: vec4<f32>,
+    sx: vec4<f32>,
+}
+
+fn nibble_dot4(o: u32, xb: u32) -> Nibble4 {
+    var r = Nibble4(vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var j = 0u; j < 4u; j++) {
+        let q = load_u32(o + 4u * j);
+        for (var i = 0u; i < 4u; i++) {
+            let byte = (q >> (8u * i)) & 0xffu;
+            let lo = xv(xb + 4u * j + i);
+            let hi = xv(xb + 4u * j + i + 16u);
+            r.s += f32(byte & 0xfu) * lo + f32(byte >> 4u) * hi;
+            r.sx += lo + hi;
+        }
+    }
+    return r;
+}
+
+fn dot4_q4_0(row: u32, t: u32) -> vec4<f32> {
+    let blocks = params.k >> 5u;
+    var acc = vec4<f32>(0.0);
+    for (var b = t; b < blocks; b += LANES) {
+        let o = row * params.row_bytes + b * 18u;
+        let r = nibble_dot4(o + 2u, b * 32u);
+        acc += load_f16(o) * (r.s - 8.0 * r.sx);
+    }
+    return acc;
+}
+
+fn dot4_q4_1(row: u32, t: u32) -> vec4<f32> {
+    let blocks = params.k >> 5u;
+    var acc = vec4<f32>(0.0);
+    for (var b = t; b < blocks; b += LANES) {
+        let o = row * params.row_bytes + b * 20u;
+        let r = nibble_dot4(o + 4u, b * 32u);
+        acc += load_f16(o) * r.s + load_f16(o + 2u) * r.sx;
+    }
+    return acc;
+}
+
+// finish for TB tokens starting at `tok0`, of which `nt` are real.
+fn finish4(row: u32, tok0: u32, nt: u32, t: u32, acc: vec4<f32>) {
+    partial4[t] = acc;
+    workgroupBarrier();
+    let lane = t % LANES;
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if lane < s {
+            partial4[t] += partial4[t + s];
+        }
+        workgroupBarrier();
+    }
+    if lane == 0u && row < params.n {
+        var b = 0.0;
+        if (params.flags & 1u) != 0u {
+            b = bias[row];
+        }
+        let v = partial4[t];
+        for (var j = 0u; j < nt; j++) {
+            y[(tok0 + j) * params.n + row] = v[j] + b;
+        }
+    }
+}
+
+// Sums the partials of each row's lanes and writes y[tok, row]. Every thread of the
+// workgroup calls this (rows past N with acc = 0), so all reach the barriers.
+fn finish(row: u32, tok: u32, t: u32, acc: f32) {
     partial[t] = acc;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if t < s {
+    let lane = t % LANES;
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if lane < s {
             partial[t] += partial[t + s];
         }
         workgroupBarrier();
     }
-    if t == 0u {
-        var v = partial[0];
+    if lane == 0u && row < params.n {
+        var v = partial[t];
         if (params.flags & 1u) != 0u {
             v += bias[row];
         }
-        y[row] = v;
+        y[tok * params.n + row] = v;
     }
+    // `partial` is reused by the next token.
+    workgroupBarrier();
 }
 
-fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.y * nwg.x + wid.x;
+fn row_of(wid: vec3<u32>, nwg: vec3<u32>, t: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * ROWS + t / LANES;
 }
 
 @compute @workgroup_size(WG)
 fn gemv_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) t: u32) {
-    let row = row_of(wid, nwg);
-    if row >= params.n {
+    let row = row_of(wid, nwg, t);
+    let tok0 = wid.z * TB;
+    let nt = min(TB, params.tokens - tok0);
+    if nt == 1u {
+        var acc = 0.0;
+        if row < params.n {
+            acc = dot_f32(row, t % LANES, tok0 * params.k);
+        }
+        finish(row, tok0, t, acc);
         return;
     }
-    finish(row, t, dot_f32(row, t));
+    let last = tok0 + nt - 1u;
+    xo4 = vec4<u32>(tok0, min(tok0 + 1u, last), min(tok0 + 2u, last), last) * params.k;
+    var acc = vec4<f32>(0.0);
+    if row < params.n {
+        acc = dot4_f32(row, t % LANES);
+    }
+    finish4(row, tok0, nt, t, acc);
 }
 
 @compute @workgroup_size(WG)
 fn gemv_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) t: u32) {
-    let row = row_of(wid, nwg);
-    if row >= params.n {
+    let row = row_of(wid, nwg, t);
+    let tok0 = wid.z * TB;
+    let nt = min(TB, params.tokens - tok0);
+    if nt == 1u {
+        var acc = 0.0;
+        if row < params.n {
+            acc = dot_f16(row, t % LANES, tok0 * params.k);
+        }
+        finish(row, tok0, t, acc);
         return;
     }
-    finish(row, t, dot_f16(row, t));
+    let last = tok0 + nt - 1u;
+    xo4 = vec4<u32>(tok0, min(tok0 + 1u, last), min(tok0 + 2u, last), last) * params.k;
+    var acc = vec4<f32>(0.0);
+    if row < params.n {
+        acc = dot4_f16(row, t % LANES);
+    }
+    finish4(row, tok0, nt, t, acc);
 }
 
 @compute @workgroup_size(WG)
 fn gemv_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) t: u32) {
-    let row = row_of(wid, nwg);
-    if row >= params.n {
+    let row = row_of(wid, nwg, t);
+    let tok0 = wid.z * TB;
+    let nt = min(TB, params.tokens - tok0);
+    if nt == 1u {
+        var acc = 0.0;
+        if row < params.n {
+            acc = dot_q8_0(row, t % LANES, tok0 * params.k);
+        }
+        finish(row, tok0, t, acc);
         return;
     }
-    finish(row, t, dot_q8_0(row, t));
+    let last = tok0 + nt - 1u;
+    xo4 = vec4<u32>(tok0, min(tok0 + 1u, last), min(tok0 + 2u, last), last) * params.k;
+    var acc = vec4<f32>(0.0);
+    if row < params.n {
+        acc = dot4_q8_0(row, t % LANES);
+    }
+    finish4(row, tok0, nt, t, acc);
 }
 
 @compute @workgroup_size(WG)
 fn gemv_q4_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) t: u32) {
-    let row = row_of(wid, nwg);
-    if row >= params.n {
+    let row = row_of(wid, nwg, t);
+    let tok0 = wid.z * TB;
+    let nt = min(TB, params.tokens - tok0);
+    if nt == 1u {
+        var acc = 0.0;
+        if row < params.n {
+            acc = dot_q4_0(row, t % LANES, tok0 * params.k);
+        }
+        finish(row, tok0, t, acc);
         return;
     }
-    finish(row, t, dot_q4_0(row, t));
+    let last = tok0 + nt - 1u;
+    xo4 = vec4<u32>(tok0, min(tok0 + 1u, last), min(tok0 + 2u, last), last) * params.k;
+    var acc = vec4<f32>(0.0);
+    if row < params.n {
+        acc = dot4_q4_0(row, t % LANES);
+    }
+    finish4(row, tok0, nt, t, acc);
 }
 
 @compute @workgroup_size(WG)
 fn gemv_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) t: u32) {
-    let row = row_of(wid, nwg);
-    if row >= params.n {
+    let row = row_of(wid, nwg, t);
+    let tok0 = wid.z * TB;
+    let nt = min(TB, params.tokens - tok0);
+    if nt == 1u {
+        var acc = 0.0;
+        if row < params.n {
+            acc = dot_q4_1(row, t % LANES, tok0 * params.k);
+        }
+        finish(row, tok0, t, acc);
         return;
     }
-    finish(row, t, dot_q4_1(row, t));
+    let last = tok0 + nt - 1u;
+    xo4 = vec4<u32>(tok0, min(tok0 + 1u, last), min(tok0 + 2u, last), last) * params.k;
+    var acc = vec4<f32>(0.0);
+    if row < params.n {
+        acc = dot4_q4_1(row, t % LANES);
+    }
+    finish4(row, tok0, nt, t, acc);
 }

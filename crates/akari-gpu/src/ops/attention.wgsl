@@ -1,0 +1,122 @@
+// Causal attention over one layer's cache: row r (position pos + r) of head h attends to
+// positions 0..=pos + r of its key/value head h / (heads / kv_heads).
+//
+// Bindings: 0 q: [rows, heads · head_dim], 1 k_cache, 2 v_cache:
+// [kv_heads, max_seq, head_dim], 3 out: [rows, heads · head_dim] (written), 4 params.
+// Dispatch: one workgroup of WG threads per (head = wid.x, row = wid.y).
+//
+// The softmax is computed online over tiles of WG positions (running max and sum, the
+// accumulator rescaled when the max grows), so no score buffer of max_seq is needed: each
+// thread scores one position of the tile, then each thread accumulates head_dim / WG output
+// values over the tile. head_dim ≤ MAX_HD.
+
+const WG: u32 = 64u;
+const MAX_HD: u32 = 256u;
+const PER_THREAD: u32 = 4u; // MAX_HD / WG
+
+struct Params {
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    max_seq: u32,
+    pos: u32,
+    scale: f32,
+    _a: u32,
+    _b: u32,
+}
+
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(2) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+var<workgroup> qs: array<f32, MAX_HD>;
+var<workgroup> probs: array<f32, WG>;
+var<workgroup> red: array<f32, WG>;
+
+fn reduce_max(t: u32, v: f32) -> f32 {
+    red[t] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if t < s {
+            red[t] = max(red[t], red[t + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(t: u32, v: f32) -> f32 {
+    red[t] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if t < s {
+            red[t] += red[t + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(WG)
+fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let h = wid.x;
+    let r = wid.y;
+    let hd = params.head_dim;
+    let kvh = h / (params.heads / params.kv_heads);
+    let qo = (r * params.heads + h) * hd;
+    for (var d = t; d < hd; d += WG) {
+        qs[d] = q[qo + d];
+    }
+    workgroupBarrier();
+    let n = params.pos + r + 1u;
+    let cbase = kvh * params.max_seq * hd;
+    var m = -1e30;
+    var l = 0.0;
+    var acc: array<f32, PER_THREAD>;
+    for (var base = 0u; base < n; base += WG) {
+        let j = base + t;
+        var s = -1e30;
+        if j < n {
+            var dot = 0.0;
+            let ko = cbase + j * hd;
+            for (var d = 0u; d < hd; d++) {
+                dot += qs[d] * k_cache[ko + d];
+            }
+            s = dot * params.scale;
+        }
+        let new_m = max(m, reduce_max(t, s));
+        let corr = exp(m - new_m);
+        var e = 0.0;
+        if j < n {
+            e = exp(s - new_m);
+        }
+        probs[t] = e;
+        // The barriers inside make `probs` visible to every thread.
+        l = l * corr + reduce_sum(t, e);
+        let count = min(WG, n - base);
+        for (var i = 0u; i < PER_THREAD; i++) {
+            let d = t + i * WG;
+            if d < hd {
+                var a = acc[i] * corr;
+                for (var jj = 0u; jj < count; jj++) {
+                    a += probs[jj] * v_cache[cbase + (base + jj) * hd + d];
+                }
+                acc[i] = a;
+            }
+        }
+        m = new_m;
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < PER_THREAD; i++) {
+        let d = t + i * WG;
+        if d < hd {
+            out[qo + d] = acc[i] / l;
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Elementwise ops: `silu(gate) · up` (`silu_mul.wgsl`) and `x += y` (`add.wgsl`).
+
+use super::{grid, Shader};
+use crate::{GpuContext, GpuError};
+
+const SILU_MUL: Shader = Shader {
+    name: "silu_mul.wgsl",
+    source: include_str!("silu_mul.wgsl"),
+};
+
+const ADD: Shader = Shader {
+    name: "add.wgsl",
+    source: include_str!("add.wgsl"),
+};
+
+/// Values per workgroup in both shaders.
+const WG: usize = 256;
+
+/// Records `y = silu(gate) · up` over `n` values.
+pub fn silu_mul(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    gate: &wgpu::Buffer,
+    up: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    n: usize,
+) -> Result<(), GpuError> {
+    let (gx, gy) = grid(ctx, "silu_mul", n.div_ceil(WG))?;
+    ctx.dispatch(
+        encoder,
+        &SILU_MUL,
+        "silu_mul",
+        &[gate, up, y],
+        &[n as u32],
+        (gx, gy, 1),
+    )
+}
+
+/// Records `x += y` over `n` values.
+pub fn add_assign(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    n: usize,
+) -> Result<(), GpuError> {
+    let (gx, gy) = grid(ctx, "add_assign", n.div_ceil(WG))?;
+    ctx.dispatch(
+        encoder,
+        &ADD,
+        "add_assign",
+        &[x, y],
+        &[n as u32],
+        (gx, gy, 1),
+    )
+}
