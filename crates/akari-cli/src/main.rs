@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[command(
     name = "akari",
     version,
-    about = "Run chat LLMs locally: GGUF models on the CPU",
+    about = "Run chat LLMs locally: GGUF, safetensors and ONNX models on the CPU or GPU",
     after_help = DTYPES_HELP
 )]
 struct Cli {
