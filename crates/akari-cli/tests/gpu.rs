@@ -50,13 +50,7 @@ fn gpu_backend_names_the_adapter() {
 
 #[test]
 fn tiny_models_on_the_gpu_match_reference_logits() {
-    let root = fixture("tiny");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("reference.json").exists())
-        .collect();
-    dirs.sort();
+    let dirs = tiny_fixture_dirs();
     for name in REQUIRED {
         assert!(
             dirs.iter().any(|d| d.ends_with(name)),

@@ -14,13 +14,8 @@ struct Outcome {
 
 #[test]
 fn tiny_models_match_reference_logits() {
+    let dirs = tiny_fixture_dirs();
     let root = fixture("tiny");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("reference.json").exists())
-        .collect();
-    dirs.sort();
     assert!(
         dirs.len() >= 10,
         "expected the tiny fixtures in {}",

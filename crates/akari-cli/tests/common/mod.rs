@@ -66,6 +66,18 @@ pub fn smollm2() -> PathBuf {
     p
 }
 
+/// The tiny GGUF fixtures (`fixtures/tiny/*` with a `reference.json`), sorted.
+pub fn tiny_fixture_dirs() -> Vec<PathBuf> {
+    let root = fixture("tiny");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("reference.json").exists())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 pub fn floats(v: &Value) -> Vec<f32> {
     v.as_array()
         .expect("an array of numbers")
