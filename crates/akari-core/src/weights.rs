@@ -182,6 +182,18 @@ pub enum LayerTensor {
     Down,
 }
 
+impl LayerTensor {
+    /// The tensors every decoder layer must have (q/k/v biases only when `qkv_bias`).
+    pub fn required(qkv_bias: bool) -> Vec<LayerTensor> {
+        use LayerTensor::*;
+        let mut t = vec![AttnNorm, Q, K, V, O, FfnNorm, Gate, Up, Down];
+        if qkv_bias {
+            t.extend([QBias, KBias, VBias]);
+        }
+        t
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TensorKey {
     Embed,

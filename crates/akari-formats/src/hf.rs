@@ -490,20 +490,7 @@ pub(crate) fn check_complete(w: &ModelWeights, c: &ModelConfig) -> Result<()> {
         // config.json does not tie it to the embedding, so it must be there.
         return Err(Error::MissingTensor(TensorKey::Output.to_string()));
     }
-    let mut per_layer = vec![
-        LayerTensor::AttnNorm,
-        LayerTensor::Q,
-        LayerTensor::K,
-        LayerTensor::V,
-        LayerTensor::O,
-        LayerTensor::FfnNorm,
-        LayerTensor::Gate,
-        LayerTensor::Up,
-        LayerTensor::Down,
-    ];
-    if c.qkv_bias {
-        per_layer.extend([LayerTensor::QBias, LayerTensor::KBias, LayerTensor::VBias]);
-    }
+    let per_layer = LayerTensor::required(c.qkv_bias);
     let phi3 = c.arch == Arch::Phi3;
     for layer in 0..c.num_layers {
         for &t in &per_layer {

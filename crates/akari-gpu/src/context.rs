@@ -192,12 +192,14 @@ impl GpuContext {
     /// A storage buffer holding `bytes`, padded with zeros to whole 4-byte words plus one
     /// spare word (kernels read 4 bytes at any even offset). Fails when it would not fit in
     /// one binding.
-    pub fn storage_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer, GpuError> {
-        let size = (bytes.len() as u64).div_ceil(4) * 4 + 4;
-        let limit = self
-            .caps
-            .max_storage_buffer_binding_size
-            .min(self.caps.max_buffer_size);
+    /// A storage buffer of `size` bytes, refused with `TooLarge` past `limit`.
+    fn new_storage(
+        &self,
+        label: &str,
+        size: u64,
+        limit: u64,
+        mapped: bool,
+    ) -> Result<wgpu::Buffer, GpuError> {
         if size > limit {
             return Err(GpuError::TooLarge {
                 what: label.to_string(),
@@ -205,14 +207,23 @@ impl GpuContext {
                 limit,
             });
         }
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: true,
-        });
+            mapped_at_creation: mapped,
+        }))
+    }
+
+    pub fn storage_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer, GpuError> {
+        let size = (bytes.len() as u64).div_ceil(4) * 4 + 4;
+        let limit = self
+            .caps
+            .max_storage_buffer_binding_size
+            .min(self.caps.max_buffer_size);
+        let buffer = self.new_storage(label, size, limit, true)?;
         {
             let mut view = buffer
                 .get_mapped_range_mut(..)
@@ -229,21 +240,7 @@ impl GpuContext {
     pub fn f32_buffer(&self, label: &str, len: usize) -> Result<wgpu::Buffer, GpuError> {
         let size = (len.max(1) * 4) as u64;
         let limit = self.caps.max_storage_buffer_binding_size;
-        if size > limit {
-            return Err(GpuError::TooLarge {
-                what: label.to_string(),
-                bytes: size,
-                limit,
-            });
-        }
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_DST
-                | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
+        let buffer = self.new_storage(label, size, limit, false)?;
         self.check(label)?;
         Ok(buffer)
     }

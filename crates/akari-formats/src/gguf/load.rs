@@ -63,20 +63,7 @@ pub fn model_source_with(f: &GgufFile, target: &ConvertTo) -> Result<ModelSource
     };
     missing(TensorKey::Embed, keys::TOKEN_EMBD.into())?;
     missing(TensorKey::OutputNorm, keys::OUTPUT_NORM.into())?;
-    let mut per_layer = vec![
-        LayerTensor::AttnNorm,
-        LayerTensor::Q,
-        LayerTensor::K,
-        LayerTensor::V,
-        LayerTensor::O,
-        LayerTensor::FfnNorm,
-        LayerTensor::Gate,
-        LayerTensor::Up,
-        LayerTensor::Down,
-    ];
-    if config.qkv_bias {
-        per_layer.extend(bias_keys);
-    }
+    let per_layer = LayerTensor::required(config.qkv_bias);
     for layer in 0..config.num_layers {
         for &t in &per_layer {
             missing(TensorKey::Layer(layer, t), keys::block_name(layer, t))?;

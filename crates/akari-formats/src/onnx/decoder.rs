@@ -335,6 +335,19 @@ impl<'a> Graph<'a> {
         node.outputs.first().map(String::as_str)
     }
 
+    /// An integer attribute that must be present and positive (sizes, bit widths).
+    fn positive_attr(&self, node: &Node, name: &str) -> Result<usize> {
+        node.attr_i(name)
+            .and_then(|v| usize::try_from(v).ok())
+            .filter(|&v| v > 0)
+            .ok_or_else(|| {
+                self.err(format!(
+                    "node `{}`: attribute `{name}` missing or invalid",
+                    node.name
+                ))
+            })
+    }
+
     fn init(&self, node: &Node, i: usize, what: &str) -> Result<&'a Tensor> {
         let name = node
             .input(i)
@@ -390,17 +403,7 @@ impl<'a> Graph<'a> {
                 })
             }
             ("com.microsoft", "MatMulNBits") => {
-                let attr = |name: &str| -> Result<usize> {
-                    node.attr_i(name)
-                        .and_then(|v| usize::try_from(v).ok())
-                        .filter(|&v| v > 0)
-                        .ok_or_else(|| {
-                            self.err(format!(
-                                "node `{}`: attribute `{name}` missing or invalid",
-                                node.name
-                            ))
-                        })
-                };
+                let attr = |name: &str| self.positive_attr(node, name);
                 Ok(Source::NBits(NBits {
                     node,
                     b: self.init(node, 1, "B")?,
@@ -416,17 +419,7 @@ impl<'a> Graph<'a> {
                 }))
             }
             ("com.microsoft", "MatMulBnb4") => {
-                let attr = |name: &str| -> Result<usize> {
-                    node.attr_i(name)
-                        .and_then(|v| usize::try_from(v).ok())
-                        .filter(|&v| v > 0)
-                        .ok_or_else(|| {
-                            self.err(format!(
-                                "node `{}`: attribute `{name}` missing or invalid",
-                                node.name
-                            ))
-                        })
-                };
+                let attr = |name: &str| self.positive_attr(node, name);
                 Ok(Source::Bnb4(Bnb4 {
                     node,
                     b: self.init(node, 1, "B")?,
