@@ -146,3 +146,53 @@ fn gpu_rejects_out_of_vocabulary_tokens() {
     assert!(!run.ok, "an out-of-vocabulary token must fail");
     assert!(run.stderr.contains("99999999"), "{}", run.stderr);
 }
+
+/// A cache longer than one attention chunk: decode splits it across workgroups and merges
+/// the partial softmaxes (flash-decoding). Logits after a 300-token prompt and each of 6
+/// greedy steps must match the CPU backend's.
+#[test]
+fn long_context_decode_on_the_gpu_matches_the_cpu() {
+    let model = fixture("tiny/llama-f32/model.gguf");
+    let prompt: Vec<String> = (0..300u32)
+        .map(|i| ((i * 37 + 11) % 200).to_string())
+        .collect();
+    let prompt = prompt.join(",");
+    let run = |device: &str| {
+        let out = akari(&[
+            "logits",
+            model.to_str().expect("utf-8 path"),
+            "--tokens",
+            &prompt,
+            "--steps",
+            "6",
+            "--context",
+            "512",
+            "--device",
+            device,
+        ])
+        .json();
+        out["steps"]
+            .as_array()
+            .expect("steps in output")
+            .iter()
+            .map(|s| floats(&s["logits"]))
+            .collect::<Vec<_>>()
+    };
+    let (cpu, gpu) = (run("cpu"), run("gpu"));
+    assert_eq!(cpu.len(), 7);
+    assert_eq!(gpu.len(), cpu.len());
+    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        let range =
+            c.iter().cloned().fold(f32::MIN, f32::max) - c.iter().cloned().fold(f32::MAX, f32::min);
+        let err = c
+            .iter()
+            .zip(g)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        eprintln!("step {i}: max error {:.2e} of range", err / range);
+        assert!(
+            err <= TOLERANCE * range,
+            "step {i}: GPU logits differ from the CPU's by {err} (range {range})"
+        );
+    }
+}

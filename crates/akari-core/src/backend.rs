@@ -57,6 +57,28 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<Self::Tensor>> {
         ws.iter().map(|(w, b)| self.matmul(x, w, *b)).collect()
     }
+    /// `x += a · wᵀ`: a matmul whose result goes straight into the residual stream, so a
+    /// backend can fuse the add into the matmul.
+    fn matmul_add(&self, x: &mut Self::Tensor, a: &Self::Tensor, w: &Self::Matrix) -> Result<()> {
+        let y = self.matmul(a, w, None)?;
+        self.add_assign(x, &y)
+    }
+    /// `silu(x · gateᵀ) · (x · upᵀ)`, the gated MLP's first half, so a backend can compute
+    /// both projections and the activation in one pass.
+    fn matmul_glu(
+        &self,
+        x: &Self::Tensor,
+        gate: &Self::Matrix,
+        up: &Self::Matrix,
+    ) -> Result<Self::Tensor> {
+        let [g, u]: [Self::Tensor; 2] = self
+            .matmul_many(x, &[(gate, None), (up, None)])?
+            .try_into()
+            .map_err(|_| {
+                crate::Error::InvalidArgument("gate/up projection returned the wrong count".into())
+            })?;
+        self.silu_mul(&g, &u)
+    }
     /// Rotates each of the `heads` heads of every row; row `i` is at position `pos + i`.
     fn rope(&self, x: &mut Self::Tensor, heads: usize, rope: &Self::Rope, pos: usize)
         -> Result<()>;

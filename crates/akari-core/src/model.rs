@@ -193,18 +193,10 @@ impl<B: Backend> Model<B> {
             be.rope(&mut q, cfg.num_heads, rope, self.pos)?;
             be.rope(&mut k, cfg.num_kv_heads, rope, self.pos)?;
             let a = be.attention(&q, &k, &v, &mut self.cache, i, self.pos)?;
-            let o = be.matmul(&a, &l.o, None)?;
-            be.add_assign(&mut x, &o)?;
+            be.matmul_add(&mut x, &a, &l.o)?;
             let h = be.rms_norm(&x, &l.ffn_norm, cfg.rms_norm_eps)?;
-            let [gate, up]: [B::Tensor; 2] = be
-                .matmul_many(&h, &[(&l.gate, None), (&l.up, None)])?
-                .try_into()
-                .map_err(|_| {
-                    Error::InvalidArgument("gate/up projection returned the wrong count".into())
-                })?;
-            let act = be.silu_mul(&gate, &up)?;
-            let down = be.matmul(&act, &l.down, None)?;
-            be.add_assign(&mut x, &down)?;
+            let act = be.matmul_glu(&h, &l.gate, &l.up)?;
+            be.matmul_add(&mut x, &act, &l.down)?;
         }
         self.pos += tokens.len();
         be.last_row(&x)

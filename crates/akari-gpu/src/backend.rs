@@ -6,20 +6,33 @@
 //!   buffer the lm_head GEMV reads when tied); norms and biases are f32 buffers; rope tables
 //!   are uploaded once; the KV cache is two preallocated f32 buffers per layer,
 //!   `[kv_heads][max_seq][head_dim]`.
-//! - Every op records a compute pass into one pending command encoder; [`Backend::read`]
-//!   submits it, so a forward pass is one submission and one wait. Work left pending when a
-//!   forward pass fails is dropped at the end of [`Backend::scope`].
+//! - Every op records its dispatches into one compute pass of a pending [`Recording`]; every
+//!   [`SUBMIT_EVERY`] dispatches the recording is submitted so the GPU starts while the rest of
+//!   the pass is recorded, and [`Backend::read`] submits the remainder and waits once. Work
+//!   left pending when a forward pass fails is dropped at the end of [`Backend::scope`].
+//! - Nothing is created per token once shapes repeat: activation buffers come from a pool
+//!   (a dropped tensor returns its buffer), uniforms and bind groups are cached by content in
+//!   the context, and the two per-step inputs (token ids, position) live in fixed buffers
+//!   written with `Queue::write_buffer`.
+//! - Fused epilogues: `matmul_add` adds into the residual inside the GEMV, `matmul_glu`
+//!   computes gate, up and `silu(gate)·up` in one pass.
 //! - Activations are f32 for every weight format (there is no int8/int16 activation path).
-//!
-//! Next: bind groups and buffers built once at load and reused per step (today each op
-//! allocates its output and a uniform), fused decode kernels, a tiled GEMM for prefill.
 
-use crate::ops::{attention, elementwise, embed, gemv, rms_norm, rope};
+use crate::ops::gemv::Epilogue;
+use crate::ops::{attention, elementwise, embed, gemv, rms_norm, rope, Recording};
 use crate::{GpuContext, GpuError, GpuMatrix};
 use akari_core::backend::{Backend, RopeTables};
 use akari_core::weights::Matrix;
 use akari_core::{Error, ModelConfig, QuantFormat, Result};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Dispatches recorded before a partial submission (see the module docs). Overridable with
+/// `AKARI_GPU_SUBMIT_EVERY` for tuning; 0 submits only at the read.
+pub const SUBMIT_EVERY: usize = 64;
+
+/// Free activation buffers by byte size.
+type Pool = Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>;
 
 const NAME: &str = "gpu";
 
@@ -32,12 +45,23 @@ impl From<GpuError> for Error {
     }
 }
 
-/// Activations on the device, row-major f32.
+/// Activations on the device, row-major f32. Dropping it returns its buffer to the
+/// backend's pool.
 #[derive(Debug)]
 pub struct GpuTensor {
-    buffer: wgpu::Buffer,
+    buffer: Option<wgpu::Buffer>,
     rows: usize,
     cols: usize,
+    pool: Pool,
+}
+
+impl Drop for GpuTensor {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            pool.entry(b.size()).or_default().push(b);
+        }
+    }
 }
 
 impl GpuTensor {
@@ -50,7 +74,9 @@ impl GpuTensor {
     }
 
     pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.buffer
+        self.buffer
+            .as_ref()
+            .expect("a tensor holds its buffer until dropped")
     }
 }
 
@@ -74,6 +100,8 @@ pub struct GpuRope {
 #[derive(Debug)]
 pub struct GpuKvCache {
     layers: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    /// Partial results of split decode attention ([`attention::scratch_len`]).
+    scratch: wgpu::Buffer,
     max_seq: usize,
     heads: usize,
     kv_heads: usize,
@@ -82,7 +110,21 @@ pub struct GpuKvCache {
 
 pub struct GpuBackend {
     ctx: GpuContext,
-    pending: Mutex<Option<wgpu::CommandEncoder>>,
+    pending: Mutex<Pending>,
+    pool: Pool,
+    /// `[pos, 0, 0, 0]`: the position of the forward pass being recorded.
+    step: wgpu::Buffer,
+    /// Token ids of the step being recorded; grows as needed.
+    ids: Mutex<wgpu::Buffer>,
+    submit_every: usize,
+}
+
+/// What has been recorded and not yet submitted.
+#[derive(Default)]
+struct Pending {
+    rec: Option<Recording>,
+    /// The position the step buffer holds (as of the next submission).
+    pos: Option<usize>,
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -104,9 +146,27 @@ impl GpuBackend {
     }
 
     pub fn with_context(ctx: GpuContext) -> GpuBackend {
+        let buffer = |label: &str, size: u64| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let step = buffer("akari.step", 16);
+        let ids = Mutex::new(buffer("akari.token_ids", 256 * 4));
+        let submit_every = std::env::var("AKARI_GPU_SUBMIT_EVERY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(SUBMIT_EVERY);
         GpuBackend {
             ctx,
-            pending: Mutex::new(None),
+            pending: Mutex::new(Pending::default()),
+            pool: Pool::default(),
+            step,
+            ids,
+            submit_every,
         }
     }
 
@@ -120,20 +180,54 @@ impl GpuBackend {
         format!("{NAME} ({}, {:?})", info.name, info.backend)
     }
 
-    /// Runs `f` on the pending command encoder, starting one if none is pending.
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Submits what is recorded so far, if anything.
+    fn flush(&self, pending: &mut Pending) -> Result<()> {
+        if let Some(rec) = pending.rec.take() {
+            if rec.dispatches() > 0 {
+                self.ctx.submit("forward", rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the step buffer hold `pos` for the dispatches recorded next. A write reaches
+    /// the buffer at the next submission, so work recorded for another position is submitted
+    /// first.
+    fn set_pos(&self, pending: &mut Pending, pos: usize) -> Result<()> {
+        if pending.pos != Some(pos) {
+            self.flush(pending)?;
+            let pos = u32::try_from(pos)
+                .map_err(|_| Error::InvalidArgument(format!("position {pos} is too large")))?;
+            self.ctx.queue.write_buffer(
+                &self.step,
+                0,
+                &[pos, 0, 0, 0].map(u32::to_le_bytes).concat(),
+            );
+            pending.pos = Some(pos as usize);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the pending recording (at `pos`, for kernels that read the step buffer),
+    /// starting one if none is pending, and submits it once it is long enough.
     fn record(
         &self,
-        f: impl FnOnce(&GpuContext, &mut wgpu::CommandEncoder) -> Result<(), GpuError>,
+        pos: Option<usize>,
+        f: impl FnOnce(&GpuContext, &mut Recording) -> Result<(), GpuError>,
     ) -> Result<()> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let encoder = pending.get_or_insert_with(|| {
-            self.ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("akari.forward"),
-                })
-        });
-        f(&self.ctx, encoder)?;
+        let mut pending = self.pending();
+        if let Some(pos) = pos {
+            self.set_pos(&mut pending, pos)?;
+        }
+        let rec = pending.rec.get_or_insert_with(|| Recording::new(&self.ctx));
+        f(&self.ctx, rec)?;
+        if self.submit_every > 0 && rec.dispatches() >= self.submit_every {
+            self.flush(&mut pending)?;
+        }
         Ok(())
     }
 
@@ -141,10 +235,22 @@ impl GpuBackend {
         let len = rows
             .checked_mul(cols)
             .ok_or_else(|| Error::InvalidArgument(format!("{label}: {rows}x{cols} overflows")))?;
+        let size = (len.max(1) * 4) as u64;
+        let reused = self
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&size)
+            .and_then(Vec::pop);
+        let buffer = match reused {
+            Some(b) => b,
+            None => self.ctx.f32_buffer(label, len)?,
+        };
         Ok(GpuTensor {
-            buffer: self.ctx.f32_buffer(label, len)?,
+            buffer: Some(buffer),
             rows,
             cols,
+            pool: self.pool.clone(),
         })
     }
 
@@ -209,8 +315,13 @@ impl Backend for GpuBackend {
                 ))
             })
             .collect::<Result<Vec<_>, GpuError>>()?;
+        let scratch = self.ctx.f32_buffer(
+            "attention scratch",
+            attention::scratch_len(cfg.num_heads, cfg.head_dim),
+        )?;
         Ok(GpuKvCache {
             layers,
+            scratch,
             max_seq,
             heads: cfg.num_heads,
             kv_heads: cfg.num_kv_heads,
@@ -225,23 +336,36 @@ impl Backend for GpuBackend {
                 table.rows()
             )));
         }
-        let ids: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-        let ids = self.ctx.storage_buffer("akari.token_ids", &ids)?;
         let out = self.tensor("akari.embed", tokens.len(), table.cols())?;
-        self.record(|ctx, enc| embed::encode(ctx, enc, table, &ids, tokens.len(), &out.buffer))?;
+        let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        // The ids reach their buffer at the next submission: submit what was recorded with
+        // the previous ids first.
+        let ids = {
+            let mut pending = self.pending();
+            self.flush(&mut pending)?;
+            let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+            if ids.size() < bytes.len() as u64 {
+                *ids = self.ctx.f32_buffer("akari.token_ids", tokens.len())?;
+            }
+            self.ctx.queue.write_buffer(&ids, 0, &bytes);
+            ids.clone()
+        };
+        self.record(None, |ctx, rec| {
+            embed::encode(ctx, rec, table, &ids, tokens.len(), out.buffer())
+        })?;
         Ok(out)
     }
 
     fn rms_norm(&self, x: &GpuTensor, w: &GpuVector, eps: f32) -> Result<GpuTensor> {
         Self::check_cols(x, w.len, "rms_norm input")?;
         let out = self.tensor("akari.rms_norm", x.rows, x.cols)?;
-        self.record(|ctx, enc| {
+        self.record(None, |ctx, rec| {
             rms_norm::encode(
                 ctx,
-                enc,
-                &x.buffer,
+                rec,
+                x.buffer(),
                 &w.buffer,
-                &out.buffer,
+                out.buffer(),
                 x.rows,
                 x.cols,
                 eps,
@@ -258,14 +382,62 @@ impl Backend for GpuBackend {
             }
         }
         let out = self.tensor("akari.matmul", x.rows, w.rows())?;
-        self.record(|ctx, enc| {
+        let epilogue = Epilogue::Store {
+            bias: bias.map(|b| &b.buffer),
+        };
+        self.record(None, |ctx, rec| {
+            gemv::encode_tokens(ctx, rec, w, x.buffer(), epilogue, out.buffer(), x.rows)
+        })?;
+        Ok(out)
+    }
+
+    fn matmul_add(&self, x: &mut GpuTensor, a: &GpuTensor, w: &GpuMatrix) -> Result<()> {
+        Self::check_cols(a, w.cols(), "matmul input")?;
+        Self::check_cols(x, w.rows(), "residual")?;
+        if a.rows != x.rows {
+            return Err(shape("residual rows", vec![x.rows], vec![a.rows]));
+        }
+        self.record(None, |ctx, rec| {
             gemv::encode_tokens(
                 ctx,
-                enc,
+                rec,
                 w,
-                &x.buffer,
-                bias.map(|b| &b.buffer),
-                &out.buffer,
+                a.buffer(),
+                Epilogue::Accumulate,
+                x.buffer(),
+                a.rows,
+            )
+        })
+    }
+
+    fn matmul_glu(&self, x: &GpuTensor, gate: &GpuMatrix, up: &GpuMatrix) -> Result<GpuTensor> {
+        Self::check_cols(x, gate.cols(), "matmul input")?;
+        if up.rows() != gate.rows() || up.cols() != gate.cols() {
+            return Err(shape(
+                "up projection",
+                vec![gate.rows(), gate.cols()],
+                vec![up.rows(), up.cols()],
+            ));
+        }
+        if up.format() != gate.format() {
+            // The fused kernel reads both with one format's code.
+            let mut r = self.matmul_many(x, &[(gate, None), (up, None)])?;
+            let (Some(u), Some(g)) = (r.pop(), r.pop()) else {
+                return Err(Error::InvalidArgument(
+                    "gate/up projection returned the wrong count".into(),
+                ));
+            };
+            return self.silu_mul(&g, &u);
+        }
+        let out = self.tensor("akari.glu", x.rows, gate.rows())?;
+        self.record(None, |ctx, rec| {
+            gemv::encode_tokens(
+                ctx,
+                rec,
+                gate,
+                x.buffer(),
+                Epilogue::Glu { up },
+                out.buffer(),
                 x.rows,
             )
         })?;
@@ -288,9 +460,17 @@ impl Backend for GpuBackend {
                 reserve: 0,
             });
         }
-        self.record(|ctx, enc| {
+        self.record(Some(pos), |ctx, rec| {
             rope::encode(
-                ctx, enc, &x.buffer, &rope.cos, &rope.sin, x.rows, heads, rope.half, pos,
+                ctx,
+                rec,
+                x.buffer(),
+                &rope.cos,
+                &rope.sin,
+                &self.step,
+                x.rows,
+                heads,
+                rope.half,
             )
         })
     }
@@ -334,18 +514,18 @@ impl Backend for GpuBackend {
             max_seq: cache.max_seq,
             pos,
         };
-        self.record(|ctx, enc| {
-            attention::encode(
-                ctx,
-                enc,
-                &q.buffer,
-                &k.buffer,
-                &v.buffer,
-                kc,
-                vc,
-                &out.buffer,
-                dims,
-            )
+        let buffers = attention::Buffers {
+            q: q.buffer(),
+            k: k.buffer(),
+            v: v.buffer(),
+            k_cache: kc,
+            v_cache: vc,
+            out: out.buffer(),
+            scratch: &cache.scratch,
+            step: &self.step,
+        };
+        self.record(Some(pos), |ctx, rec| {
+            attention::encode(ctx, rec, &buffers, dims)
         })?;
         Ok(out)
     }
@@ -356,13 +536,13 @@ impl Backend for GpuBackend {
             return Err(shape("silu_mul rows", vec![gate.rows], vec![up.rows]));
         }
         let out = self.tensor("akari.silu_mul", gate.rows, gate.cols)?;
-        self.record(|ctx, enc| {
+        self.record(None, |ctx, rec| {
             elementwise::silu_mul(
                 ctx,
-                enc,
-                &gate.buffer,
-                &up.buffer,
-                &out.buffer,
+                rec,
+                gate.buffer(),
+                up.buffer(),
+                out.buffer(),
                 gate.rows * gate.cols,
             )
         })?;
@@ -374,8 +554,8 @@ impl Backend for GpuBackend {
         if y.rows != x.rows {
             return Err(shape("residual rows", vec![x.rows], vec![y.rows]));
         }
-        self.record(|ctx, enc| {
-            elementwise::add_assign(ctx, enc, &x.buffer, &y.buffer, x.rows * x.cols)
+        self.record(None, |ctx, rec| {
+            elementwise::add_assign(ctx, rec, x.buffer(), y.buffer(), x.rows * x.cols)
         })
     }
 
@@ -386,39 +566,35 @@ impl Backend for GpuBackend {
             .ok_or_else(|| Error::InvalidArgument("empty tensor".into()))?;
         let out = self.tensor("akari.last_row", 1, x.cols)?;
         let bytes = (x.cols * 4) as u64;
-        self.record(|_, enc| {
-            enc.copy_buffer_to_buffer(&x.buffer, r as u64 * bytes, &out.buffer, 0, bytes);
+        self.record(None, |_, rec| {
+            rec.encoder().copy_buffer_to_buffer(
+                x.buffer(),
+                r as u64 * bytes,
+                out.buffer(),
+                0,
+                bytes,
+            );
             Ok(())
         })?;
         Ok(out)
     }
 
-    /// Submits everything recorded since the last read and waits for `x`.
+    /// Submits everything recorded since the last submission and waits for `x`.
     fn read(&self, x: &GpuTensor) -> Result<Vec<f32>> {
-        let encoder = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let rec = self
+            .pending()
+            .rec
             .take()
-            .unwrap_or_else(|| {
-                self.ctx
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("akari.read"),
-                    })
-            });
+            .unwrap_or_else(|| Recording::new(&self.ctx));
         Ok(self
             .ctx
-            .submit_and_read("read", encoder, &x.buffer, x.rows * x.cols)?)
+            .submit_and_read("read", rec, x.buffer(), x.rows * x.cols)?)
     }
 
     fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         let r = f();
         // A pass that failed before its read leaves work recorded; it must not run later.
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.pending().rec.take();
         r
     }
 }

@@ -1,6 +1,6 @@
 //! The device: adapter choice, limits and features, errors, submission and read-back.
 
-use crate::ops::gemv::GemvKernels;
+use crate::ops::Recording;
 use crate::GpuError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,7 +38,8 @@ pub struct GpuContext {
     timeout: Duration,
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
-    pub(crate) gemv: GemvKernels,
+    /// The last read-back buffer, reused while reads keep the same size.
+    staging: Mutex<Option<wgpu::Buffer>>,
     /// Every other kernel's pipelines ([`crate::ops`]).
     pub(crate) pipelines: crate::ops::Pipelines,
 }
@@ -148,7 +149,7 @@ impl GpuContext {
             lost,
             timeout: DEFAULT_TIMEOUT,
             dummy,
-            gemv: GemvKernels::default(),
+            staging: Mutex::new(None),
             pipelines: Default::default(),
         })
     }
@@ -245,25 +246,39 @@ impl GpuContext {
         Ok(buffer)
     }
 
-    /// Submits `encoder` and reads `len` f32 values from the start of `src` back to the host,
+    /// Submits what `rec` holds without waiting.
+    pub fn submit(&self, op: &'static str, rec: Recording) -> Result<(), GpuError> {
+        self.queue.submit([rec.finish()]);
+        self.check(op)
+    }
+
+    /// Submits `rec` and reads `len` f32 values from the start of `src` back to the host,
     /// waiting at most the context's timeout.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn submit_and_read(
         &self,
         op: &'static str,
-        mut encoder: wgpu::CommandEncoder,
+        mut rec: Recording,
         src: &wgpu::Buffer,
         len: usize,
     ) -> Result<Vec<f32>, GpuError> {
         let size = (len.max(1) * 4) as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("akari.readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        // Reuse the last read-back buffer when it fits; a concurrent read makes its own.
+        let reused = {
+            let mut slot = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+            slot.take().filter(|b| b.size() == size)
+        };
+        let staging = reused.unwrap_or_else(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("akari.readback"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
-        encoder.copy_buffer_to_buffer(src, 0, &staging, 0, size);
-        let index = self.queue.submit([encoder.finish()]);
+        rec.encoder()
+            .copy_buffer_to_buffer(src, 0, &staging, 0, size);
+        let index = self.queue.submit([rec.finish()]);
         self.check(op)?;
 
         let (tx, rx) = std::sync::mpsc::channel();
@@ -303,6 +318,7 @@ impl GpuContext {
                 .collect()
         };
         staging.unmap();
+        *self.staging.lock().unwrap_or_else(|p| p.into_inner()) = Some(staging);
         Ok(out)
     }
 }

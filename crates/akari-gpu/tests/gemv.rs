@@ -4,6 +4,8 @@
 //! Mesa's software Vulkan driver (lavapipe) from `scripts/test.sh`.
 
 use akari_core::QuantFormat;
+use akari_gpu::ops::gemv::{encode_tokens, Epilogue};
+use akari_gpu::ops::Recording;
 use akari_gpu::{GpuContext, GpuError};
 use std::sync::OnceLock;
 
@@ -211,11 +213,11 @@ fn tokens_in_one_dispatch_match_one_at_a_time() {
         let xb = ctx.storage_buffer("x", &f32_bytes(&x)).unwrap();
         let bb = ctx.storage_buffer("bias", &f32_bytes(&bias)).unwrap();
         let y = ctx.f32_buffer("y", tokens * rows).unwrap();
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        akari_gpu::ops::gemv::encode_tokens(ctx, &mut encoder, &w, &xb, Some(&bb), &y, tokens)
-            .unwrap();
+        let mut rec = Recording::new(ctx);
+        let epilogue = Epilogue::Store { bias: Some(&bb) };
+        encode_tokens(ctx, &mut rec, &w, &xb, epilogue, &y, tokens).unwrap();
         let got = ctx
-            .submit_and_read("tokens", encoder, &y, tokens * rows)
+            .submit_and_read("tokens", rec, &y, tokens * rows)
             .unwrap();
         for (t, xr) in x.chunks_exact(cols).enumerate() {
             let one = ctx.gemv(&w, xr, Some(&bias)).unwrap();
@@ -223,6 +225,78 @@ fn tokens_in_one_dispatch_match_one_at_a_time() {
             for (g, o) in got[t * rows..(t + 1) * rows].iter().zip(&one) {
                 let tol = 1e-5 * o.abs().max(1.0);
                 assert!((g - o).abs() <= tol, "{format} token {t}: {g} vs {o}");
+            }
+        }
+    }
+}
+
+fn quantized(format: QuantFormat, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let wf = sample(rows * cols, seed);
+    let mut bytes = vec![0u8; rows * format.row_bytes(cols)];
+    for (src, dst) in wf
+        .chunks_exact(cols)
+        .zip(bytes.chunks_exact_mut(format.row_bytes(cols)))
+    {
+        format.quantize_row(src, dst);
+    }
+    bytes
+}
+
+/// The fused epilogues against the f64 reference: `y += W·x` keeps what `y` held, and
+/// `silu(W·x)·(U·x)` is the gated MLP's activation, for one token (decode) and several
+/// (prefill), on shapes that are not multiples of the workgroup's rows.
+#[test]
+fn fused_epilogues_match_the_reference() {
+    let ctx = ctx();
+    let f32_bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+    for format in QuantFormat::ALL {
+        for tokens in [1, 5] {
+            let (rows, cols) = (21, 96);
+            let wb = quantized(format, rows, cols, 21);
+            let ub = quantized(format, rows, cols, 22);
+            let w = ctx.upload_matrix_bytes(format, rows, cols, &wb).unwrap();
+            let u = ctx.upload_matrix_bytes(format, rows, cols, &ub).unwrap();
+            let x = sample(tokens * cols, 23);
+            let y0 = sample(tokens * rows, 24);
+            let xb = ctx.storage_buffer("x", &f32_bytes(&x)).unwrap();
+
+            let acc = ctx.storage_buffer("y", &f32_bytes(&y0)).unwrap();
+            let mut rec = Recording::new(ctx);
+            encode_tokens(ctx, &mut rec, &w, &xb, Epilogue::Accumulate, &acc, tokens).unwrap();
+            let got_acc = ctx
+                .submit_and_read("acc", rec, &acc, tokens * rows)
+                .unwrap();
+
+            let glu = ctx.f32_buffer("glu", tokens * rows).unwrap();
+            let mut rec = Recording::new(ctx);
+            let epilogue = Epilogue::Glu { up: &u };
+            encode_tokens(ctx, &mut rec, &w, &xb, epilogue, &glu, tokens).unwrap();
+            let got_glu = ctx
+                .submit_and_read("glu", rec, &glu, tokens * rows)
+                .unwrap();
+
+            for t in 0..tokens {
+                let xr = &x[t * cols..(t + 1) * cols];
+                let (gw, sw) = reference(format, &wb, rows, cols, xr, None);
+                let (gu, su) = reference(format, &ub, rows, cols, xr, None);
+                for r in 0..rows {
+                    let i = t * rows + r;
+                    let want = y0[i] as f64 + gw[r];
+                    let tol = 1e-5 * (sw[r] + y0[i].abs() as f64 + 1.0);
+                    assert!(
+                        (got_acc[i] as f64 - want).abs() <= tol,
+                        "{format} accumulate t{t} r{r}: {} vs {want}",
+                        got_acc[i]
+                    );
+                    let silu = gw[r] / (1.0 + (-gw[r]).exp());
+                    let want = silu * gu[r];
+                    let tol = 1e-5 * (sw[r] + 1.0) * (su[r] + 1.0);
+                    assert!(
+                        (got_glu[i] as f64 - want).abs() <= tol,
+                        "{format} glu t{t} r{r}: {} vs {want}",
+                        got_glu[i]
+                    );
+                }
             }
         }
     }

@@ -3,12 +3,17 @@
 //! an online softmax (no score buffer). Next: split long sequences over several workgroups
 //! and merge their partial softmaxes (flash-decoding).
 
-use super::{check_dim, Shader};
+use super::{check_dim, Recording, Shader};
 use crate::{GpuContext, GpuError};
 
 const KV_STORE: Shader = Shader {
     name: "kv_store.wgsl",
     source: include_str!("kv_store.wgsl"),
+};
+
+const COMBINE: Shader = Shader {
+    name: "attention_combine.wgsl",
+    source: include_str!("attention_combine.wgsl"),
 };
 
 const ATTENTION: Shader = Shader {
@@ -19,6 +24,17 @@ const ATTENTION: Shader = Shader {
 /// The largest head size `attention.wgsl` handles (`MAX_HD`).
 pub const MAX_HEAD_DIM: usize = 256;
 
+/// The most chunks one decode row's attention is split into (flash-decoding).
+pub const MAX_CHUNKS: usize = 32;
+
+/// Positions per chunk: a multiple of the kernel's 64-position tile.
+const MIN_CHUNK: usize = 64;
+
+/// f32 values of the scratch buffer [`encode`] needs for `heads` heads of `head_dim`.
+pub fn scratch_len(heads: usize, head_dim: usize) -> usize {
+    heads * MAX_CHUNKS * (head_dim + 2)
+}
+
 /// Shapes of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct Dims {
@@ -27,27 +43,37 @@ pub struct Dims {
     pub kv_heads: usize,
     pub head_dim: usize,
     pub max_seq: usize,
+    /// Position of the first row; the kernels read it from the `step` buffer, this sizes the
+    /// dispatch.
     pub pos: usize,
+}
+
+/// The buffers of one attention call.
+pub struct Buffers<'a> {
+    pub q: &'a wgpu::Buffer,
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+    /// [`scratch_len`] f32 values.
+    pub scratch: &'a wgpu::Buffer,
+    /// `[pos, ..]` u32: the position of the first row.
+    pub step: &'a wgpu::Buffer,
 }
 
 /// Records the cache append of `k`, `v` (`[rows, kv_heads · head_dim]`) at `pos` and the
 /// attention of `q` over positions `0..=pos + r` into `out`.
-#[allow(clippy::too_many_arguments)]
 pub fn encode(
     ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
-    q: &wgpu::Buffer,
-    k: &wgpu::Buffer,
-    v: &wgpu::Buffer,
-    k_cache: &wgpu::Buffer,
-    v_cache: &wgpu::Buffer,
-    out: &wgpu::Buffer,
+    rec: &mut Recording,
+    b: &Buffers<'_>,
     d: Dims,
 ) -> Result<(), GpuError> {
-    if d.head_dim > MAX_HEAD_DIM {
+    if d.head_dim > MAX_HEAD_DIM || !d.head_dim.is_multiple_of(4) {
         return Err(GpuError::Shape {
             op: "attention",
-            what: "head size (at most 256 for now)",
+            what: "head size (a multiple of 4, at most 256)",
             expected: MAX_HEAD_DIM,
             got: d.head_dim,
         });
@@ -56,33 +82,55 @@ pub fn encode(
     let rows = check_dim(ctx, "attention rows", d.rows)?;
     let gx = check_dim(ctx, "kv_store values", kv_dim.div_ceil(64))?;
     ctx.dispatch(
-        encoder,
+        rec,
         &KV_STORE,
         "kv_store",
-        &[k, v, k_cache, v_cache],
-        &[
-            kv_dim as u32,
-            d.head_dim as u32,
-            d.max_seq as u32,
-            d.pos as u32,
-        ],
+        &[b.k, b.v, b.k_cache, b.v_cache, b.step],
+        &[kv_dim as u32, d.head_dim as u32, d.max_seq as u32],
         (gx, rows, 1),
     )?;
     let heads = check_dim(ctx, "attention heads", d.heads)?;
     let scale = 1.0 / (d.head_dim as f32).sqrt();
-    ctx.dispatch(
-        encoder,
-        &ATTENTION,
-        "attention",
-        &[q, k_cache, v_cache, out],
-        &[
+    // One row (decode): split the cache so every SM gets work; prefill has parallelism in
+    // its rows already.
+    let (chunks, chunk_len) = if d.rows == 1 {
+        let n = d.pos + 1;
+        let len = n
+            .div_ceil(MAX_CHUNKS)
+            .next_multiple_of(MIN_CHUNK)
+            .max(MIN_CHUNK);
+        (n.div_ceil(len), len)
+    } else {
+        (1, d.max_seq)
+    };
+    let params = |chunk_len: usize| {
+        [
             d.heads as u32,
             d.kv_heads as u32,
             d.head_dim as u32,
             d.max_seq as u32,
-            d.pos as u32,
+            chunk_len as u32,
             scale.to_bits(),
-        ],
-        (heads, rows, 1),
-    )
+        ]
+    };
+    let buffers = [b.q, b.k_cache, b.v_cache, b.out, b.scratch, b.step];
+    ctx.dispatch(
+        rec,
+        &ATTENTION,
+        "attention",
+        &buffers,
+        &params(chunk_len),
+        (heads, rows, chunks as u32),
+    )?;
+    if chunks > 1 {
+        ctx.dispatch(
+            rec,
+            &COMBINE,
+            "combine",
+            &[b.scratch, b.out],
+            &params(chunks),
+            (heads, 1, 1),
+        )?;
+    }
+    Ok(())
 }

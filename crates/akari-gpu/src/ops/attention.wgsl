@@ -1,14 +1,20 @@
 // Causal attention over one layer's cache: row r (position pos + r) of head h attends to
 // positions 0..=pos + r of its key/value head h / (heads / kv_heads).
 //
-// Bindings: 0 q: [rows, heads · head_dim], 1 k_cache, 2 v_cache:
-// [kv_heads, max_seq, head_dim], 3 out: [rows, heads · head_dim] (written), 4 params.
-// Dispatch: one workgroup of WG threads per (head = wid.x, row = wid.y).
+// Bindings: 0 q: [rows, heads · head_dim], 1 k_cache, 2 v_cache: [kv_heads, max_seq,
+// head_dim], 3 out: [rows, heads · head_dim] (written), 4 scratch: per (head, chunk) partial
+// results [heads, chunks, head_dim + 2] (written when chunks > 1), 5 step: [pos, ..],
+// 6 params.
 //
-// The softmax is computed online over tiles of WG positions (running max and sum, the
-// accumulator rescaled when the max grows), so no score buffer of max_seq is needed: each
-// thread scores one position of the tile, then each thread accumulates head_dim / WG output
-// values over the tile. head_dim ≤ MAX_HD.
+// Dispatch `attention`: one workgroup of WG threads per (head = wid.x, row = wid.y,
+// chunk = wid.z). A chunk is `chunk_len` consecutive positions: decode splits a long cache
+// into chunks that run in parallel (flash-decoding), and `combine` (one workgroup per head)
+// merges their partial softmaxes; with one chunk the result is written directly.
+//
+// Within a chunk the softmax is computed online over tiles of WG positions (running max and
+// sum, the accumulator rescaled when the max grows): each thread scores one position of the
+// tile, then each thread accumulates head_dim / WG output values over the tile.
+// head_dim ≤ MAX_HD and a multiple of 4.
 
 const WG: u32 = 64u;
 const MAX_HD: u32 = 256u;
@@ -19,19 +25,21 @@ struct Params {
     kv_heads: u32,
     head_dim: u32,
     max_seq: u32,
-    pos: u32,
+    chunk_len: u32,
     scale: f32,
     _a: u32,
     _b: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(1) var<storage, read> k_cache: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> v_cache: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(4) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(5) var<storage, read> step: array<u32>;
+@group(0) @binding(6) var<uniform> params: Params;
 
-var<workgroup> qs: array<f32, MAX_HD>;
+var<workgroup> qs: array<vec4<f32>, 64>; // MAX_HD / 4
 var<workgroup> probs: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
 
@@ -64,42 +72,48 @@ fn reduce_sum(t: u32, v: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) t: u32) {
     let h = wid.x;
     let r = wid.y;
+    let c = wid.z;
+    let chunks = nwg.z;
     let hd = params.head_dim;
+    let hd4 = hd / 4u;
     let kvh = h / (params.heads / params.kv_heads);
     let qo = (r * params.heads + h) * hd;
-    for (var d = t; d < hd; d += WG) {
-        qs[d] = q[qo + d];
+    for (var d = t; d < hd4; d += WG) {
+        qs[d] = vec4<f32>(q[qo + 4u * d], q[qo + 4u * d + 1u], q[qo + 4u * d + 2u], q[qo + 4u * d + 3u]);
     }
     workgroupBarrier();
-    let n = params.pos + r + 1u;
+    let n = step[0] + r + 1u;
+    let start = c * params.chunk_len;
+    let end = min(n, start + params.chunk_len);
     let cbase = kvh * params.max_seq * hd;
     var m = -1e30;
     var l = 0.0;
     var acc: array<f32, PER_THREAD>;
-    for (var base = 0u; base < n; base += WG) {
+    for (var base = start; base < end; base += WG) {
         let j = base + t;
         var s = -1e30;
-        if j < n {
-            var dot = 0.0;
-            let ko = cbase + j * hd;
-            for (var d = 0u; d < hd; d++) {
+        if j < end {
+            var dot = vec4<f32>(0.0);
+            let ko = (cbase + j * hd) / 4u;
+            for (var d = 0u; d < hd4; d++) {
                 dot += qs[d] * k_cache[ko + d];
             }
-            s = dot * params.scale;
+            s = (dot.x + dot.y + dot.z + dot.w) * params.scale;
         }
         let new_m = max(m, reduce_max(t, s));
         let corr = exp(m - new_m);
         var e = 0.0;
-        if j < n {
+        if j < end {
             e = exp(s - new_m);
         }
         probs[t] = e;
         // The barriers inside make `probs` visible to every thread.
         l = l * corr + reduce_sum(t, e);
-        let count = min(WG, n - base);
+        let count = min(WG, end - base);
         for (var i = 0u; i < PER_THREAD; i++) {
             let d = t + i * WG;
             if d < hd {
@@ -113,10 +127,25 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         m = new_m;
         workgroupBarrier();
     }
+    if chunks == 1u {
+        for (var i = 0u; i < PER_THREAD; i++) {
+            let d = t + i * WG;
+            if d < hd {
+                out[qo + d] = acc[i] / l;
+            }
+        }
+        return;
+    }
+    // Partial result of this chunk (decode: one row). An empty chunk (past n) has l = 0.
+    let so = (h * chunks + c) * (hd + 2u);
     for (var i = 0u; i < PER_THREAD; i++) {
         let d = t + i * WG;
         if d < hd {
-            out[qo + d] = acc[i] / l;
+            scratch[so + d] = acc[i];
         }
+    }
+    if t == 0u {
+        scratch[so + hd] = m;
+        scratch[so + hd + 1u] = l;
     }
 }

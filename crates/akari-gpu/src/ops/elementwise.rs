@@ -1,6 +1,6 @@
 //! Elementwise ops: `silu(gate) · up` (`silu_mul.wgsl`) and `x += y` (`add.wgsl`).
 
-use super::{grid, Shader};
+use super::{grid, Recording, Shader};
 use crate::{GpuContext, GpuError};
 
 const SILU_MUL: Shader = Shader {
@@ -19,7 +19,7 @@ const WG: usize = 256;
 /// Records `y = silu(gate) · up` over `n` values.
 pub fn silu_mul(
     ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recording,
     gate: &wgpu::Buffer,
     up: &wgpu::Buffer,
     y: &wgpu::Buffer,
@@ -27,7 +27,7 @@ pub fn silu_mul(
 ) -> Result<(), GpuError> {
     let (gx, gy) = grid(ctx, "silu_mul", n.div_ceil(WG))?;
     ctx.dispatch(
-        encoder,
+        rec,
         &SILU_MUL,
         "silu_mul",
         &[gate, up, y],
@@ -39,18 +39,11 @@ pub fn silu_mul(
 /// Records `x += y` over `n` values.
 pub fn add_assign(
     ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recording,
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
     n: usize,
 ) -> Result<(), GpuError> {
     let (gx, gy) = grid(ctx, "add_assign", n.div_ceil(WG))?;
-    ctx.dispatch(
-        encoder,
-        &ADD,
-        "add_assign",
-        &[x, y],
-        &[n as u32],
-        (gx, gy, 1),
-    )
+    ctx.dispatch(rec, &ADD, "add_assign", &[x, y], &[n as u32], (gx, gy, 1))
 }

@@ -1,7 +1,7 @@
 //! Embedding lookup (`embed.wgsl`): the rows of a weight matrix for each token id,
 //! dequantised on the device from the matrix as uploaded for the GEMV (no second copy).
 
-use super::{check_dim, Shader};
+use super::{check_dim, Recording, Shader};
 use crate::{GpuContext, GpuError, GpuMatrix};
 use akari_core::QuantFormat;
 
@@ -13,7 +13,7 @@ const SHADER: Shader = Shader {
 /// Records `y[t] = table[ids[t]]` for `tokens` ids; `y` holds `tokens × table.cols()` f32.
 pub fn encode(
     ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recording,
     table: &GpuMatrix,
     ids: &wgpu::Buffer,
     tokens: usize,
@@ -34,7 +34,7 @@ pub fn encode(
         format,
     ];
     ctx.dispatch(
-        encoder,
+        rec,
         &SHADER,
         "embed",
         &[table.buffer(), ids, y],

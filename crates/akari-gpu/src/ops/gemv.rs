@@ -4,10 +4,9 @@
 //! (`gemv.wgsl`) dequantises as it reads. One workgroup of [`WORKGROUP`] threads per
 //! [`ROWS_PER_WORKGROUP`] rows, [`TOKENS_PER_WORKGROUP`] tokens per workgroup.
 
+use super::{Recording, Shader};
 use crate::{GpuContext, GpuError, GpuMatrix};
 use akari_core::QuantFormat;
-use std::collections::HashMap;
-use std::sync::Mutex;
 
 /// Threads per workgroup; must match `WG` in `gemv.wgsl`.
 pub const WORKGROUP: u32 = 64;
@@ -16,7 +15,10 @@ pub const ROWS_PER_WORKGROUP: u32 = 8;
 /// Tokens per workgroup; must match `TB` in `gemv.wgsl`.
 pub const TOKENS_PER_WORKGROUP: u32 = 4;
 
-const SHADER: &str = include_str!("gemv.wgsl");
+const SHADER: Shader = Shader {
+    name: "gemv.wgsl",
+    source: include_str!("gemv.wgsl"),
+};
 
 fn entry_point(format: QuantFormat) -> &'static str {
     match format {
@@ -28,122 +30,20 @@ fn entry_point(format: QuantFormat) -> &'static str {
     }
 }
 
-/// `Params` in `gemv.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Params {
-    n: u32,
-    k: u32,
-    row_bytes: u32,
-    flags: u32,
-    tokens: u32,
-}
-
+/// Flags in `Params.flags` of `gemv.wgsl`.
 const HAS_BIAS: u32 = 1;
+const ACCUMULATE: u32 = 2;
+const GLU: u32 = 4;
 
-impl Params {
-    fn bytes(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        for (c, v) in
-            out.chunks_exact_mut(4)
-                .zip([self.n, self.k, self.row_bytes, self.flags, self.tokens])
-        {
-            c.copy_from_slice(&v.to_le_bytes());
-        }
-        out
-    }
-}
-
-struct Built {
-    layout: wgpu::BindGroupLayout,
-    pipeline_layout: wgpu::PipelineLayout,
-    module: wgpu::ShaderModule,
-    pipelines: HashMap<QuantFormat, wgpu::ComputePipeline>,
-}
-
-/// The GEMV shader module and its pipelines, one per weight format, compiled on first use.
-#[derive(Default)]
-pub(crate) struct GemvKernels {
-    built: Mutex<Option<Built>>,
-}
-
-fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
-impl GemvKernels {
-    /// The bind group layout and the pipeline for `format`, building them once.
-    fn get(
-        &self,
-        ctx: &GpuContext,
-        format: QuantFormat,
-    ) -> Result<(wgpu::BindGroupLayout, wgpu::ComputePipeline), GpuError> {
-        let mut guard = self.built.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            let device = &ctx.device;
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("akari.gemv"),
-                source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-            });
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("akari.gemv"),
-                entries: &[
-                    storage(0, true),
-                    storage(1, true),
-                    storage(2, true),
-                    storage(3, false),
-                    wgpu::BindGroupLayoutEntry {
-                        binding: 4,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Uniform,
-                            has_dynamic_offset: false,
-                            min_binding_size: None,
-                        },
-                        count: None,
-                    },
-                ],
-            });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("akari.gemv"),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            ctx.check("compiling gemv.wgsl")?;
-            *guard = Some(Built {
-                layout,
-                pipeline_layout,
-                module,
-                pipelines: HashMap::new(),
-            });
-        }
-        let built = guard.as_mut().expect("built above");
-        if !built.pipelines.contains_key(&format) {
-            let name = entry_point(format);
-            let pipeline = ctx
-                .device
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(name),
-                    layout: Some(&built.pipeline_layout),
-                    module: &built.module,
-                    entry_point: Some(name),
-                    compilation_options: Default::default(),
-                    cache: None,
-                });
-            ctx.check(name)?;
-            built.pipelines.insert(format, pipeline);
-        }
-        Ok((built.layout.clone(), built.pipelines[&format].clone()))
-    }
+/// What a GEMV does with its result.
+#[derive(Clone, Copy, Debug)]
+pub enum Epilogue<'a> {
+    /// `y = W·x (+ bias)`.
+    Store { bias: Option<&'a wgpu::Buffer> },
+    /// `y += W·x`: the residual add fused into the matmul.
+    Accumulate,
+    /// `y = silu(W·x) · (up·x)`: gate and up projections and the activation in one pass.
+    Glu { up: &'a GpuMatrix },
 }
 
 /// Workgroup counts covering `rows` workgroups, within the per-dimension limit.
@@ -156,17 +56,17 @@ pub fn dispatch_size(rows: u32, max_per_dim: u32) -> Option<(u32, u32)> {
     (y <= max_per_dim).then_some((x, y))
 }
 
-/// Records `y = w · x (+ bias)` into `encoder`. `x` holds `w.cols()` f32 values, `y` (and
+/// Records `y = w · x (+ bias)` into `rec`. `x` holds `w.cols()` f32 values, `y` (and
 /// `bias`) `w.rows()`.
 pub fn encode(
     ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recording,
     w: &GpuMatrix,
     x: &wgpu::Buffer,
     bias: Option<&wgpu::Buffer>,
     y: &wgpu::Buffer,
 ) -> Result<(), GpuError> {
-    encode_tokens(ctx, encoder, w, x, bias, y, 1)
+    encode_tokens(ctx, rec, w, x, Epilogue::Store { bias }, y, 1)
 }
 
 /// [`encode`] for `tokens` rows at once: `x` is `[tokens, w.cols()]`, `y` `[tokens, w.rows()]`.
@@ -174,10 +74,10 @@ pub fn encode(
 /// that many tokens.
 pub fn encode_tokens(
     ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recording,
     w: &GpuMatrix,
     x: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
+    epilogue: Epilogue<'_>,
     y: &wgpu::Buffer,
     tokens: usize,
 ) -> Result<(), GpuError> {
@@ -196,9 +96,26 @@ pub fn encode_tokens(
     };
     need("x buffer length", x, tokens * w.cols())?;
     need("y buffer length", y, tokens * w.rows())?;
-    if let Some(b) = bias {
-        need("bias buffer length", b, w.rows())?;
-    }
+    let (flags, bias, w2) = match epilogue {
+        Epilogue::Store { bias } => {
+            if let Some(b) = bias {
+                need("bias buffer length", b, w.rows())?;
+            }
+            (if bias.is_some() { HAS_BIAS } else { 0 }, bias, None)
+        }
+        Epilogue::Accumulate => (ACCUMULATE, None, None),
+        Epilogue::Glu { up } => {
+            if up.rows() != w.rows() || up.cols() != w.cols() || up.format() != w.format() {
+                return Err(GpuError::Shape {
+                    op: OP,
+                    what: "up projection rows (same shape and format as gate)",
+                    expected: w.rows(),
+                    got: up.rows(),
+                });
+            }
+            (GLU, None, Some(up.buffer()))
+        }
+    };
     let caps = ctx.caps();
     let groups = (w.rows() as u32).div_ceil(ROWS_PER_WORKGROUP);
     let (gx, gy) =
@@ -223,57 +140,30 @@ pub fn encode_tokens(
     if gx == 0 || tokens == 0 {
         return Ok(());
     }
-    let (layout, pipeline) = ctx.gemv.get(ctx, w.format())?;
-    let params = Params {
-        n: w.rows() as u32,
-        k: w.cols() as u32,
-        row_bytes: w.format().row_bytes(w.cols()) as u32,
-        flags: if bias.is_some() { HAS_BIAS } else { 0 },
-        tokens: tokens as u32,
-    };
-    let uniform = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("akari.gemv.params"),
-        size: 32,
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    ctx.queue.write_buffer(&uniform, 0, &params.bytes());
-    let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("akari.gemv"),
-        layout: &layout,
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: w.buffer().as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: x.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 2,
-                resource: bias.unwrap_or(&ctx.dummy).as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 3,
-                resource: y.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 4,
-                resource: uniform.as_entire_binding(),
-            },
+    let params = [
+        w.rows() as u32,
+        w.cols() as u32,
+        w.format().row_bytes(w.cols()) as u32,
+        flags,
+        tokens as u32,
+        0,
+        0,
+        0,
+    ];
+    ctx.dispatch(
+        rec,
+        &SHADER,
+        entry_point(w.format()),
+        &[
+            w.buffer(),
+            x,
+            bias.unwrap_or(&ctx.dummy),
+            y,
+            w2.unwrap_or(&ctx.dummy),
         ],
-    });
-    {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("akari.gemv"),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(gx, gy, gz as u32);
-    }
-    ctx.check(OP)
+        &params,
+        (gx, gy, gz as u32),
+    )
 }
 
 impl GpuContext {
@@ -312,13 +202,9 @@ impl GpuContext {
             .map(|b| self.storage_buffer("akari.gemv.bias", &f32_bytes(b)))
             .transpose()?;
         let y = self.f32_buffer("akari.gemv.y", w.rows())?;
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("akari.gemv"),
-            });
-        encode(self, &mut encoder, w, &xb, bb.as_ref(), &y)?;
-        self.submit_and_read(OP, encoder, &y, w.rows())
+        let mut rec = Recording::new(self);
+        encode(self, &mut rec, w, &xb, bb.as_ref(), &y)?;
+        self.submit_and_read(OP, rec, &y, w.rows())
     }
 }
 
@@ -334,20 +220,5 @@ mod tests {
         let (x, y) = dispatch_size(250, 16).unwrap();
         assert!(x <= 16 && y <= 16 && x * y >= 250);
         assert_eq!(dispatch_size(16 * 16 + 1, 16), None);
-    }
-
-    #[test]
-    fn params_are_little_endian_words() {
-        let p = Params {
-            n: 1,
-            k: 0x0203,
-            row_bytes: 4,
-            flags: HAS_BIAS,
-            tokens: 5,
-        };
-        let b = p.bytes();
-        assert_eq!(&b[..8], &[1, 0, 0, 0, 3, 2, 0, 0]);
-        assert_eq!(&b[12..20], &[1, 0, 0, 0, 5, 0, 0, 0]);
-        assert_eq!(&b[20..], &[0; 12]);
     }
 }

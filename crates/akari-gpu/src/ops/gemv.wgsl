@@ -7,8 +7,10 @@
 //                          offset stays in bounds).
 //   1  x:      array<f32>  [T, K]
 //   2  bias:   array<f32>  [N] when `flags & 1`, otherwise any 4-byte buffer (not read)
-//   3  y:      array<f32>  [T, N] (written)
-//   4  params: Params      uniform
+//   3  y:      array<f32>  [T, N] (written; added to when `flags & 2`)
+//   4  w2:     array<u32>  a second matrix like W when `flags & 4` (GLU: y = silu(W·x) · (W2·x)),
+//                          otherwise any 4-byte buffer (not read)
+//   5  params: Params      uniform
 //
 // Formats, one entry point each (ggml block layouts, 32 values per quantised block):
 //   gemv_f32   4 bytes per value
@@ -50,7 +52,22 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(4) var<storage, read> w2: array<u32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+const HAS_BIAS: u32 = 1u;
+const ACCUMULATE: u32 = 2u;
+const GLU: u32 = 4u;
+
+// Which matrix the dot products read: 0 for W, 1 for W2 (uniform across the workgroup).
+var<private> which: u32;
+
+fn wl(i: u32) -> u32 {
+    if which == 0u {
+        return w[i];
+    }
+    return w2[i];
+}
 
 var<workgroup> partial: array<f32, WG>;
 var<workgroup> partial4: array<vec4<f32>, WG>;
@@ -68,14 +85,14 @@ fn xv(e: u32) -> vec4<f32> {
 fn load_u32(o: u32) -> u32 {
     let i = o >> 2u;
     if (o & 2u) == 0u {
-        return w[i];
+        return wl(i);
     }
-    return (w[i] >> 16u) | (w[i + 1u] << 16u);
+    return (wl(i) >> 16u) | (wl(i + 1u) << 16u);
 }
 
 // The f16 at byte offset `o` (even), widened.
 fn load_f16(o: u32) -> f32 {
-    let pair = unpack2x16float(w[o >> 2u]);
+    let pair = unpack2x16float(wl(o >> 2u));
     return select(pair.x, pair.y, (o & 2u) != 0u);
 }
 
@@ -88,7 +105,7 @@ fn dot_f32(row: u32, t: u32, xo: u32) -> f32 {
     let base = row * (params.row_bytes >> 2u);
     var acc = 0.0;
     for (var i = t; i < params.k; i += LANES) {
-        acc += bitcast<f32>(w[base + i]) * x[xo + i];
+        acc += bitcast<f32>(wl(base + i)) * x[xo + i];
     }
     return acc;
 }
@@ -101,7 +118,7 @@ fn dot_f16(row: u32, t: u32, xo: u32) -> f32 {
         let words = params.k >> 1u;
         let wbase = base >> 2u;
         for (var i = t; i < words; i += LANES) {
-            let v = unpack2x16float(w[wbase + i]);
+            let v = unpack2x16float(wl(wbase + i));
             acc += v.x * x[xo + 2u * i] + v.y * x[xo + 2u * i + 1u];
         }
         if (params.k & 1u) == 1u && t == 0u {
@@ -179,7 +196,7 @@ fn dot4_f32(row: u32, t: u32) -> vec4<f32> {
     let base = row * (params.row_bytes >> 2u);
     var acc = vec4<f32>(0.0);
     for (var i = t; i < params.k; i += LANES) {
-        acc += bitcast<f32>(w[base + i]) * xv(i);
+        acc += bitcast<f32>(wl(base + i)) * xv(i);
     }
     return acc;
 }
@@ -254,32 +271,10 @@ fn dot4_q4_1(row: u32, t: u32) -> vec4<f32> {
     return acc;
 }
 
-// finish for TB tokens starting at `tok0`, of which `nt` are real.
-fn finish4(row: u32, tok0: u32, nt: u32, t: u32, acc: vec4<f32>) {
-    partial4[t] = acc;
+// Sums each row's LANES partials; the result is valid in the row's lane 0. Every thread of
+// the workgroup calls this, so all reach the barriers.
+fn reduce(t: u32, acc: f32) -> f32 {
     workgroupBarrier();
-    let lane = t % LANES;
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if lane < s {
-            partial4[t] += partial4[t + s];
-        }
-        workgroupBarrier();
-    }
-    if lane == 0u && row < params.n {
-        var b = 0.0;
-        if (params.flags & 1u) != 0u {
-            b = bias[row];
-        }
-        let v = partial4[t];
-        for (var j = 0u; j < nt; j++) {
-            y[(tok0 + j) * params.n + row] = v[j] + b;
-        }
-    }
-}
-
-// Sums the partials of each row's lanes and writes y[tok, row]. Every thread of the
-// workgroup calls this (rows past N with acc = 0), so all reach the barriers.
-fn finish(row: u32, tok: u32, t: u32, acc: f32) {
     partial[t] = acc;
     workgroupBarrier();
     let lane = t % LANES;
@@ -289,132 +284,154 @@ fn finish(row: u32, tok: u32, t: u32, acc: f32) {
         }
         workgroupBarrier();
     }
-    if lane == 0u && row < params.n {
-        var v = partial[t];
-        if (params.flags & 1u) != 0u {
-            v += bias[row];
-        }
-        y[tok * params.n + row] = v;
-    }
-    // `partial` is reused by the next token.
-    workgroupBarrier();
+    return partial[t];
 }
 
-fn row_of(wid: vec3<u32>, nwg: vec3<u32>, t: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * ROWS + t / LANES;
+fn reduce4(t: u32, acc: vec4<f32>) -> vec4<f32> {
+    workgroupBarrier();
+    partial4[t] = acc;
+    workgroupBarrier();
+    let lane = t % LANES;
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if lane < s {
+            partial4[t] += partial4[t + s];
+        }
+        workgroupBarrier();
+    }
+    return partial4[t];
+}
+
+fn silu(g: f32) -> f32 {
+    return g / (1.0 + exp(-g));
+}
+
+fn store(tok: u32, row: u32, v: f32) {
+    var r = v;
+    if (params.flags & HAS_BIAS) != 0u {
+        r += bias[row];
+    }
+    let i = tok * params.n + row;
+    if (params.flags & ACCUMULATE) != 0u {
+        r += y[i];
+    }
+    y[i] = r;
+}
+
+// Weight formats, as the entry points name them.
+const F32: u32 = 0u;
+const F16: u32 = 1u;
+const Q8_0: u32 = 2u;
+const Q4_0: u32 = 3u;
+const Q4_1: u32 = 4u;
+
+fn dot1(fmt: u32, row: u32, lane: u32, xo: u32) -> f32 {
+    switch fmt {
+        case 0u: { return dot_f32(row, lane, xo); }
+        case 1u: { return dot_f16(row, lane, xo); }
+        case 2u: { return dot_q8_0(row, lane, xo); }
+        case 3u: { return dot_q4_0(row, lane, xo); }
+        default: { return dot_q4_1(row, lane, xo); }
+    }
+}
+
+fn dot4(fmt: u32, row: u32, lane: u32) -> vec4<f32> {
+    switch fmt {
+        case 0u: { return dot4_f32(row, lane); }
+        case 1u: { return dot4_f16(row, lane); }
+        case 2u: { return dot4_q8_0(row, lane); }
+        case 3u: { return dot4_q4_0(row, lane); }
+        default: { return dot4_q4_1(row, lane); }
+    }
+}
+
+fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
+    let row = (wid.y * nwg.x + wid.x) * ROWS + t / LANES;
+    let lane = t % LANES;
+    let live = row < params.n;
+    let glu = (params.flags & GLU) != 0u;
+    let tok0 = wid.z * TB;
+    let nt = min(TB, params.tokens - tok0);
+    if nt == 1u {
+        var a = 0.0;
+        var b = 0.0;
+        which = 0u;
+        if live {
+            a = dot1(fmt, row, lane, tok0 * params.k);
+        }
+        if glu {
+            which = 1u;
+            if live {
+                b = dot1(fmt, row, lane, tok0 * params.k);
+            }
+        }
+        a = reduce(t, a);
+        if glu {
+            b = reduce(t, b);
+        }
+        if lane == 0u && live {
+            if glu {
+                y[tok0 * params.n + row] = silu(a) * b;
+            } else {
+                store(tok0, row, a);
+            }
+        }
+        return;
+    }
+    let last = tok0 + nt - 1u;
+    xo4 = vec4<u32>(tok0, min(tok0 + 1u, last), min(tok0 + 2u, last), last) * params.k;
+    var a = vec4<f32>(0.0);
+    var b = vec4<f32>(0.0);
+    which = 0u;
+    if live {
+        a = dot4(fmt, row, lane);
+    }
+    if glu {
+        which = 1u;
+        if live {
+            b = dot4(fmt, row, lane);
+        }
+    }
+    a = reduce4(t, a);
+    if glu {
+        b = reduce4(t, b);
+    }
+    if lane == 0u && live {
+        for (var j = 0u; j < nt; j++) {
+            if glu {
+                y[(tok0 + j) * params.n + row] = silu(a[j]) * b[j];
+            } else {
+                store(tok0 + j, row, a[j]);
+            }
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
 fn gemv_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) t: u32) {
-    let row = row_of(wid, nwg, t);
-    let tok0 = wid.z * TB;
-    let nt = min(TB, params.tokens - tok0);
-    if nt == 1u {
-        var acc = 0.0;
-        if row < params.n {
-            acc = dot_f32(row, t % LANES, tok0 * params.k);
-        }
-        finish(row, tok0, t, acc);
-        return;
-    }
-    let last = tok0 + nt - 1u;
-    xo4 = vec4<u32>(tok0, min(tok0 + 1u, last), min(tok0 + 2u, last), last) * params.k;
-    var acc = vec4<f32>(0.0);
-    if row < params.n {
-        acc = dot4_f32(row, t % LANES);
-    }
-    finish4(row, tok0, nt, t, acc);
+    run(F32, wid, nwg, t);
 }
 
 @compute @workgroup_size(WG)
 fn gemv_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) t: u32) {
-    let row = row_of(wid, nwg, t);
-    let tok0 = wid.z * TB;
-    let nt = min(TB, params.tokens - tok0);
-    if nt == 1u {
-        var acc = 0.0;
-        if row < params.n {
-            acc = dot_f16(row, t % LANES, tok0 * params.k);
-        }
-        finish(row, tok0, t, acc);
-        return;
-    }
-    let last = tok0 + nt - 1u;
-    xo4 = vec4<u32>(tok0, min(tok0 + 1u, last), min(tok0 + 2u, last), last) * params.k;
-    var acc = vec4<f32>(0.0);
-    if row < params.n {
-        acc = dot4_f16(row, t % LANES);
-    }
-    finish4(row, tok0, nt, t, acc);
+    run(F16, wid, nwg, t);
 }
 
 @compute @workgroup_size(WG)
 fn gemv_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) t: u32) {
-    let row = row_of(wid, nwg, t);
-    let tok0 = wid.z * TB;
-    let nt = min(TB, params.tokens - tok0);
-    if nt == 1u {
-        var acc = 0.0;
-        if row < params.n {
-            acc = dot_q8_0(row, t % LANES, tok0 * params.k);
-        }
-        finish(row, tok0, t, acc);
-        return;
-    }
-    let last = tok0 + nt - 1u;
-    xo4 = vec4<u32>(tok0, min(tok0 + 1u, last), min(tok0 + 2u, last), last) * params.k;
-    var acc = vec4<f32>(0.0);
-    if row < params.n {
-        acc = dot4_q8_0(row, t % LANES);
-    }
-    finish4(row, tok0, nt, t, acc);
+    run(Q8_0, wid, nwg, t);
 }
 
 @compute @workgroup_size(WG)
 fn gemv_q4_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) t: u32) {
-    let row = row_of(wid, nwg, t);
-    let tok0 = wid.z * TB;
-    let nt = min(TB, params.tokens - tok0);
-    if nt == 1u {
-        var acc = 0.0;
-        if row < params.n {
-            acc = dot_q4_0(row, t % LANES, tok0 * params.k);
-        }
-        finish(row, tok0, t, acc);
-        return;
-    }
-    let last = tok0 + nt - 1u;
-    xo4 = vec4<u32>(tok0, min(tok0 + 1u, last), min(tok0 + 2u, last), last) * params.k;
-    var acc = vec4<f32>(0.0);
-    if row < params.n {
-        acc = dot4_q4_0(row, t % LANES);
-    }
-    finish4(row, tok0, nt, t, acc);
+    run(Q4_0, wid, nwg, t);
 }
 
 @compute @workgroup_size(WG)
 fn gemv_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) t: u32) {
-    let row = row_of(wid, nwg, t);
-    let tok0 = wid.z * TB;
-    let nt = min(TB, params.tokens - tok0);
-    if nt == 1u {
-        var acc = 0.0;
-        if row < params.n {
-            acc = dot_q4_1(row, t % LANES, tok0 * params.k);
-        }
-        finish(row, tok0, t, acc);
-        return;
-    }
-    let last = tok0 + nt - 1u;
-    xo4 = vec4<u32>(tok0, min(tok0 + 1u, last), min(tok0 + 2u, last), last) * params.k;
-    var acc = vec4<f32>(0.0);
-    if row < params.n {
-        acc = dot4_q4_1(row, t % LANES);
-    }
-    finish4(row, tok0, nt, t, acc);
+    run(Q4_1, wid, nwg, t);
 }

@@ -2,21 +2,22 @@
 // cache[(h · max_seq + pos + r) · head_dim + d] = k[r, h · head_dim + d].
 //
 // Bindings: 0 k, 1 v: [rows, kv_heads · head_dim], 2 k_cache, 3 v_cache:
-// [kv_heads, max_seq, head_dim] (written), 4 params.
+// [kv_heads, max_seq, head_dim] (written), 4 step: [pos, ..], 5 params.
 // Dispatch: x covers kv_heads · head_dim in workgroups of 64, y is the row.
 
 struct Params {
     kv_dim: u32,
     head_dim: u32,
     max_seq: u32,
-    pos: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> k: array<f32>;
 @group(0) @binding(1) var<storage, read> v: array<f32>;
 @group(0) @binding(2) var<storage, read_write> k_cache: array<f32>;
 @group(0) @binding(3) var<storage, read_write> v_cache: array<f32>;
-@group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(4) var<storage, read> step: array<u32>;
+@group(0) @binding(5) var<uniform> params: Params;
 
 @compute @workgroup_size(64)
 fn kv_store(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -27,7 +28,7 @@ fn kv_store(@builtin(global_invocation_id) gid: vec3<u32>) {
     let r = gid.y;
     let h = e / params.head_dim;
     let d = e % params.head_dim;
-    let dst = (h * params.max_seq + params.pos + r) * params.head_dim + d;
+    let dst = (h * params.max_seq + step[0] + r) * params.head_dim + d;
     k_cache[dst] = k[r * params.kv_dim + e];
     v_cache[dst] = v[r * params.kv_dim + e];
 }

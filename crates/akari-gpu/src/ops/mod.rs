@@ -1,8 +1,10 @@
 //! One file per op: the Rust that builds and dispatches a kernel beside its WGSL.
 //!
-//! Every kernel but the GEMV goes through [`GpuContext::dispatch`]: storage buffers at
-//! bindings `0..n` in the order given, then a uniform of `u32` words at binding `n`, and a
-//! pipeline built on first use (layout derived from the shader) and cached in the context.
+//! Every kernel goes through [`GpuContext::dispatch`]: storage buffers at bindings `0..n` in
+//! the order given, then a uniform of `u32` words at binding `n`. Pipelines (layout derived
+//! from the shader), uniforms (by content) and bind groups (by buffers) are built on first
+//! use and cached in the context, so a decode step that repeats the previous one's shapes
+//! creates no GPU objects at all.
 
 pub mod attention;
 pub mod elementwise;
@@ -21,11 +23,83 @@ pub(crate) struct Shader {
     pub source: &'static str,
 }
 
-/// Compiled shader modules and their pipelines, keyed by (shader, entry point).
+/// Compiled shader modules and their pipelines, keyed by (shader, entry point), and the
+/// uniforms and bind groups built for them.
 #[derive(Default)]
 pub(crate) struct Pipelines {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
+    uniforms: Mutex<HashMap<Vec<u32>, wgpu::Buffer>>,
+    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+}
+
+type BindKey = (&'static str, &'static str, Vec<wgpu::Buffer>);
+
+/// Past this many cached uniforms or bind groups the caches start over: entries for shapes
+/// that no longer occur (old prompt lengths) must not pin their buffers forever.
+const CACHE_LIMIT: usize = 8192;
+
+/// Commands being recorded for one submission: a command encoder with one open compute
+/// pass, into which every op's dispatches go (one pass, not one per dispatch, keeps the
+/// per-dispatch cost down).
+pub struct Recording {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    dispatches: usize,
+}
+
+impl Recording {
+    pub fn new(ctx: &GpuContext) -> Recording {
+        Recording {
+            encoder: Some(
+                ctx.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("akari.forward"),
+                    }),
+            ),
+            pass: None,
+            dispatches: 0,
+        }
+    }
+
+    /// The open compute pass, begun on first use.
+    pub fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        if self.pass.is_none() {
+            let encoder = self
+                .encoder
+                .as_mut()
+                .expect("a recording has an encoder until finished");
+            let pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("akari.ops"),
+                    timestamp_writes: None,
+                })
+                .forget_lifetime();
+            self.pass = Some(pass);
+        }
+        self.pass.as_mut().expect("begun above")
+    }
+
+    /// The encoder, for copies: ends the open pass first.
+    pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        self.encoder
+            .as_mut()
+            .expect("a recording has an encoder until finished")
+    }
+
+    /// Dispatches recorded so far.
+    pub fn dispatches(&self) -> usize {
+        self.dispatches
+    }
+
+    pub fn finish(mut self) -> wgpu::CommandBuffer {
+        self.pass = None;
+        self.encoder
+            .take()
+            .expect("a recording has an encoder until finished")
+            .finish()
+    }
 }
 
 /// Workgroup counts `(x, y)` covering `groups` workgroups within the per-dimension limit
@@ -111,8 +185,20 @@ impl GpuContext {
         Ok(pipeline)
     }
 
-    /// A uniform buffer holding `words`, padded to 16 bytes.
+    /// A uniform buffer holding `words` (padded to 16 bytes), shared by every dispatch
+    /// with the same words.
     fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
+        let mut cache = self
+            .pipelines
+            .uniforms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = cache.get(words) {
+            return b.clone();
+        }
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
         let len = words.len().max(1).next_multiple_of(4);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("akari.params"),
@@ -130,6 +216,7 @@ impl GpuContext {
             }
         }
         buffer.unmap();
+        cache.insert(words.to_vec(), buffer.clone());
         buffer
     }
 
@@ -137,7 +224,7 @@ impl GpuContext {
     /// `params` as a uniform at binding `n`.
     pub(crate) fn dispatch(
         &self,
-        encoder: &mut wgpu::CommandEncoder,
+        rec: &mut Recording,
         shader: &Shader,
         entry: &'static str,
         buffers: &[&wgpu::Buffer],
@@ -149,32 +236,46 @@ impl GpuContext {
         }
         let pipeline = self.pipeline(shader, entry)?;
         let uniform = self.uniform(params);
-        let mut entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        entries.push(wgpu::BindGroupEntry {
-            binding: buffers.len() as u32,
-            resource: uniform.as_entire_binding(),
-        });
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(entry),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(entry),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-        }
-        self.check(entry)
+        let mut key_buffers: Vec<wgpu::Buffer> = buffers.iter().map(|b| (*b).clone()).collect();
+        key_buffers.push(uniform);
+        let key = (shader.name, entry, key_buffers);
+        let bind = {
+            let mut cache = self
+                .pipelines
+                .bind_groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match cache.get(&key) {
+                Some(b) => b.clone(),
+                None => {
+                    let entries: Vec<wgpu::BindGroupEntry> = key
+                        .2
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| wgpu::BindGroupEntry {
+                            binding: i as u32,
+                            resource: b.as_entire_binding(),
+                        })
+                        .collect();
+                    let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(entry),
+                        layout: &pipeline.get_bind_group_layout(0),
+                        entries: &entries,
+                    });
+                    self.check(entry)?;
+                    if cache.len() >= CACHE_LIMIT {
+                        cache.clear();
+                    }
+                    cache.insert(key, bind.clone());
+                    bind
+                }
+            }
+        };
+        let pass = rec.pass();
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        rec.dispatches += 1;
+        Ok(())
     }
 }

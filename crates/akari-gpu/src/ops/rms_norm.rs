@@ -1,6 +1,6 @@
 //! RMS norm (`rms_norm.wgsl`), one workgroup per row.
 
-use super::{grid, Shader};
+use super::{grid, Recording, Shader};
 use crate::{GpuContext, GpuError};
 
 const SHADER: Shader = Shader {
@@ -12,7 +12,7 @@ const SHADER: Shader = Shader {
 #[allow(clippy::too_many_arguments)]
 pub fn encode(
     ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recording,
     x: &wgpu::Buffer,
     w: &wgpu::Buffer,
     y: &wgpu::Buffer,
@@ -22,12 +22,5 @@ pub fn encode(
 ) -> Result<(), GpuError> {
     let (gx, gy) = grid(ctx, "rms_norm", rows)?;
     let params = [rows as u32, cols as u32, eps.to_bits()];
-    ctx.dispatch(
-        encoder,
-        &SHADER,
-        "rms_norm",
-        &[x, w, y],
-        &params,
-        (gx, gy, 1),
-    )
+    ctx.dispatch(rec, &SHADER, "rms_norm", &[x, w, y], &params, (gx, gy, 1))
 }

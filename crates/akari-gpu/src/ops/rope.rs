@@ -1,6 +1,6 @@
 //! Rotary position embedding (`rope.wgsl`), in place, from tables uploaded once.
 
-use super::{check_dim, Shader};
+use super::{check_dim, Recording, Shader};
 use crate::{GpuContext, GpuError};
 
 const SHADER: Shader = Shader {
@@ -9,27 +9,27 @@ const SHADER: Shader = Shader {
 };
 
 /// Records the rotation of `rows` rows of `heads` heads of `2·half` values; row `r` is at
-/// position `pos + r` of the `cos`/`sin` tables (`[positions, half]`).
+/// position `step[0] + r` of the `cos`/`sin` tables (`[positions, half]`).
 #[allow(clippy::too_many_arguments)]
 pub fn encode(
     ctx: &GpuContext,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recording,
     x: &wgpu::Buffer,
     cos: &wgpu::Buffer,
     sin: &wgpu::Buffer,
+    step: &wgpu::Buffer,
     rows: usize,
     heads: usize,
     half: usize,
-    pos: usize,
 ) -> Result<(), GpuError> {
     let gx = check_dim(ctx, "rope pairs", (heads * half).div_ceil(64))?;
     let gy = check_dim(ctx, "rope rows", rows)?;
-    let params = [heads as u32, half as u32, pos as u32];
+    let params = [heads as u32, half as u32];
     ctx.dispatch(
-        encoder,
+        rec,
         &SHADER,
         "rope",
-        &[x, cos, sin],
+        &[x, cos, sin, step],
         &params,
         (gx, gy, 1),
     )

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# GPU speed run for issue-style comparisons, on a machine with an NVIDIA card, CUDA, PyTorch
+# and Vulkan. Run from the repository root after scripts/bench/gpu/prepare.sh has filled
+# .bench/ (the akari binary, llama.cpp's source, Vulkan loader packages):
+#
+#   bash scripts/bench/gpu/run.sh setup   # build llama.cpp (CUDA), write the random models
+#   bash scripts/bench/gpu/run.sh bench   # every measurement, results in $OUT (or ./bench-out)
+#
+# `bench` runs `setup` first when its products are missing. Work files go to $WORK
+# (default /tmp/akari-gpu-bench), so a second call on the same machine reuses them.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+HERE=scripts/bench/gpu
+WORK="${WORK:-/tmp/akari-gpu-bench}"
+OUT="${OUT:-$PWD/bench-out}"
+CONFIG="$HERE/deepseek-r1-distill-qwen-1.5b.json"
+mkdir -p "$WORK" "$OUT"
+log() { echo "[$(date +%T)] $*" >&2; }
+
+vulkan() {
+    if ! ldconfig -p | grep -q libvulkan.so.1; then
+        for f in .bench/gl/*.deb; do dpkg -x "$f" /; done
+        ldconfig
+    fi
+    if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    fi
+}
+
+setup() {
+    local lc="$WORK/llama.cpp"
+    if [ ! -x "$lc/build/bin/llama-bench" ]; then
+        log "building llama.cpp (CUDA, sm_90)"
+        rm -rf "$lc" && mkdir -p "$lc"
+        tar xzf .bench/llama.cpp.tar.gz -C "$lc" --strip-components=1
+        (cmake -S "$lc" -B "$lc/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+            -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+            -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >"$WORK/cmake.log" 2>&1 &&
+            ninja -C "$lc/build" llama-bench >"$WORK/build.log" 2>&1) &
+        local build=$!
+    fi
+    for kind in q4_0 f16; do
+        if [ ! -f "$WORK/model-$kind.gguf" ]; then
+            log "writing the $kind model"
+            PYTHONPATH=.bench/gguf-py python3 "$HERE/make_model.py" "$CONFIG" \
+                "$WORK/model-$kind.gguf.tmp" "$kind" && mv "$WORK/model-$kind.gguf.tmp" "$WORK/model-$kind.gguf" &
+        fi
+    done
+    wait
+    [ -x "$lc/build/bin/llama-bench" ] || { tail -30 "$WORK/build.log" >&2; exit 1; }
+    log "setup done"
+}
+
+bench() {
+    [ -x "$WORK/llama.cpp/build/bin/llama-bench" ] && [ -f "$WORK/model-f16.gguf" ] || setup
+    vulkan
+    local akari=.bench/akari lb="$WORK/llama.cpp/build/bin/llama-bench"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/card.txt"
+    "$akari" info "$WORK/model-q4_0.gguf" --device gpu 2>&1 | tail -3 || true
+    for kind in q4_0 f16; do
+        m="$WORK/model-$kind.gguf"
+        log "akari $kind"
+        {
+            "$akari" bench "$m" --device gpu --prompt-tokens 512 --gen-tokens 8 --repeats 3 --json
+            "$akari" bench "$m" --device gpu --prompt-tokens 128 --gen-tokens 64 --repeats 3 --json
+            "$akari" bench "$m" --device gpu --prompt-tokens 2048 --gen-tokens 64 --repeats 2 --json
+        } | tee "$OUT/akari-$kind.jsonl"
+        log "llama.cpp $kind"
+        "$lb" -m "$m" -ngl 99 -p 512 -n 0 -r 5 -o jsonl | tee "$OUT/llamacpp-$kind.jsonl"
+        "$lb" -m "$m" -ngl 99 -p 0 -n 64 -d 128,2048 -r 5 -o jsonl | tee -a "$OUT/llamacpp-$kind.jsonl"
+    done
+    log "pytorch fp16"
+    python3 "$HERE/torch_bench.py" "$CONFIG" | tee "$OUT/torch.json"
+    PYTHONPATH=.bench/gguf-py python3 "$HERE/bytes_per_token.py" "$WORK/model-q4_0.gguf" "$WORK/model-f16.gguf" | tee "$OUT/bytes.json"
+}
+
+case "${1:-bench}" in
+setup) setup ;;
+bench) bench ;;
+*) echo "usage: $0 [setup|bench]" >&2; exit 2 ;;
+esac
