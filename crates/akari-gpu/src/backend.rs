@@ -125,6 +125,11 @@ struct Pending {
     rec: Option<Recording>,
     /// The position the step buffer holds (as of the next submission).
     pos: Option<usize>,
+    /// Since the first op after the last read, and the time spent recording since: logged
+    /// at debug level by each read, to tell CPU-bound steps from GPU-bound ones.
+    started: Option<web_time::Instant>,
+    recording: std::time::Duration,
+    dispatches: usize,
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -219,15 +224,21 @@ impl GpuBackend {
         pos: Option<usize>,
         f: impl FnOnce(&GpuContext, &mut Recording) -> Result<(), GpuError>,
     ) -> Result<()> {
+        let t0 = web_time::Instant::now();
         let mut pending = self.pending();
+        pending.started.get_or_insert(t0);
         if let Some(pos) = pos {
             self.set_pos(&mut pending, pos)?;
         }
         let rec = pending.rec.get_or_insert_with(|| Recording::new(&self.ctx));
+        let before = rec.dispatches();
         f(&self.ctx, rec)?;
+        let added = rec.dispatches() - before;
         if self.submit_every > 0 && rec.dispatches() >= self.submit_every {
             self.flush(&mut pending)?;
         }
+        pending.dispatches += added;
+        pending.recording += t0.elapsed();
         Ok(())
     }
 
@@ -581,14 +592,26 @@ impl Backend for GpuBackend {
 
     /// Submits everything recorded since the last submission and waits for `x`.
     fn read(&self, x: &GpuTensor) -> Result<Vec<f32>> {
-        let rec = self
-            .pending()
-            .rec
-            .take()
-            .unwrap_or_else(|| Recording::new(&self.ctx));
-        Ok(self
+        let (rec, started, recording, dispatches) = {
+            let mut p = self.pending();
+            let rec = p.rec.take().unwrap_or_else(|| Recording::new(&self.ctx));
+            let stats = (p.started.take(), p.recording, p.dispatches);
+            p.recording = Default::default();
+            p.dispatches = 0;
+            (rec, stats.0, stats.1, stats.2)
+        };
+        let t0 = web_time::Instant::now();
+        let out = self
             .ctx
-            .submit_and_read("read", rec, x.buffer(), x.rows * x.cols)?)
+            .submit_and_read("read", rec, x.buffer(), x.rows * x.cols)?;
+        tracing::debug!(
+            dispatches,
+            total_us = started.map(|s| s.elapsed().as_micros()).unwrap_or(0) as u64,
+            recording_us = recording.as_micros() as u64,
+            wait_us = t0.elapsed().as_micros() as u64,
+            "gpu forward"
+        );
+        Ok(out)
     }
 
     fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {

@@ -38,6 +38,8 @@ pub struct GpuContext {
     timeout: Duration,
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
+    /// Per-kernel timing (`AKARI_GPU_PROFILE`).
+    pub(crate) profiler: Option<crate::profile::Profiler>,
     /// The last read-back buffer, reused while reads keep the same size.
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Every other kernel's pipelines ([`crate::ops`]).
@@ -83,7 +85,9 @@ impl GpuContext {
             })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let wanted = wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | crate::profile::Profiler::wanted();
         let features = adapter.features() & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -140,7 +144,9 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let profiler = crate::profile::Profiler::new(&device, &queue);
         Ok(GpuContext {
+            profiler,
             device,
             queue,
             info,
@@ -278,7 +284,20 @@ impl GpuContext {
         });
         rec.encoder()
             .copy_buffer_to_buffer(src, 0, &staging, 0, size);
-        let index = self.queue.submit([rec.finish()]);
+        let profiled = self
+            .profiler
+            .as_ref()
+            .map(|p| p.resolve(rec.encoder()))
+            .unwrap_or(0);
+        let t0 = web_time::Instant::now();
+        let commands = rec.finish();
+        let t1 = web_time::Instant::now();
+        let index = self.queue.submit([commands]);
+        tracing::trace!(
+            finish_us = (t1 - t0).as_micros() as u64,
+            submit_us = t1.elapsed().as_micros() as u64,
+            "read submitted"
+        );
         self.check(op)?;
 
         let (tx, rx) = std::sync::mpsc::channel();
@@ -318,6 +337,9 @@ impl GpuContext {
                 .collect()
         };
         staging.unmap();
+        if let Some(p) = &self.profiler {
+            p.report(&self.device, profiled);
+        }
         *self.staging.lock().unwrap_or_else(|p| p.into_inner()) = Some(staging);
         Ok(out)
     }

@@ -56,6 +56,7 @@ mod context;
 mod error;
 mod matrix;
 pub mod ops;
+mod profile;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use backend::{GpuBackend, GpuKvCache, GpuRope, GpuTensor, GpuVector};

@@ -250,8 +250,10 @@ fn fused_epilogues_match_the_reference() {
     let ctx = ctx();
     let f32_bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
     for format in QuantFormat::ALL {
-        for tokens in [1, 5] {
-            let (rows, cols) = (21, 96);
+        // 96 columns are 3 blocks (the general kernel for Q4_0/Q8_0 at one token), 128 are 4
+        // (the aligned-pair decode kernel).
+        for (tokens, cols) in [(1, 96), (1, 128), (5, 96), (5, 128)] {
+            let rows = 21;
             let wb = quantized(format, rows, cols, 21);
             let ub = quantized(format, rows, cols, 22);
             let w = ctx.upload_matrix_bytes(format, rows, cols, &wb).unwrap();

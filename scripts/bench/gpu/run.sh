@@ -5,6 +5,8 @@
 #
 #   bash scripts/bench/gpu/run.sh setup   # build llama.cpp (CUDA), write the random models
 #   bash scripts/bench/gpu/run.sh bench   # every measurement, results in $OUT (or ./bench-out)
+#   bash scripts/bench/gpu/run.sh akari   # akari alone, once per AKARI_GPU_SUBMIT_EVERY value
+#                                          # in $SUBMIT_EVERY (e.g. "0 32 64"), for tuning
 #
 # `bench` runs `setup` first when its products are missing. Work files go to $WORK
 # (default /tmp/akari-gpu-bench), so a second call on the same machine reuses them.
@@ -14,6 +16,7 @@ HERE=scripts/bench/gpu
 WORK="${WORK:-/tmp/akari-gpu-bench}"
 OUT="${OUT:-$PWD/bench-out}"
 CONFIG="$HERE/deepseek-r1-distill-qwen-1.5b.json"
+AKARI="${AKARI:-.bench/akari}"
 mkdir -p "$WORK" "$OUT"
 log() { echo "[$(date +%T)] $*" >&2; }
 
@@ -25,6 +28,35 @@ vulkan() {
     if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
         export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     fi
+}
+
+models() {
+    for kind in ${KINDS:-q4_0 f16}; do
+        if [ ! -f "$WORK/model-$kind.gguf" ]; then
+            log "writing the $kind model"
+            PYTHONPATH=.bench/gguf-py python3 "$HERE/make_model.py" "$CONFIG" \
+                "$WORK/model-$kind.gguf.tmp" "$kind" && mv "$WORK/model-$kind.gguf.tmp" "$WORK/model-$kind.gguf" &
+        fi
+    done
+    wait
+}
+
+akari_runs() {
+    local m="$1" tag="$2"
+    "$AKARI" bench "$m" --device gpu --prompt-tokens 512 --gen-tokens 8 --repeats 3 --json | sed "s/^{/{\"tag\":\"$tag\",/"
+    "$AKARI" bench "$m" --device gpu --prompt-tokens 128 --gen-tokens 64 --repeats 3 --json | sed "s/^{/{\"tag\":\"$tag\",/"
+    "$AKARI" bench "$m" --device gpu --prompt-tokens 2048 --gen-tokens 64 --repeats 2 --json | sed "s/^{/{\"tag\":\"$tag\",/"
+}
+
+akari_only() {
+    KINDS="${KINDS:-q4_0}" models
+    vulkan
+    for kind in ${KINDS:-q4_0}; do
+        for every in ${SUBMIT_EVERY:-64}; do
+            log "akari $kind, submit every $every"
+            AKARI_GPU_SUBMIT_EVERY=$every akari_runs "$WORK/model-$kind.gguf" "$kind-submit$every" | tee -a "$OUT/akari-tuning.jsonl"
+        done
+    done
 }
 
 setup() {
@@ -39,13 +71,7 @@ setup() {
             ninja -C "$lc/build" llama-bench >"$WORK/build.log" 2>&1) &
         local build=$!
     fi
-    for kind in q4_0 f16; do
-        if [ ! -f "$WORK/model-$kind.gguf" ]; then
-            log "writing the $kind model"
-            PYTHONPATH=.bench/gguf-py python3 "$HERE/make_model.py" "$CONFIG" \
-                "$WORK/model-$kind.gguf.tmp" "$kind" && mv "$WORK/model-$kind.gguf.tmp" "$WORK/model-$kind.gguf" &
-        fi
-    done
+    models
     wait
     [ -x "$lc/build/bin/llama-bench" ] || { tail -30 "$WORK/build.log" >&2; exit 1; }
     log "setup done"
@@ -54,17 +80,13 @@ setup() {
 bench() {
     [ -x "$WORK/llama.cpp/build/bin/llama-bench" ] && [ -f "$WORK/model-f16.gguf" ] || setup
     vulkan
-    local akari=.bench/akari lb="$WORK/llama.cpp/build/bin/llama-bench"
+    local lb="$WORK/llama.cpp/build/bin/llama-bench"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/card.txt"
-    "$akari" info "$WORK/model-q4_0.gguf" --device gpu 2>&1 | tail -3 || true
+    "$AKARI" info "$WORK/model-q4_0.gguf" --device gpu 2>&1 | tail -3 || true
     for kind in q4_0 f16; do
         m="$WORK/model-$kind.gguf"
         log "akari $kind"
-        {
-            "$akari" bench "$m" --device gpu --prompt-tokens 512 --gen-tokens 8 --repeats 3 --json
-            "$akari" bench "$m" --device gpu --prompt-tokens 128 --gen-tokens 64 --repeats 3 --json
-            "$akari" bench "$m" --device gpu --prompt-tokens 2048 --gen-tokens 64 --repeats 2 --json
-        } | tee "$OUT/akari-$kind.jsonl"
+        akari_runs "$m" "$kind" | tee "$OUT/akari-$kind.jsonl"
         log "llama.cpp $kind"
         "$lb" -m "$m" -ngl 99 -p 512 -n 0 -r 5 -o jsonl | tee "$OUT/llamacpp-$kind.jsonl"
         "$lb" -m "$m" -ngl 99 -p 0 -n 64 -d 128,2048 -r 5 -o jsonl | tee -a "$OUT/llamacpp-$kind.jsonl"
@@ -76,6 +98,8 @@ bench() {
 
 case "${1:-bench}" in
 setup) setup ;;
+akari) akari_only ;;
+models) models ;;
 bench) bench ;;
-*) echo "usage: $0 [setup|bench]" >&2; exit 2 ;;
+*) echo "usage: $0 [setup|bench|akari|models]" >&2; exit 2 ;;
 esac

@@ -20,6 +20,27 @@ const SHADER: Shader = Shader {
     source: include_str!("gemv.wgsl"),
 };
 
+const DECODE: Shader = Shader {
+    name: "gemv_decode.wgsl",
+    source: include_str!("gemv_decode.wgsl"),
+};
+
+/// Output rows per workgroup of `gemv_decode.wgsl` (`ROWS`).
+const DECODE_ROWS: u32 = 16;
+
+/// The entry point of `gemv_decode.wgsl` for a one-token GEMV of `w`, when its rows suit it
+/// (whole word-aligned pairs of blocks, or 8-value groups of f16).
+fn decode_entry(w: &GpuMatrix) -> Option<&'static str> {
+    let blocks = w.cols() / 32;
+    match w.format() {
+        QuantFormat::Q4_0 if blocks.is_multiple_of(2) => Some("decode_q4_0"),
+        QuantFormat::Q8_0 if blocks.is_multiple_of(2) => Some("decode_q8_0"),
+        QuantFormat::Q4_1 => Some("decode_q4_1"),
+        QuantFormat::F16 if w.cols().is_multiple_of(8) => Some("decode_f16"),
+        _ => None,
+    }
+}
+
 fn entry_point(format: QuantFormat) -> &'static str {
     match format {
         QuantFormat::F32 => "gemv_f32",
@@ -117,14 +138,17 @@ pub fn encode_tokens(
         }
     };
     let caps = ctx.caps();
-    let groups = (w.rows() as u32).div_ceil(ROWS_PER_WORKGROUP);
+    let decode = if tokens == 1 { decode_entry(w) } else { None };
+    let per_wg = if decode.is_some() {
+        DECODE_ROWS
+    } else {
+        ROWS_PER_WORKGROUP
+    };
+    let groups = (w.rows() as u32).div_ceil(per_wg);
     let (gx, gy) =
         dispatch_size(groups, caps.max_compute_workgroups_per_dimension).ok_or_else(|| {
             GpuError::TooLarge {
-                what: format!(
-                    "gemv over {} rows ({ROWS_PER_WORKGROUP} per workgroup)",
-                    w.rows()
-                ),
+                what: format!("gemv over {} rows ({per_wg} per workgroup)", w.rows()),
                 bytes: w.rows() as u64,
                 limit: u64::from(caps.max_compute_workgroups_per_dimension).pow(2),
             }
@@ -150,10 +174,14 @@ pub fn encode_tokens(
         0,
         0,
     ];
+    let (shader, entry) = match decode {
+        Some(entry) => (&DECODE, entry),
+        None => (&SHADER, entry_point(w.format())),
+    };
     ctx.dispatch(
         rec,
-        &SHADER,
-        entry_point(w.format()),
+        shader,
+        entry,
         &[
             w.buffer(),
             x,

@@ -275,6 +275,9 @@ impl GpuContext {
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        if let Some(p) = &self.profiler {
+            p.mark(pass, entry);
+        }
         rec.dispatches += 1;
         Ok(())
     }

@@ -1,0 +1,249 @@
+// Decode's matrix × vector for one token: y[n] = Σ_k W[n, k] · x[k], with the epilogues of
+// gemv.wgsl (bias, accumulate into y, GLU with a second matrix). Same bindings, same Params;
+// `x` is read as vec4s.
+//
+// Why a second kernel: one token leaves little parallelism, so this one gives each row
+// LANES threads and makes every weight read an aligned word. ggml's blocks are 2-byte
+// aligned only, but a *pair* of Q4_0 (36 bytes) or Q8_0 (68 bytes) blocks starting at an
+// even block is word-aligned when a row holds an even number of blocks (the Rust side checks),
+// so each thread takes whole pairs and unpacks the halves in registers. Q4_1 blocks (20
+// bytes) and f16 rows (K a multiple of 8) are aligned as they are.
+//
+// Dispatch: one workgroup of WG threads per ROWS rows (row groups numbered
+// `wid.y · nwg.x + wid.x`); a row's LANES threads take its pairs (blocks, 8-value groups)
+// `lane, lane + LANES, …` and sum their partials in shared memory.
+
+const WG: u32 = 256u;
+const LANES: u32 = 16u;
+const ROWS: u32 = 16u; // WG / LANES
+
+struct Params {
+    n: u32,
+    k: u32,
+    row_bytes: u32,
+    flags: u32,
+    tokens: u32,
+    _a: u32,
+    _b: u32,
+    _c: u32,
+}
+
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> w2: array<u32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+const HAS_BIAS: u32 = 1u;
+const ACCUMULATE: u32 = 2u;
+const GLU: u32 = 4u;
+
+var<workgroup> partial: array<vec2<f32>, WG>;
+
+// Which matrix the dot products read: 0 for W, 1 for W2 (uniform across the workgroup).
+var<private> which: u32;
+
+fn wl(i: u32) -> u32 {
+    if which == 0u {
+        return w[i];
+    }
+    return w2[i];
+}
+
+// The 4 low and 4 high nibbles of a word, as values 0..15.
+fn lo4(v: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v, v >> 8u, v >> 16u, v >> 24u)) & vec4<u32>(0xfu));
+}
+
+fn hi4(v: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v >> 4u, v >> 12u, v >> 20u, v >> 28u)) & vec4<u32>(0xfu));
+}
+
+// The 4 bytes of a word as signed values.
+fn i8x4(v: u32) -> vec4<f32> {
+    let s = vec4<i32>(bitcast<i32>(v << 24u), bitcast<i32>(v << 16u), bitcast<i32>(v << 8u),
+        bitcast<i32>(v));
+    return vec4<f32>(s >> vec4<u32>(24u));
+}
+
+// Σ q·x of a 4-bit block's 16 bytes (as 4 words) against x[xq..xq + 8) (32 values); the
+// nibbles are offset by `off` (8 for Q4_0, 0 for Q4_1).
+fn nibbles(q0: u32, q1: u32, q2: u32, q3: u32, xq: u32, off: f32) -> f32 {
+    let o = vec4<f32>(off);
+    var s = dot(lo4(q0) - o, x[xq]) + dot(hi4(q0) - o, x[xq + 4u]);
+    s += dot(lo4(q1) - o, x[xq + 1u]) + dot(hi4(q1) - o, x[xq + 5u]);
+    s += dot(lo4(q2) - o, x[xq + 2u]) + dot(hi4(q2) - o, x[xq + 6u]);
+    s += dot(lo4(q3) - o, x[xq + 3u]) + dot(hi4(q3) - o, x[xq + 7u]);
+    return s;
+}
+
+fn sum4(v: vec4<f32>) -> f32 {
+    return v.x + v.y + v.z + v.w;
+}
+
+// Q4_0 pairs: 36 bytes = 9 words; d0 in the low half of word 0, block 0's nibbles in bytes
+// 2..18, d1 in the high half of word 4, block 1's nibbles in words 5..8.
+fn row_q4_0(row: u32, lane: u32) -> f32 {
+    let pairs = params.k >> 6u;
+    let base = row * (params.row_bytes >> 2u);
+    var acc = 0.0;
+    for (var p = lane; p < pairs; p += LANES) {
+        let o = base + p * 9u;
+        let a0 = wl(o);
+        let a1 = wl(o + 1u);
+        let a2 = wl(o + 2u);
+        let a3 = wl(o + 3u);
+        let a4 = wl(o + 4u);
+        let xq = p * 16u;
+        let d0 = unpack2x16float(a0).x;
+        let d1 = unpack2x16float(a4).y;
+        acc += d0 * nibbles((a0 >> 16u) | (a1 << 16u), (a1 >> 16u) | (a2 << 16u),
+            (a2 >> 16u) | (a3 << 16u), (a3 >> 16u) | (a4 << 16u), xq, 8.0);
+        acc += d1 * nibbles(wl(o + 5u), wl(o + 6u), wl(o + 7u), wl(o + 8u), xq + 8u, 8.0);
+    }
+    return acc;
+}
+
+// Q4_1 blocks: 20 bytes = 5 words; d and m in word 0, nibbles in words 1..4.
+fn row_q4_1(row: u32, lane: u32) -> f32 {
+    let blocks = params.k >> 5u;
+    let base = row * (params.row_bytes >> 2u);
+    var acc = 0.0;
+    for (var b = lane; b < blocks; b += LANES) {
+        let o = base + b * 5u;
+        let dm = unpack2x16float(wl(o));
+        let xq = b * 8u;
+        var sx = vec4<f32>(0.0);
+        for (var i = 0u; i < 8u; i++) {
+            sx += x[xq + i];
+        }
+        acc += dm.x * nibbles(wl(o + 1u), wl(o + 2u), wl(o + 3u), wl(o + 4u), xq, 0.0)
+            + dm.y * sum4(sx);
+    }
+    return acc;
+}
+
+// Σ q·x of 32 signed bytes given as 8 words, against x[xq..xq + 8).
+fn bytes8(q: array<u32, 8>, xq: u32) -> f32 {
+    var s = 0.0;
+    for (var i = 0u; i < 8u; i++) {
+        s += dot(i8x4(q[i]), x[xq + i]);
+    }
+    return s;
+}
+
+// Q8_0 pairs: 68 bytes = 17 words; d0 in the low half of word 0, block 0's bytes in bytes
+// 2..34, d1 in the high half of word 8, block 1's bytes in words 9..16.
+fn row_q8_0(row: u32, lane: u32) -> f32 {
+    let pairs = params.k >> 6u;
+    let base = row * (params.row_bytes >> 2u);
+    var acc = 0.0;
+    for (var p = lane; p < pairs; p += LANES) {
+        let o = base + p * 17u;
+        var a: array<u32, 9>;
+        for (var i = 0u; i < 9u; i++) {
+            a[i] = wl(o + i);
+        }
+        var q0: array<u32, 8>;
+        var q1: array<u32, 8>;
+        for (var i = 0u; i < 8u; i++) {
+            q0[i] = (a[i] >> 16u) | (a[i + 1u] << 16u);
+            q1[i] = wl(o + 9u + i);
+        }
+        let xq = p * 16u;
+        acc += unpack2x16float(a[0]).x * bytes8(q0, xq);
+        acc += unpack2x16float(a[8]).y * bytes8(q1, xq + 8u);
+    }
+    return acc;
+}
+
+// f16 rows, K a multiple of 8: 8 values (4 words) per step.
+fn row_f16(row: u32, lane: u32) -> f32 {
+    let groups = params.k >> 3u;
+    let base = row * (params.row_bytes >> 2u);
+    var acc = 0.0;
+    for (var g = lane; g < groups; g += LANES) {
+        let o = base + g * 4u;
+        let v0 = unpack2x16float(wl(o));
+        let v1 = unpack2x16float(wl(o + 1u));
+        let v2 = unpack2x16float(wl(o + 2u));
+        let v3 = unpack2x16float(wl(o + 3u));
+        acc += dot(vec4<f32>(v0, v1), x[2u * g]) + dot(vec4<f32>(v2, v3), x[2u * g + 1u]);
+    }
+    return acc;
+}
+
+fn row_dot(fmt: u32, row: u32, lane: u32) -> f32 {
+    switch fmt {
+        case 1u: { return row_f16(row, lane); }
+        case 2u: { return row_q8_0(row, lane); }
+        case 3u: { return row_q4_0(row, lane); }
+        default: { return row_q4_1(row, lane); }
+    }
+}
+
+fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
+    let row = (wid.y * nwg.x + wid.x) * ROWS + t / LANES;
+    let lane = t % LANES;
+    let live = row < params.n;
+    let glu = (params.flags & GLU) != 0u;
+    var v = vec2<f32>(0.0);
+    which = 0u;
+    if live {
+        v.x = row_dot(fmt, row, lane);
+    }
+    if glu {
+        which = 1u;
+        if live {
+            v.y = row_dot(fmt, row, lane);
+        }
+    }
+    partial[t] = v;
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if lane < s {
+            partial[t] += partial[t + s];
+        }
+        workgroupBarrier();
+    }
+    if lane == 0u && live {
+        let r = partial[t];
+        if glu {
+            y[row] = r.x / (1.0 + exp(-r.x)) * r.y;
+        } else {
+            var o = r.x;
+            if (params.flags & HAS_BIAS) != 0u {
+                o += bias[row];
+            }
+            if (params.flags & ACCUMULATE) != 0u {
+                o += y[row];
+            }
+            y[row] = o;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn decode_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) t: u32) {
+    run(1u, wid, nwg, t);
+}
+
+@compute @workgroup_size(WG)
+fn decode_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) t: u32) {
+    run(2u, wid, nwg, t);
+}
+
+@compute @workgroup_size(WG)
+fn decode_q4_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) t: u32) {
+    run(3u, wid, nwg, t);
+}
+
+@compute @workgroup_size(WG)
+fn decode_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) t: u32) {
+    run(4u, wid, nwg, t);
+}
