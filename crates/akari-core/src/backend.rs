@@ -57,6 +57,31 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<Self::Tensor>> {
         ws.iter().map(|(w, b)| self.matmul(x, w, *b)).collect()
     }
+    /// [`Backend::matmul_many`] of `rms_norm(x) · norm`, so a backend can normalise inside the
+    /// matmuls instead of in a pass of its own.
+    #[allow(clippy::type_complexity)]
+    fn norm_matmul_many(
+        &self,
+        x: &Self::Tensor,
+        norm: &Self::Vector,
+        eps: f32,
+        ws: &[(&Self::Matrix, Option<&Self::Vector>)],
+    ) -> Result<Vec<Self::Tensor>> {
+        let h = self.rms_norm(x, norm, eps)?;
+        self.matmul_many(&h, ws)
+    }
+    /// [`Backend::matmul_glu`] of `rms_norm(x) · norm`.
+    fn norm_matmul_glu(
+        &self,
+        x: &Self::Tensor,
+        norm: &Self::Vector,
+        eps: f32,
+        gate: &Self::Matrix,
+        up: &Self::Matrix,
+    ) -> Result<Self::Tensor> {
+        let h = self.rms_norm(x, norm, eps)?;
+        self.matmul_glu(&h, gate, up)
+    }
     /// `x += a · wᵀ`: a matmul whose result goes straight into the residual stream, so a
     /// backend can fuse the add into the matmul.
     fn matmul_add(&self, x: &mut Self::Tensor, a: &Self::Tensor, w: &Self::Matrix) -> Result<()> {

@@ -176,10 +176,11 @@ impl<B: Backend> Model<B> {
         };
         let mut x = be.embed(&self.embed, tokens)?;
         for (i, l) in self.layers.iter().enumerate() {
-            let h = be.rms_norm(&x, &l.attn_norm, cfg.rms_norm_eps)?;
             let [mut q, mut k, v]: [B::Tensor; 3] = be
-                .matmul_many(
-                    &h,
+                .norm_matmul_many(
+                    &x,
+                    &l.attn_norm,
+                    cfg.rms_norm_eps,
                     &[
                         (&l.q, l.q_bias.as_ref()),
                         (&l.k, l.k_bias.as_ref()),
@@ -194,8 +195,7 @@ impl<B: Backend> Model<B> {
             be.rope(&mut k, cfg.num_kv_heads, rope, self.pos)?;
             let a = be.attention(&q, &k, &v, &mut self.cache, i, self.pos)?;
             be.matmul_add(&mut x, &a, &l.o)?;
-            let h = be.rms_norm(&x, &l.ffn_norm, cfg.rms_norm_eps)?;
-            let act = be.matmul_glu(&h, &l.gate, &l.up)?;
+            let act = be.norm_matmul_glu(&x, &l.ffn_norm, cfg.rms_norm_eps, &l.gate, &l.up)?;
             be.matmul_add(&mut x, &act, &l.down)?;
         }
         self.pos += tokens.len();

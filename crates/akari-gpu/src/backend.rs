@@ -397,7 +397,91 @@ impl Backend for GpuBackend {
             bias: bias.map(|b| &b.buffer),
         };
         self.record(None, |ctx, rec| {
-            gemv::encode_tokens(ctx, rec, w, x.buffer(), epilogue, out.buffer(), x.rows)
+            gemv::encode_tokens(
+                ctx,
+                rec,
+                w,
+                x.buffer(),
+                None,
+                epilogue,
+                out.buffer(),
+                x.rows,
+            )
+        })?;
+        Ok(out)
+    }
+
+    fn norm_matmul_many(
+        &self,
+        x: &GpuTensor,
+        norm: &GpuVector,
+        eps: f32,
+        ws: &[(&GpuMatrix, Option<&GpuVector>)],
+    ) -> Result<Vec<GpuTensor>> {
+        // One token: each GEMV normalises its input itself (no rms_norm dispatch).
+        if x.rows != 1 || norm.len != x.cols || !ws.iter().all(|(w, _)| gemv::fuses_norm(w)) {
+            let h = self.rms_norm(x, norm, eps)?;
+            return self.matmul_many(&h, ws);
+        }
+        let norm = Some(gemv::Norm {
+            weight: &norm.buffer,
+            eps,
+        });
+        ws.iter()
+            .map(|(w, bias)| {
+                Self::check_cols(x, w.cols(), "matmul input")?;
+                if let Some(b) = bias {
+                    if b.len != w.rows() {
+                        return Err(shape("bias", vec![w.rows()], vec![b.len]));
+                    }
+                }
+                let out = self.tensor("akari.matmul", 1, w.rows())?;
+                let epilogue = Epilogue::Store {
+                    bias: bias.map(|b| &b.buffer),
+                };
+                self.record(None, |ctx, rec| {
+                    gemv::encode_tokens(ctx, rec, w, x.buffer(), norm, epilogue, out.buffer(), 1)
+                })?;
+                Ok(out)
+            })
+            .collect()
+    }
+
+    fn norm_matmul_glu(
+        &self,
+        x: &GpuTensor,
+        norm: &GpuVector,
+        eps: f32,
+        gate: &GpuMatrix,
+        up: &GpuMatrix,
+    ) -> Result<GpuTensor> {
+        let fused = x.rows == 1
+            && norm.len == x.cols
+            && gemv::fuses_norm(gate)
+            && up.format() == gate.format()
+            && up.rows() == gate.rows()
+            && up.cols() == gate.cols();
+        if !fused {
+            let h = self.rms_norm(x, norm, eps)?;
+            return self.matmul_glu(&h, gate, up);
+        }
+        Self::check_cols(x, gate.cols(), "matmul input")?;
+        let out = self.tensor("akari.glu", 1, gate.rows())?;
+        let norm = Some(gemv::Norm {
+            weight: &norm.buffer,
+            eps,
+        });
+        self.record(None, |ctx, rec| {
+            gemv::encode_tokens(
+                ctx,
+                rec,
+                gate,
+                x.buffer(),
+                norm,
+                Epilogue::Glu { up },
+                out.buffer(),
+                1,
+            )
         })?;
         Ok(out)
     }
@@ -414,6 +498,7 @@ impl Backend for GpuBackend {
                 rec,
                 w,
                 a.buffer(),
+                None,
                 Epilogue::Accumulate,
                 x.buffer(),
                 a.rows,
@@ -447,6 +532,7 @@ impl Backend for GpuBackend {
                 rec,
                 gate,
                 x.buffer(),
+                None,
                 Epilogue::Glu { up },
                 out.buffer(),
                 x.rows,

@@ -140,7 +140,7 @@ impl GpuContext {
         );
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("akari.dummy"),
-            size: 4,
+            size: 16,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });

@@ -215,7 +215,7 @@ fn tokens_in_one_dispatch_match_one_at_a_time() {
         let y = ctx.f32_buffer("y", tokens * rows).unwrap();
         let mut rec = Recording::new(ctx);
         let epilogue = Epilogue::Store { bias: Some(&bb) };
-        encode_tokens(ctx, &mut rec, &w, &xb, epilogue, &y, tokens).unwrap();
+        encode_tokens(ctx, &mut rec, &w, &xb, None, epilogue, &y, tokens).unwrap();
         let got = ctx
             .submit_and_read("tokens", rec, &y, tokens * rows)
             .unwrap();
@@ -264,7 +264,17 @@ fn fused_epilogues_match_the_reference() {
 
             let acc = ctx.storage_buffer("y", &f32_bytes(&y0)).unwrap();
             let mut rec = Recording::new(ctx);
-            encode_tokens(ctx, &mut rec, &w, &xb, Epilogue::Accumulate, &acc, tokens).unwrap();
+            encode_tokens(
+                ctx,
+                &mut rec,
+                &w,
+                &xb,
+                None,
+                Epilogue::Accumulate,
+                &acc,
+                tokens,
+            )
+            .unwrap();
             let got_acc = ctx
                 .submit_and_read("acc", rec, &acc, tokens * rows)
                 .unwrap();
@@ -272,7 +282,7 @@ fn fused_epilogues_match_the_reference() {
             let glu = ctx.f32_buffer("glu", tokens * rows).unwrap();
             let mut rec = Recording::new(ctx);
             let epilogue = Epilogue::Glu { up: &u };
-            encode_tokens(ctx, &mut rec, &w, &xb, epilogue, &glu, tokens).unwrap();
+            encode_tokens(ctx, &mut rec, &w, &xb, None, epilogue, &glu, tokens).unwrap();
             let got_glu = ctx
                 .submit_and_read("glu", rec, &glu, tokens * rows)
                 .unwrap();
@@ -302,4 +312,54 @@ fn fused_epilogues_match_the_reference() {
             }
         }
     }
+}
+
+/// A one-token GEMV that RMS-normalises its input itself matches the reference on the
+/// normalised input, for every format the decode kernel takes.
+#[test]
+fn fused_norm_matches_the_reference() {
+    use akari_gpu::ops::gemv::{fuses_norm, Norm};
+    let ctx = ctx();
+    let f32_bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+    let mut checked = 0;
+    for format in QuantFormat::ALL {
+        let (rows, cols, eps) = (37, 128, 1e-5f32);
+        let wb = quantized(format, rows, cols, 31);
+        let w = ctx.upload_matrix_bytes(format, rows, cols, &wb).unwrap();
+        if !fuses_norm(&w) {
+            continue;
+        }
+        let x = sample(cols, 32);
+        let nw = sample(cols, 33);
+        let xb = ctx.storage_buffer("x", &f32_bytes(&x)).unwrap();
+        let nb = ctx.storage_buffer("norm", &f32_bytes(&nw)).unwrap();
+        let y = ctx.f32_buffer("y", rows).unwrap();
+        let mut rec = Recording::new(ctx);
+        let norm = Some(Norm { weight: &nb, eps });
+        let epilogue = Epilogue::Store { bias: None };
+        encode_tokens(ctx, &mut rec, &w, &xb, norm, epilogue, &y, 1).unwrap();
+        let got = ctx.submit_and_read("norm", rec, &y, rows).unwrap();
+        let ms = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / cols as f64;
+        let scale = 1.0 / (ms + f64::from(eps)).sqrt();
+        let xn: Vec<f32> = x
+            .iter()
+            .zip(&nw)
+            .map(|(a, b)| (f64::from(*a) * scale * f64::from(*b)) as f32)
+            .collect();
+        let (want, s) = reference(format, &wb, rows, cols, &xn, None);
+        for r in 0..rows {
+            let err = (f64::from(got[r]) - want[r]).abs();
+            assert!(
+                err <= 1e-5 * (s[r] + 1.0),
+                "{format} row {r}: {} vs {}",
+                got[r],
+                want[r]
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 4,
+        "the decode kernel should take F16, Q8_0, Q4_0 and Q4_1"
+    );
 }

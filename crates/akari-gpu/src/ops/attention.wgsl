@@ -97,11 +97,23 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         let j = base + t;
         var s = -1e30;
         if j < end {
-            var dot = vec4<f32>(0.0);
+            // Four independent sums keep four loads in flight (a warp issues in order).
+            var d0 = vec4<f32>(0.0);
+            var d1 = vec4<f32>(0.0);
+            var d2 = vec4<f32>(0.0);
+            var d3 = vec4<f32>(0.0);
             let ko = (cbase + j * hd) / 4u;
-            for (var d = 0u; d < hd4; d++) {
-                dot += qs[d] * k_cache[ko + d];
+            var d = 0u;
+            for (; d + 4u <= hd4; d += 4u) {
+                d0 += qs[d] * k_cache[ko + d];
+                d1 += qs[d + 1u] * k_cache[ko + d + 1u];
+                d2 += qs[d + 2u] * k_cache[ko + d + 2u];
+                d3 += qs[d + 3u] * k_cache[ko + d + 3u];
             }
+            for (; d < hd4; d++) {
+                d0 += qs[d] * k_cache[ko + d];
+            }
+            let dot = d0 + d1 + d2 + d3;
             s = (dot.x + dot.y + dot.z + dot.w) * params.scale;
         }
         let new_m = max(m, reduce_max(t, s));
@@ -117,11 +129,22 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         for (var i = 0u; i < PER_THREAD; i++) {
             let d = t + i * WG;
             if d < hd {
-                var a = acc[i] * corr;
-                for (var jj = 0u; jj < count; jj++) {
-                    a += probs[jj] * v_cache[cbase + (base + jj) * hd + d];
+                let vo = cbase + base * hd + d;
+                var a0 = 0.0;
+                var a1 = 0.0;
+                var a2 = 0.0;
+                var a3 = 0.0;
+                var jj = 0u;
+                for (; jj + 4u <= count; jj += 4u) {
+                    a0 += probs[jj] * v_cache[vo + jj * hd];
+                    a1 += probs[jj + 1u] * v_cache[vo + (jj + 1u) * hd];
+                    a2 += probs[jj + 2u] * v_cache[vo + (jj + 2u) * hd];
+                    a3 += probs[jj + 3u] * v_cache[vo + (jj + 3u) * hd];
                 }
-                acc[i] = a;
+                for (; jj < count; jj++) {
+                    a0 += probs[jj] * v_cache[vo + jj * hd];
+                }
+                acc[i] = acc[i] * corr + (a0 + a1) + (a2 + a3);
             }
         }
         m = new_m;

@@ -55,6 +55,19 @@ fn entry_point(format: QuantFormat) -> &'static str {
 const HAS_BIAS: u32 = 1;
 const ACCUMULATE: u32 = 2;
 const GLU: u32 = 4;
+const NORM: u32 = 8;
+
+/// RMS-normalise the input first (one-token GEMVs only, see [`fuses_norm`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Norm<'a> {
+    pub weight: &'a wgpu::Buffer,
+    pub eps: f32,
+}
+
+/// Whether a one-token GEMV of `w` can normalise its input itself.
+pub fn fuses_norm(w: &GpuMatrix) -> bool {
+    decode_entry(w).is_some()
+}
 
 /// What a GEMV does with its result.
 #[derive(Clone, Copy, Debug)]
@@ -87,7 +100,7 @@ pub fn encode(
     bias: Option<&wgpu::Buffer>,
     y: &wgpu::Buffer,
 ) -> Result<(), GpuError> {
-    encode_tokens(ctx, rec, w, x, Epilogue::Store { bias }, y, 1)
+    encode_tokens(ctx, rec, w, x, None, Epilogue::Store { bias }, y, 1)
 }
 
 /// [`encode`] for `tokens` rows at once: `x` is `[tokens, w.cols()]`, `y` `[tokens, w.rows()]`.
@@ -98,6 +111,7 @@ pub fn encode_tokens(
     rec: &mut Recording,
     w: &GpuMatrix,
     x: &wgpu::Buffer,
+    norm: Option<Norm<'_>>,
     epilogue: Epilogue<'_>,
     y: &wgpu::Buffer,
     tokens: usize,
@@ -139,6 +153,17 @@ pub fn encode_tokens(
     };
     let caps = ctx.caps();
     let decode = if tokens == 1 { decode_entry(w) } else { None };
+    if norm.is_some() && decode.is_none() {
+        return Err(GpuError::Shape {
+            op: OP,
+            what: "tokens of a GEMV with a fused norm (one, with aligned rows)",
+            expected: 1,
+            got: tokens,
+        });
+    }
+    if let Some(n) = norm {
+        need("norm weight length", n.weight, w.cols())?;
+    }
     let per_wg = if decode.is_some() {
         DECODE_ROWS
     } else {
@@ -164,13 +189,14 @@ pub fn encode_tokens(
     if gx == 0 || tokens == 0 {
         return Ok(());
     }
+    let flags = flags | if norm.is_some() { NORM } else { 0 };
     let params = [
         w.rows() as u32,
         w.cols() as u32,
         w.format().row_bytes(w.cols()) as u32,
         flags,
         tokens as u32,
-        0,
+        norm.map_or(0, |n| n.eps.to_bits()),
         0,
         0,
     ];
@@ -188,7 +214,8 @@ pub fn encode_tokens(
             bias.unwrap_or(&ctx.dummy),
             y,
             w2.unwrap_or(&ctx.dummy),
-        ],
+            norm.map_or(&ctx.dummy, |n| n.weight),
+        ][..if decode.is_some() { 6 } else { 5 }],
         &params,
         (gx, gy, gz as u32),
     )

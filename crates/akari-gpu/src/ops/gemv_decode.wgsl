@@ -1,5 +1,9 @@
 // Decode's matrix × vector for one token: y[n] = Σ_k W[n, k] · x[k], with the epilogues of
-// gemv.wgsl (bias, accumulate into y, GLU with a second matrix). Same bindings, same Params;
+// gemv.wgsl (bias, accumulate into y, GLU with a second matrix). Same bindings and Params,
+// except that binding 5 is the norm weight (any 16-byte buffer when unused) and Params moves
+// to binding 6: with `flags & 8` the input is RMS-normalised first, x ← x / rms(x) · norm
+// (eps in `Params.eps`), so the norm before a projection costs no dispatch of its own: each
+// workgroup computes rms(x) itself, which is cheap next to reading its rows of W.
 // `x` is read as vec4s.
 //
 // Why a second kernel: one token leaves little parallelism, so this one gives each row
@@ -23,7 +27,7 @@ struct Params {
     row_bytes: u32,
     flags: u32,
     tokens: u32,
-    _a: u32,
+    eps: f32,
     _b: u32,
     _c: u32,
 }
@@ -33,11 +37,25 @@ struct Params {
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> w2: array<u32>;
-@group(0) @binding(5) var<uniform> params: Params;
+@group(0) @binding(5) var<storage, read> norm: array<vec4<f32>>;
+@group(0) @binding(6) var<uniform> params: Params;
 
 const HAS_BIAS: u32 = 1u;
 const ACCUMULATE: u32 = 2u;
 const GLU: u32 = 4u;
+const NORM: u32 = 8u;
+
+// 1 / rms(x) when normalising (uniform across the workgroup).
+var<private> scale: f32;
+var<private> normed: bool;
+
+// x[i] (vec4 i), normalised when asked.
+fn xv(i: u32) -> vec4<f32> {
+    if normed {
+        return x[i] * norm[i] * scale;
+    }
+    return x[i];
+}
 
 var<workgroup> partial: array<vec2<f32>, WG>;
 
@@ -71,10 +89,10 @@ fn i8x4(v: u32) -> vec4<f32> {
 // nibbles are offset by `off` (8 for Q4_0, 0 for Q4_1).
 fn nibbles(q0: u32, q1: u32, q2: u32, q3: u32, xq: u32, off: f32) -> f32 {
     let o = vec4<f32>(off);
-    var s = dot(lo4(q0) - o, x[xq]) + dot(hi4(q0) - o, x[xq + 4u]);
-    s += dot(lo4(q1) - o, x[xq + 1u]) + dot(hi4(q1) - o, x[xq + 5u]);
-    s += dot(lo4(q2) - o, x[xq + 2u]) + dot(hi4(q2) - o, x[xq + 6u]);
-    s += dot(lo4(q3) - o, x[xq + 3u]) + dot(hi4(q3) - o, x[xq + 7u]);
+    var s = dot(lo4(q0) - o, xv(xq)) + dot(hi4(q0) - o, xv(xq + 4u));
+    s += dot(lo4(q1) - o, xv(xq + 1u)) + dot(hi4(q1) - o, xv(xq + 5u));
+    s += dot(lo4(q2) - o, xv(xq + 2u)) + dot(hi4(q2) - o, xv(xq + 6u));
+    s += dot(lo4(q3) - o, xv(xq + 3u)) + dot(hi4(q3) - o, xv(xq + 7u));
     return s;
 }
 
@@ -116,7 +134,7 @@ fn row_q4_1(row: u32, lane: u32) -> f32 {
         let xq = b * 8u;
         var sx = vec4<f32>(0.0);
         for (var i = 0u; i < 8u; i++) {
-            sx += x[xq + i];
+            sx += xv(xq + i);
         }
         acc += dm.x * nibbles(wl(o + 1u), wl(o + 2u), wl(o + 3u), wl(o + 4u), xq, 0.0)
             + dm.y * sum4(sx);
@@ -128,7 +146,7 @@ fn row_q4_1(row: u32, lane: u32) -> f32 {
 fn bytes8(q: array<u32, 8>, xq: u32) -> f32 {
     var s = 0.0;
     for (var i = 0u; i < 8u; i++) {
-        s += dot(i8x4(q[i]), x[xq + i]);
+        s += dot(i8x4(q[i]), xv(xq + i));
     }
     return s;
 }
@@ -169,7 +187,7 @@ fn row_f16(row: u32, lane: u32) -> f32 {
         let v1 = unpack2x16float(wl(o + 1u));
         let v2 = unpack2x16float(wl(o + 2u));
         let v3 = unpack2x16float(wl(o + 3u));
-        acc += dot(vec4<f32>(v0, v1), x[2u * g]) + dot(vec4<f32>(v2, v3), x[2u * g + 1u]);
+        acc += dot(vec4<f32>(v0, v1), xv(2u * g)) + dot(vec4<f32>(v2, v3), xv(2u * g + 1u));
     }
     return acc;
 }
@@ -188,6 +206,24 @@ fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
     let lane = t % LANES;
     let live = row < params.n;
     let glu = (params.flags & GLU) != 0u;
+    normed = (params.flags & NORM) != 0u;
+    if normed {
+        var ss = 0.0;
+        for (var i = t; i < params.k / 4u; i += WG) {
+            let v = x[i];
+            ss += dot(v, v);
+        }
+        partial[t] = vec2<f32>(ss, 0.0);
+        workgroupBarrier();
+        for (var s = WG / 2u; s > 0u; s >>= 1u) {
+            if t < s {
+                partial[t] += partial[t + s];
+            }
+            workgroupBarrier();
+        }
+        scale = 1.0 / sqrt(partial[0].x / f32(params.k) + params.eps);
+        workgroupBarrier();
+    }
     var v = vec2<f32>(0.0);
     which = 0u;
     if live {
