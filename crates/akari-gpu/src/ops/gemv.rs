@@ -106,6 +106,7 @@ pub fn encode(
 /// [`encode`] for `tokens` rows at once: `x` is `[tokens, w.cols()]`, `y` `[tokens, w.rows()]`.
 /// Each z-slice of the dispatch takes [`TOKENS_PER_WORKGROUP`] tokens, so W is read once per
 /// that many tokens.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_tokens(
     ctx: &GpuContext,
     rec: &mut Recording,
