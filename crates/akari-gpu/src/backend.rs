@@ -53,6 +53,17 @@ pub struct GpuTensor {
     rows: usize,
     cols: usize,
     pool: Pool,
+    /// A rotation asked for and not yet applied: attention applies it as it reads the
+    /// tensor; any other use applies it first ([`GpuBackend::settle`]).
+    rope: Mutex<Option<PendingRope>>,
+}
+
+/// A rope to apply to a tensor: its tables, heads and position.
+#[derive(Clone, Debug)]
+struct PendingRope {
+    table: rope::Table,
+    heads: usize,
+    pos: usize,
 }
 
 impl Drop for GpuTensor {
@@ -87,13 +98,10 @@ pub struct GpuVector {
     len: usize,
 }
 
-/// Rope cos/sin tables, `[len, half]` each.
+/// Rope cos/sin tables, `[len, half]` each, in one buffer.
 #[derive(Debug)]
 pub struct GpuRope {
-    cos: wgpu::Buffer,
-    sin: wgpu::Buffer,
-    half: usize,
-    len: usize,
+    table: rope::Table,
 }
 
 /// Keys and values of every layer, `[kv_heads][max_seq][head_dim]` per layer.
@@ -262,7 +270,19 @@ impl GpuBackend {
             rows,
             cols,
             pool: self.pool.clone(),
+            rope: Mutex::new(None),
         })
+    }
+
+    /// Applies a rotation still pending on `t` (see [`GpuTensor`]).
+    fn settle(&self, t: &GpuTensor) -> Result<()> {
+        let pending = t.rope.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(p) = pending {
+            self.record(Some(p.pos), |ctx, rec| {
+                rope::encode(ctx, rec, t.buffer(), &p.table, &self.step, t.rows, p.heads)
+            })?;
+        }
+        Ok(())
     }
 
     fn check_cols(x: &GpuTensor, cols: usize, what: &str) -> Result<()> {
@@ -300,15 +320,16 @@ impl Backend for GpuBackend {
     }
 
     fn upload_rope(&self, tables: RopeTables) -> Result<GpuRope> {
+        let mut both = tables.cos;
+        both.extend_from_slice(&tables.sin);
         Ok(GpuRope {
-            cos: self
-                .ctx
-                .storage_buffer("the rope cos table", &f32_bytes(&tables.cos))?,
-            sin: self
-                .ctx
-                .storage_buffer("the rope sin table", &f32_bytes(&tables.sin))?,
-            half: tables.half,
-            len: tables.len,
+            table: rope::Table {
+                buffer: self
+                    .ctx
+                    .storage_buffer("the rope tables", &f32_bytes(&both))?,
+                half: tables.half,
+                len: tables.len,
+            },
         })
     }
 
@@ -368,6 +389,7 @@ impl Backend for GpuBackend {
     }
 
     fn rms_norm(&self, x: &GpuTensor, w: &GpuVector, eps: f32) -> Result<GpuTensor> {
+        self.settle(x)?;
         Self::check_cols(x, w.len, "rms_norm input")?;
         let out = self.tensor("akari.rms_norm", x.rows, x.cols)?;
         self.record(None, |ctx, rec| {
@@ -386,6 +408,7 @@ impl Backend for GpuBackend {
     }
 
     fn matmul(&self, x: &GpuTensor, w: &GpuMatrix, bias: Option<&GpuVector>) -> Result<GpuTensor> {
+        self.settle(x)?;
         Self::check_cols(x, w.cols(), "matmul input")?;
         if let Some(b) = bias {
             if b.len != w.rows() {
@@ -418,6 +441,7 @@ impl Backend for GpuBackend {
         eps: f32,
         ws: &[(&GpuMatrix, Option<&GpuVector>)],
     ) -> Result<Vec<GpuTensor>> {
+        self.settle(x)?;
         // One token: each GEMV normalises its input itself (no rms_norm dispatch).
         if x.rows != 1 || norm.len != x.cols || !ws.iter().all(|(w, _)| gemv::fuses_norm(w)) {
             let h = self.rms_norm(x, norm, eps)?;
@@ -455,6 +479,7 @@ impl Backend for GpuBackend {
         gate: &GpuMatrix,
         up: &GpuMatrix,
     ) -> Result<GpuTensor> {
+        self.settle(x)?;
         let fused = x.rows == 1
             && norm.len == x.cols
             && gemv::fuses_norm(gate)
@@ -487,6 +512,8 @@ impl Backend for GpuBackend {
     }
 
     fn matmul_add(&self, x: &mut GpuTensor, a: &GpuTensor, w: &GpuMatrix) -> Result<()> {
+        self.settle(x)?;
+        self.settle(a)?;
         Self::check_cols(a, w.cols(), "matmul input")?;
         Self::check_cols(x, w.rows(), "residual")?;
         if a.rows != x.rows {
@@ -507,6 +534,7 @@ impl Backend for GpuBackend {
     }
 
     fn matmul_glu(&self, x: &GpuTensor, gate: &GpuMatrix, up: &GpuMatrix) -> Result<GpuTensor> {
+        self.settle(x)?;
         Self::check_cols(x, gate.cols(), "matmul input")?;
         if up.rows() != gate.rows() || up.cols() != gate.cols() {
             return Err(shape(
@@ -542,7 +570,8 @@ impl Backend for GpuBackend {
     }
 
     fn rope(&self, x: &mut GpuTensor, heads: usize, rope: &GpuRope, pos: usize) -> Result<()> {
-        let hd = 2 * rope.half;
+        let t = &rope.table;
+        let hd = 2 * t.half;
         if heads * hd != x.cols {
             return Err(shape(
                 "rope input",
@@ -550,26 +579,22 @@ impl Backend for GpuBackend {
                 vec![x.rows, x.cols],
             ));
         }
-        if pos + x.rows > rope.len {
+        if pos + x.rows > t.len {
             return Err(Error::ContextOverflow {
                 prompt: pos + x.rows,
-                context: rope.len,
+                context: t.len,
                 reserve: 0,
             });
         }
-        self.record(Some(pos), |ctx, rec| {
-            rope::encode(
-                ctx,
-                rec,
-                x.buffer(),
-                &rope.cos,
-                &rope.sin,
-                &self.step,
-                x.rows,
-                heads,
-                rope.half,
-            )
-        })
+        // Deferred: attention rotates q and k as it reads them, saving two dispatches a
+        // layer; anything else settles the rotation first.
+        self.settle(x)?;
+        *x.rope.lock().unwrap_or_else(|p| p.into_inner()) = Some(PendingRope {
+            table: t.clone(),
+            heads,
+            pos,
+        });
+        Ok(())
     }
 
     fn attention(
@@ -602,6 +627,29 @@ impl Backend for GpuBackend {
         let (kc, vc) = cache.layers.get(layer).ok_or_else(|| {
             Error::InvalidArgument(format!("layer {layer} is not in the KV cache"))
         })?;
+        self.settle(v)?;
+        // Fuse the rotation when q and k wait for the same one at this position.
+        let qr = {
+            let mut qr = q.rope.lock().unwrap_or_else(|p| p.into_inner());
+            let mut kr = k.rope.lock().unwrap_or_else(|p| p.into_inner());
+            let same = match (&*qr, &*kr) {
+                (Some(a), Some(b)) => {
+                    a.pos == pos && b.pos == pos && a.table.buffer == b.table.buffer
+                }
+                _ => false,
+            };
+            if same {
+                kr.take();
+                qr.take()
+            } else {
+                None
+            }
+        };
+        if qr.is_none() {
+            self.settle(q)?;
+            self.settle(k)?;
+        }
+        let table = qr.as_ref().map(|p| &p.table);
         let out = self.tensor("akari.attention", q.rows, heads * hd)?;
         let dims = attention::Dims {
             rows: q.rows,
@@ -620,6 +668,7 @@ impl Backend for GpuBackend {
             out: out.buffer(),
             scratch: &cache.scratch,
             step: &self.step,
+            rope: table,
         };
         self.record(Some(pos), |ctx, rec| {
             attention::encode(ctx, rec, &buffers, dims)
@@ -628,6 +677,8 @@ impl Backend for GpuBackend {
     }
 
     fn silu_mul(&self, gate: &GpuTensor, up: &GpuTensor) -> Result<GpuTensor> {
+        self.settle(gate)?;
+        self.settle(up)?;
         Self::check_cols(up, gate.cols, "silu_mul")?;
         if up.rows != gate.rows {
             return Err(shape("silu_mul rows", vec![gate.rows], vec![up.rows]));
@@ -647,6 +698,8 @@ impl Backend for GpuBackend {
     }
 
     fn add_assign(&self, x: &mut GpuTensor, y: &GpuTensor) -> Result<()> {
+        self.settle(x)?;
+        self.settle(y)?;
         Self::check_cols(y, x.cols, "residual")?;
         if y.rows != x.rows {
             return Err(shape("residual rows", vec![x.rows], vec![y.rows]));
@@ -657,6 +710,7 @@ impl Backend for GpuBackend {
     }
 
     fn last_row(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        self.settle(x)?;
         let r = x
             .rows
             .checked_sub(1)
@@ -678,6 +732,7 @@ impl Backend for GpuBackend {
 
     /// Submits everything recorded since the last submission and waits for `x`.
     fn read(&self, x: &GpuTensor) -> Result<Vec<f32>> {
+        self.settle(x)?;
         let (rec, started, recording, dispatches) = {
             let mut p = self.pending();
             let rec = p.rec.take().unwrap_or_else(|| Recording::new(&self.ctx));

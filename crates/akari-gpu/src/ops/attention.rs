@@ -60,6 +60,8 @@ pub struct Buffers<'a> {
     pub scratch: &'a wgpu::Buffer,
     /// `[pos, ..]` u32: the position of the first row.
     pub step: &'a wgpu::Buffer,
+    /// Rotate `q` and `k` (not yet rotated) with these tables on the way in.
+    pub rope: Option<&'a super::rope::Table>,
 }
 
 /// Records the cache append of `k`, `v` (`[rows, kv_heads · head_dim]`) at `pos` and the
@@ -81,12 +83,22 @@ pub fn encode(
     let kv_dim = d.kv_heads * d.head_dim;
     let rows = check_dim(ctx, "attention rows", d.rows)?;
     let gx = check_dim(ctx, "kv_store values", kv_dim.div_ceil(64))?;
+    let (rope_half, sin_off, table) = match b.rope {
+        Some(t) => (t.half as u32, t.sin_off(), &t.buffer),
+        None => (0, 0, &ctx.dummy),
+    };
     ctx.dispatch(
         rec,
         &KV_STORE,
         "kv_store",
-        &[b.k, b.v, b.k_cache, b.v_cache, b.step],
-        &[kv_dim as u32, d.head_dim as u32, d.max_seq as u32],
+        &[b.k, b.v, b.k_cache, b.v_cache, b.step, table],
+        &[
+            kv_dim as u32,
+            d.head_dim as u32,
+            d.max_seq as u32,
+            rope_half,
+            sin_off,
+        ],
         (gx, rows, 1),
     )?;
     let heads = check_dim(ctx, "attention heads", d.heads)?;
@@ -111,9 +123,11 @@ pub fn encode(
             d.max_seq as u32,
             chunk_len as u32,
             scale.to_bits(),
+            rope_half,
+            sin_off,
         ]
     };
-    let buffers = [b.q, b.k_cache, b.v_cache, b.out, b.scratch, b.step];
+    let buffers = [b.q, b.k_cache, b.v_cache, b.out, b.scratch, b.step, table];
     ctx.dispatch(
         rec,
         &ATTENTION,

@@ -4,7 +4,8 @@
 // Bindings: 0 q: [rows, heads · head_dim], 1 k_cache, 2 v_cache: [kv_heads, max_seq,
 // head_dim], 3 out: [rows, heads · head_dim] (written), 4 scratch: per (head, chunk) partial
 // results [heads, chunks, head_dim + 2] (written when chunks > 1), 5 step: [pos, ..],
-// 6 params.
+// 6 table: rope cos then sin (any buffer when q is not to be rotated), 7 params. With
+// `rope_half` > 0 the query is rotated as it is loaded (rope.wgsl's rotation, fused).
 //
 // Dispatch `attention`: one workgroup of WG threads per (head = wid.x, row = wid.y,
 // chunk = wid.z). A chunk is `chunk_len` consecutive positions: decode splits a long cache
@@ -27,8 +28,8 @@ struct Params {
     max_seq: u32,
     chunk_len: u32,
     scale: f32,
-    _a: u32,
-    _b: u32,
+    rope_half: u32,
+    sin_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
@@ -37,9 +38,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(5) var<storage, read> step: array<u32>;
-@group(0) @binding(6) var<uniform> params: Params;
+@group(0) @binding(6) var<storage, read> table: array<f32>;
+@group(0) @binding(7) var<uniform> params: Params;
 
 var<workgroup> qs: array<vec4<f32>, 64>; // MAX_HD / 4
+var<workgroup> qf: array<f32, MAX_HD>;
 var<workgroup> probs: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
 
@@ -82,8 +85,23 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let hd4 = hd / 4u;
     let kvh = h / (params.heads / params.kv_heads);
     let qo = (r * params.heads + h) * hd;
+    let half = params.rope_half;
+    for (var d = t; d < hd; d += WG) {
+        var v = q[qo + d];
+        if half > 0u {
+            let i = d % half;
+            let p = (step[0] + r) * half + i;
+            let c = table[p];
+            let s = table[params.sin_off + p];
+            let q0 = q[qo + i];
+            let q1 = q[qo + i + half];
+            v = select(q1 * c + q0 * s, q0 * c - q1 * s, d < half);
+        }
+        qf[d] = v;
+    }
+    workgroupBarrier();
     for (var d = t; d < hd4; d += WG) {
-        qs[d] = vec4<f32>(q[qo + 4u * d], q[qo + 4u * d + 1u], q[qo + 4u * d + 2u], q[qo + 4u * d + 3u]);
+        qs[d] = vec4<f32>(qf[4u * d], qf[4u * d + 1u], qf[4u * d + 2u], qf[4u * d + 3u]);
     }
     workgroupBarrier();
     let n = step[0] + r + 1u;

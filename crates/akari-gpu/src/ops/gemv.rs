@@ -25,8 +25,16 @@ const DECODE: Shader = Shader {
     source: include_str!("gemv_decode.wgsl"),
 };
 
-/// Output rows per workgroup of `gemv_decode.wgsl` (`ROWS`).
-const DECODE_ROWS: u32 = 16;
+/// Threads per row in `gemv_decode.wgsl` (`LANES`): enough that each has a unit or two of
+/// the row (pairs of blocks, 8 f16 values), and more rows per workgroup on short rows.
+fn decode_lanes(w: &GpuMatrix) -> u32 {
+    let units = match w.format() {
+        QuantFormat::Q4_1 => w.cols() / 32,
+        QuantFormat::F16 => w.cols() / 8,
+        _ => w.cols() / 64,
+    };
+    (units.next_power_of_two() as u32).clamp(16, 64)
+}
 
 /// The entry point of `gemv_decode.wgsl` for a one-token GEMV of `w`, when its rows suit it
 /// (whole word-aligned pairs of blocks, or 8-value groups of f16).
@@ -165,8 +173,9 @@ pub fn encode_tokens(
     if let Some(n) = norm {
         need("norm weight length", n.weight, w.cols())?;
     }
+    let lanes = decode_lanes(w);
     let per_wg = if decode.is_some() {
-        DECODE_ROWS
+        256 / lanes
     } else {
         ROWS_PER_WORKGROUP
     };
@@ -201,14 +210,15 @@ pub fn encode_tokens(
         0,
         0,
     ];
-    let (shader, entry) = match decode {
-        Some(entry) => (&DECODE, entry),
-        None => (&SHADER, entry_point(w.format())),
+    let (shader, entry, constants) = match decode {
+        Some(entry) => (&DECODE, entry, vec![("LANES", lanes)]),
+        None => (&SHADER, entry_point(w.format()), vec![]),
     };
-    ctx.dispatch(
+    ctx.dispatch_with(
         rec,
         shader,
         entry,
+        &constants,
         &[
             w.buffer(),
             x,

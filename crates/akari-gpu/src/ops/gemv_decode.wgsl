@@ -13,13 +13,15 @@
 // so each thread takes whole pairs and unpacks the halves in registers. Q4_1 blocks (20
 // bytes) and f16 rows (K a multiple of 8) are aligned as they are.
 //
-// Dispatch: one workgroup of WG threads per ROWS rows (row groups numbered
+// Dispatch: one workgroup of WG threads per ROWS = WG / LANES rows (row groups numbered
 // `wid.y · nwg.x + wid.x`); a row's LANES threads take its pairs (blocks, 8-value groups)
 // `lane, lane + LANES, …` and sum their partials in shared memory.
 
 const WG: u32 = 256u;
-const LANES: u32 = 16u;
-const ROWS: u32 = 16u; // WG / LANES
+// Threads per row (16, 32 or 64, chosen by the Rust side from the row length) and rows per
+// workgroup.
+override LANES: u32 = 16u;
+override ROWS: u32 = WG / LANES;
 
 struct Params {
     n: u32,

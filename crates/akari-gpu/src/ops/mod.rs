@@ -28,12 +28,15 @@ pub(crate) struct Shader {
 #[derive(Default)]
 pub(crate) struct Pipelines {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     uniforms: Mutex<HashMap<Vec<u32>, wgpu::Buffer>>,
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
 }
 
 type BindKey = (&'static str, &'static str, Vec<wgpu::Buffer>);
+
+/// A pipeline: shader, entry point and the values of its `override` constants.
+type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u32)>);
 
 /// Past this many cached uniforms or bind groups the caches start over: entries for shapes
 /// that no longer occur (old prompt lengths) must not pin their buffers forever.
@@ -134,8 +137,9 @@ impl GpuContext {
         &self,
         shader: &Shader,
         entry: &'static str,
+        constants: &[(&'static str, u32)],
     ) -> Result<wgpu::ComputePipeline, GpuError> {
-        let key = (shader.name, entry);
+        let key = (shader.name, entry, constants.to_vec());
         if let Some(p) = self
             .pipelines
             .pipelines
@@ -166,6 +170,10 @@ impl GpuContext {
                 }
             }
         };
+        let values: Vec<(&str, f64)> = constants
+            .iter()
+            .map(|&(name, v)| (name, f64::from(v)))
+            .collect();
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -173,7 +181,12 @@ impl GpuContext {
                 layout: None,
                 module: &module,
                 entry_point: Some(entry),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &values,
+                    // Every kernel writes its workgroup memory before reading it; zeroing it
+                    // first is wasted time (browsers zero it regardless).
+                    zero_initialize_workgroup_memory: false,
+                },
                 cache: None,
             });
         self.check(entry)?;
@@ -231,10 +244,25 @@ impl GpuContext {
         params: &[u32],
         groups: (u32, u32, u32),
     ) -> Result<(), GpuError> {
+        self.dispatch_with(rec, shader, entry, &[], buffers, params, groups)
+    }
+
+    /// [`GpuContext::dispatch`] of the pipeline with `constants` for the shader's `override`s.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn dispatch_with(
+        &self,
+        rec: &mut Recording,
+        shader: &Shader,
+        entry: &'static str,
+        constants: &[(&'static str, u32)],
+        buffers: &[&wgpu::Buffer],
+        params: &[u32],
+        groups: (u32, u32, u32),
+    ) -> Result<(), GpuError> {
         if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
             return Ok(());
         }
-        let pipeline = self.pipeline(shader, entry)?;
+        let pipeline = self.pipeline(shader, entry, constants)?;
         let uniform = self.uniform(params);
         let mut key_buffers: Vec<wgpu::Buffer> = buffers.iter().map(|b| (*b).clone()).collect();
         key_buffers.push(uniform);

@@ -8,28 +8,41 @@ const SHADER: Shader = Shader {
     source: include_str!("rope.wgsl"),
 };
 
+/// Rotary tables on the device: cos then sin, each `[len, half]`, in one buffer.
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub buffer: wgpu::Buffer,
+    pub half: usize,
+    pub len: usize,
+}
+
+impl Table {
+    /// Where the sin table starts, in f32 values.
+    pub fn sin_off(&self) -> u32 {
+        (self.len * self.half) as u32
+    }
+}
+
 /// Records the rotation of `rows` rows of `heads` heads of `2·half` values; row `r` is at
-/// position `step[0] + r` of the `cos`/`sin` tables (`[positions, half]`).
-#[allow(clippy::too_many_arguments)]
+/// position `step[0] + r` of the tables.
 pub fn encode(
     ctx: &GpuContext,
     rec: &mut Recording,
     x: &wgpu::Buffer,
-    cos: &wgpu::Buffer,
-    sin: &wgpu::Buffer,
+    table: &Table,
     step: &wgpu::Buffer,
     rows: usize,
     heads: usize,
-    half: usize,
 ) -> Result<(), GpuError> {
+    let half = table.half;
     let gx = check_dim(ctx, "rope pairs", (heads * half).div_ceil(64))?;
     let gy = check_dim(ctx, "rope rows", rows)?;
-    let params = [heads as u32, half as u32];
+    let params = [heads as u32, half as u32, table.sin_off()];
     ctx.dispatch(
         rec,
         &SHADER,
         "rope",
-        &[x, cos, sin, step],
+        &[x, &table.buffer, step],
         &params,
         (gx, gy, 1),
     )
