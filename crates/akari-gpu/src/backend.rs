@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 /// Dispatches recorded before a partial submission (see the module docs). Overridable with
 /// `AKARI_GPU_SUBMIT_EVERY` for tuning; 0 submits only at the read.
-pub const SUBMIT_EVERY: usize = 64;
+pub const SUBMIT_EVERY: usize = 32;
 
 /// Free activation buffers by byte size.
 type Pool = Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>;
