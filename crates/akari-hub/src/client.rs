@@ -735,7 +735,8 @@ impl Hub {
             *hashed = have;
             received += n as u64;
             *progressed = true;
-            if last_report.elapsed() >= Duration::from_millis(100) {
+            // The first bytes show at once; then a few reports a second are plenty.
+            if received == n as u64 || last_report.elapsed() >= Duration::from_millis(100) {
                 last_report = Instant::now();
                 progress(&FileProgress {
                     path,

@@ -17,7 +17,7 @@ mod error;
 mod repo;
 pub mod select;
 
-pub use client::{FileProgress, Hub, HubOptions, Resolved};
+pub use client::{FileProgress, Hub, HubOptions, Resolved, Stage};
 pub use error::{HubError, Result};
 pub use repo::{looks_like_repo_id, RepoId};
 
