@@ -46,7 +46,7 @@ impl Default for HubOptions {
             host: crate::host_from(None),
             cache_dir: cache::default_root(),
             retries: 5,
-            backoff: Duration::from_millis(500),
+            backoff: Duration::from_millis(250),
             token: std::env::var("HF_TOKEN").ok().filter(|t| !t.trim().is_empty()),
             read_timeout: Duration::from_secs(60),
         }
@@ -300,7 +300,7 @@ impl Hub {
                             source: error,
                         });
                     }
-                    tracing::info!("{url}: {error}; trying again ({failures})");
+                    tracing::warn!("{url}: {error}; trying again ({failures} of {})", self.opts.retries);
                     let pause = self
                         .opts
                         .backoff
