@@ -699,7 +699,11 @@ fn cmd_cache(command: &CacheCommand) -> Result<()> {
                 );
             }
             for m in models {
-                println!("{:<48} {:>10}", m.repo, indicatif::HumanBytes(m.bytes()).to_string());
+                println!(
+                    "{:<48} {:>10}",
+                    m.repo,
+                    indicatif::HumanBytes(m.bytes()).to_string()
+                );
                 for r in &m.revisions {
                     let partial = if r.partial_bytes > 0 {
                         format!(", {} unfinished", indicatif::HumanBytes(r.partial_bytes))
@@ -750,7 +754,10 @@ fn cmd_serve(host: &str, port: u16, models: &Option<PathBuf>, bundle: &Path) -> 
             None => eprintln!("no models folder (--models DIR)"),
         }
         if !bundle.join("index.html").is_file() {
-            eprintln!("{} has no web build yet; / explains how to build it", bundle.display());
+            eprintln!(
+                "{} has no web build yet; / explains how to build it",
+                bundle.display()
+            );
         }
         println!("listening on http://{bound}/ (Ctrl-C stops)");
         let _ = std::io::stdout().flush();

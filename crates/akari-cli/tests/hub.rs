@@ -67,7 +67,10 @@ fn commands_take_hub_ids_and_the_cache_lists_them() {
         ("tiny-llama.F32.gguf", "tiny/llama-f32"),
     ] {
         std::os::unix::fs::symlink(
-            fixture(fixture_dir).join("model.gguf").canonicalize().expect("fixture"),
+            fixture(fixture_dir)
+                .join("model.gguf")
+                .canonicalize()
+                .expect("fixture"),
             repo.join(name),
         )
         .expect("link");
@@ -79,15 +82,25 @@ fn commands_take_hub_ids_and_the_cache_lists_them() {
     let from_hub = akari_in(
         &cache,
         &[
-            "logits", "akari-fixtures/tiny-llama-GGUF", "--hub-host", &server.url, "--device",
-            "cpu", "--tokens", tokens, "--steps", "2",
+            "logits",
+            "akari-fixtures/tiny-llama-GGUF",
+            "--hub-host",
+            &server.url,
+            "--device",
+            "cpu",
+            "--tokens",
+            tokens,
+            "--steps",
+            "2",
         ],
     );
     let local = akari_in(
         &cache,
         &[
             "logits",
-            fixture("tiny/llama-q4_0/model.gguf").to_str().expect("utf-8"),
+            fixture("tiny/llama-q4_0/model.gguf")
+                .to_str()
+                .expect("utf-8"),
             "--device",
             "cpu",
             "--tokens",
@@ -102,39 +115,78 @@ fn commands_take_hub_ids_and_the_cache_lists_them() {
     let f32 = akari_in(
         &cache,
         &[
-            "info", "akari-fixtures/tiny-llama-GGUF", "--hub-host", &server.url, "--file",
-            "tiny-llama.F32.gguf", "--device", "cpu", "--json",
+            "info",
+            "akari-fixtures/tiny-llama-GGUF",
+            "--hub-host",
+            &server.url,
+            "--file",
+            "tiny-llama.F32.gguf",
+            "--device",
+            "cpu",
+            "--json",
         ],
     );
-    assert!(f32.json()["file_type"].as_str().expect("file_type").contains("F32"));
+    assert!(f32.json()["file_type"]
+        .as_str()
+        .expect("file_type")
+        .contains("F32"));
 
     // With the server gone the cached model still loads.
     drop(server);
     let offline = akari_in(
         &cache,
         &[
-            "logits", "akari-fixtures/tiny-llama-GGUF", "--hub-host", "http://127.0.0.1:9",
-            "--device", "cpu", "--tokens", tokens, "--steps", "2",
+            "logits",
+            "akari-fixtures/tiny-llama-GGUF",
+            "--hub-host",
+            "http://127.0.0.1:9",
+            "--device",
+            "cpu",
+            "--tokens",
+            tokens,
+            "--steps",
+            "2",
         ],
     );
     assert_eq!(offline.json(), local.json());
 
     let list = akari_in(&cache, &["cache", "list"]);
     assert!(list.ok, "{}", list.stderr);
-    assert!(list.stdout.contains("akari-fixtures/tiny-llama-GGUF"), "{}", list.stdout);
-    assert!(list.stdout.contains("tiny-llama.Q4_0.gguf"), "{}", list.stdout);
-    assert!(list.stdout.contains("tiny-llama.F32.gguf"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("akari-fixtures/tiny-llama-GGUF"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("tiny-llama.Q4_0.gguf"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("tiny-llama.F32.gguf"),
+        "{}",
+        list.stdout
+    );
     let rm = akari_in(&cache, &["cache", "rm", "akari-fixtures/tiny-llama-GGUF"]);
     assert!(rm.ok && rm.stdout.contains("deleted"), "{}", rm.stderr);
     let list = akari_in(&cache, &["cache", "list"]);
     assert!(!list.stdout.contains("tiny-llama"), "{}", list.stdout);
     let rm = akari_in(&cache, &["cache", "rm", "akari-fixtures/tiny-llama-GGUF"]);
-    assert!(!rm.ok && rm.stderr.contains("not in the cache"), "{}", rm.stderr);
+    assert!(
+        !rm.ok && rm.stderr.contains("not in the cache"),
+        "{}",
+        rm.stderr
+    );
 
     // Not reachable and not cached: the error names the host.
     let err = akari_in(
         &cache,
-        &["info", "akari-fixtures/tiny-llama-GGUF", "--hub-host", "http://127.0.0.1:9"],
+        &[
+            "info",
+            "akari-fixtures/tiny-llama-GGUF",
+            "--hub-host",
+            "http://127.0.0.1:9",
+        ],
     );
     assert!(!err.ok);
     assert!(err.stderr.contains("http://127.0.0.1:9"), "{}", err.stderr);

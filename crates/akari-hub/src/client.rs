@@ -47,7 +47,9 @@ impl Default for HubOptions {
             cache_dir: cache::default_root(),
             retries: 5,
             backoff: Duration::from_millis(250),
-            token: std::env::var("HF_TOKEN").ok().filter(|t| !t.trim().is_empty()),
+            token: std::env::var("HF_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty()),
             read_timeout: Duration::from_secs(60),
         }
     }
@@ -73,7 +75,9 @@ pub enum Stage {
     Cached,
     Downloading,
     /// The connection failed; another attempt follows.
-    Retrying { attempt: u32 },
+    Retrying {
+        attempt: u32,
+    },
     /// Complete, checked and in place.
     Done,
 }
@@ -300,7 +304,10 @@ impl Hub {
                             source: error,
                         });
                     }
-                    tracing::warn!("{url}: {error}; trying again ({failures} of {})", self.opts.retries);
+                    tracing::warn!(
+                        "{url}: {error}; trying again ({failures} of {})",
+                        self.opts.retries
+                    );
                     let pause = self
                         .opts
                         .backoff
@@ -455,9 +462,7 @@ impl Hub {
         let url = self.file_url(repo, revision, path);
         let what = format!("{repo}/resolve/{revision}/{path}");
         let part = part_path(&dest);
-        let cancelled = || HubError::Cancelled {
-            path: what.clone(),
-        };
+        let cancelled = || HubError::Cancelled { path: what.clone() };
         let meta = self.retrying(&url, cancel, |_, _| self.head(&url, &what), cancelled)?;
 
         let mut hasher = Sha256::new();
@@ -489,7 +494,9 @@ impl Hub {
             Err(e) => return Err(e),
         };
 
-        let got = fs::metadata(&part).map_err(|e| HubError::io(&part, e))?.len();
+        let got = fs::metadata(&part)
+            .map_err(|e| HubError::io(&part, e))?
+            .len();
         if let Some(expected) = meta.size.or(total) {
             if got != expected {
                 remove_quietly(&part);
@@ -544,7 +551,8 @@ impl Hub {
                 .map_err(|e| Failure::Retry { error: e.into() })?;
             let status = resp.status();
             let h = resp.headers();
-            size = size.or_else(|| header_str(h, "x-linked-size").and_then(|v| v.trim().parse().ok()));
+            size =
+                size.or_else(|| header_str(h, "x-linked-size").and_then(|v| v.trim().parse().ok()));
             sha = sha.or_else(|| header_str(h, "x-linked-etag").and_then(sha_from_etag));
             if status.is_redirection() {
                 let location = header_str(h, header::LOCATION.as_str()).ok_or_else(|| {
@@ -767,7 +775,10 @@ mod tests {
     fn etags_and_ranges() {
         let sha = "a".repeat(64);
         assert_eq!(sha_from_etag(&format!("\"{sha}\"")), Some(sha.clone()));
-        assert_eq!(sha_from_etag(&format!("W/\"{}\"", sha.to_uppercase())), Some(sha));
+        assert_eq!(
+            sha_from_etag(&format!("W/\"{}\"", sha.to_uppercase())),
+            Some(sha)
+        );
         assert_eq!(sha_from_etag("\"abc\""), None);
         assert_eq!(origin("https://h.co:8080/a/b"), "https://h.co:8080");
         let mut h = HeaderMap::new();

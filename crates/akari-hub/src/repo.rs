@@ -76,7 +76,9 @@ pub(crate) fn check_file_path(path: &str) -> bool {
     !path.is_empty()
         && !path.contains('\\')
         && !path.contains('\0')
-        && path.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+        && path
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..")
 }
 
 /// A revision as one folder name: branch names may hold `/` (`refs/pr/1`), encoded as `%2F`.

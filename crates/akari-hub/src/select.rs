@@ -82,7 +82,12 @@ fn no_match(repo: &str, dtype: Dtype, wanted: &[&str], choices: &[&String]) -> H
 }
 
 /// Picks the files for `dtype` (or the one `file`) from a repository's listing.
-pub fn select(repo: &str, siblings: &[String], dtype: Dtype, file: Option<&str>) -> Result<Selection> {
+pub fn select(
+    repo: &str,
+    siblings: &[String],
+    dtype: Dtype,
+    file: Option<&str>,
+) -> Result<Selection> {
     let listed = |p: &str| siblings.iter().any(|s| s == p);
     let ggufs: Vec<&String> = siblings
         .iter()
@@ -147,7 +152,9 @@ pub fn select(repo: &str, siblings: &[String], dtype: Dtype, file: Option<&str>)
             .iter()
             .map(|w| format!("{folder}{w}"))
             .find(|p| listed(p))
-            .or_else(|| (dtype == Dtype::Auto && in_folder.len() == 1).then(|| in_folder[0].clone()));
+            .or_else(|| {
+                (dtype == Dtype::Auto && in_folder.len() == 1).then(|| in_folder[0].clone())
+            });
         let Some(chosen) = chosen else {
             return Err(no_match(repo, dtype, wanted, &in_folder));
         };
@@ -265,12 +272,27 @@ mod tests {
             "SmolLM2-135M-Instruct.BF16.gguf",
         ]);
         let pick = |d| select("r/x", &s, d, None).map(|s| s.files);
-        assert_eq!(pick(Dtype::Auto).unwrap(), ["SmolLM2-135M-Instruct.Q4_1.gguf"]);
-        assert_eq!(pick(Dtype::Q4).unwrap(), ["SmolLM2-135M-Instruct.Q4_1.gguf"]);
-        assert_eq!(pick(Dtype::Q8).unwrap(), ["SmolLM2-135M-Instruct.Q8_0.gguf"]);
-        assert_eq!(pick(Dtype::Fp16).unwrap(), ["SmolLM2-135M-Instruct.F16.gguf"]);
+        assert_eq!(
+            pick(Dtype::Auto).unwrap(),
+            ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+        );
+        assert_eq!(
+            pick(Dtype::Q4).unwrap(),
+            ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+        );
+        assert_eq!(
+            pick(Dtype::Q8).unwrap(),
+            ["SmolLM2-135M-Instruct.Q8_0.gguf"]
+        );
+        assert_eq!(
+            pick(Dtype::Fp16).unwrap(),
+            ["SmolLM2-135M-Instruct.F16.gguf"]
+        );
         let err = pick(Dtype::Fp32).unwrap_err().to_string();
-        assert!(err.contains("F32") && err.contains("SmolLM2-135M-Instruct.BF16.gguf"), "{err}");
+        assert!(
+            err.contains("F32") && err.contains("SmolLM2-135M-Instruct.BF16.gguf"),
+            "{err}"
+        );
         let sel = select("r/x", &s, Dtype::Q4, Some("SmolLM2-135M-Instruct.F16.gguf")).unwrap();
         assert_eq!(sel.entry.as_deref(), Some("SmolLM2-135M-Instruct.F16.gguf"));
         assert_eq!(sel.load_dtype, Dtype::Q4);
@@ -280,7 +302,10 @@ mod tests {
     #[test]
     fn gguf_tags_prefer_k_m_and_match_whole_words() {
         let s = list(&["m-q4_k_s.gguf", "m-q4_k_m.gguf", "m-q4_0.gguf"]);
-        assert_eq!(select("r/x", &s, Dtype::Auto, None).unwrap().files, ["m-q4_k_m.gguf"]);
+        assert_eq!(
+            select("r/x", &s, Dtype::Auto, None).unwrap().files,
+            ["m-q4_k_m.gguf"]
+        );
         assert!(!has_tag("m-BF16.gguf", "F16"));
         assert!(has_tag("ggml-model-f16.gguf", "F16"));
     }
@@ -323,14 +348,25 @@ mod tests {
         let sel = select("r/x", &s, Dtype::Fp32, None).unwrap();
         assert_eq!(&sel.files[4..], ["onnx/model.onnx", "onnx/model.onnx_data"]);
         let err = select("r/x", &s, Dtype::Q8, None).unwrap_err().to_string();
-        assert!(err.contains("model_quantized.onnx") && err.contains("onnx/model_q4.onnx"), "{err}");
+        assert!(
+            err.contains("model_quantized.onnx") && err.contains("onnx/model_q4.onnx"),
+            "{err}"
+        );
     }
 
     #[test]
     fn safetensors_and_unknown() {
-        let s = list(&["config.json", "tokenizer.json", "model.safetensors", "README.md"]);
+        let s = list(&[
+            "config.json",
+            "tokenizer.json",
+            "model.safetensors",
+            "README.md",
+        ]);
         let sel = select("r/x", &s, Dtype::Q8, None).unwrap();
-        assert_eq!(sel.files, ["config.json", "tokenizer.json", "model.safetensors"]);
+        assert_eq!(
+            sel.files,
+            ["config.json", "tokenizer.json", "model.safetensors"]
+        );
         assert_eq!(sel.load_dtype, Dtype::Q8);
         let err = select("r/x", &list(&["README.md"]), Dtype::Auto, None).unwrap_err();
         assert!(err.to_string().contains("README.md"));

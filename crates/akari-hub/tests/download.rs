@@ -74,7 +74,13 @@ fn resumes_a_part_file_left_by_an_earlier_run() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{FILE}.part")), &bytes[..12_345]).unwrap();
     let path = hub
-        .download(&repo, "main", FILE, &mut no_progress(), &AtomicBool::new(false))
+        .download(
+            &repo,
+            "main",
+            FILE,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
         .unwrap();
     assert_eq!(std::fs::read(path).unwrap(), bytes);
     assert_eq!(server.faults.ranges(), [Some("bytes=12345-".to_string())]);
@@ -110,7 +116,13 @@ fn cancel_keeps_the_part_and_resumes_later() {
         .len();
     assert!(kept > 0 && kept < bytes.len() as u64, "{kept}");
     let path = hub
-        .download(&repo, "main", FILE, &mut no_progress(), &AtomicBool::new(false))
+        .download(
+            &repo,
+            "main",
+            FILE,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
         .unwrap();
     assert_eq!(std::fs::read(path).unwrap(), bytes);
     assert_eq!(
@@ -126,7 +138,13 @@ fn wrong_size_is_refused_and_nothing_stays() {
     let hub = server.client(&tmp.path().join("cache"));
     let repo = RepoId::parse(REPO).unwrap();
     let err = hub
-        .download(&repo, "main", FILE, &mut no_progress(), &AtomicBool::new(false))
+        .download(
+            &repo,
+            "main",
+            FILE,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
         .unwrap_err();
     assert!(matches!(err, HubError::SizeMismatch { .. }), "{err}");
     let msg = err.to_string();
@@ -143,7 +161,13 @@ fn wrong_hash_is_refused_and_nothing_stays() {
     let hub = server.client(&tmp.path().join("cache"));
     let repo = RepoId::parse(REPO).unwrap();
     let err = hub
-        .download(&repo, "main", FILE, &mut no_progress(), &AtomicBool::new(false))
+        .download(
+            &repo,
+            "main",
+            FILE,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
         .unwrap_err();
     assert!(matches!(err, HubError::HashMismatch { .. }), "{err}");
     assert!(err.to_string().contains("sha256"), "{err}");
@@ -175,15 +199,28 @@ fn not_found_names_host_and_path() {
     );
     let repo = RepoId::parse(REPO).unwrap();
     let err = hub
-        .download(&repo, "main", "nope.gguf", &mut no_progress(), &AtomicBool::new(false))
+        .download(
+            &repo,
+            "main",
+            "nope.gguf",
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
         .unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.starts_with("model or file not found on ") && msg.contains(&server.host()),
         "{msg}"
     );
-    assert!(msg.contains(&format!("{REPO}/resolve/main/nope.gguf")), "{msg}");
-    assert!(!hub.revision_dir(&repo, "main").unwrap().join("nope.gguf").exists());
+    assert!(
+        msg.contains(&format!("{REPO}/resolve/main/nope.gguf")),
+        "{msg}"
+    );
+    assert!(!hub
+        .revision_dir(&repo, "main")
+        .unwrap()
+        .join("nope.gguf")
+        .exists());
 }
 
 #[test]
@@ -205,9 +242,18 @@ fn unreachable_host_gives_up_after_retries() {
     });
     let repo = RepoId::parse(REPO).unwrap();
     let err = hub
-        .download(&repo, "main", FILE, &mut no_progress(), &AtomicBool::new(false))
+        .download(
+            &repo,
+            "main",
+            FILE,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
         .unwrap_err();
-    assert!(matches!(err, HubError::Network { attempts: 3, .. }), "{err}");
+    assert!(
+        matches!(err, HubError::Network { attempts: 3, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -217,7 +263,14 @@ fn cached_model_needs_no_request() {
     let hub = server.client(&cache);
     let repo = RepoId::parse(REPO).unwrap();
     let first = hub
-        .fetch_model(&repo, "main", Dtype::Auto, None, &mut no_progress(), &AtomicBool::new(false))
+        .fetch_model(
+            &repo,
+            "main",
+            Dtype::Auto,
+            None,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
         .unwrap();
     assert_eq!(first.files, [FILE]);
     assert_eq!(std::fs::read(&first.path).unwrap(), bytes);
@@ -236,12 +289,23 @@ fn cached_model_needs_no_request() {
         )
         .unwrap();
     assert_eq!(again.path, first.path);
-    assert_eq!(server.faults.requests(), 3, "the cached model asked the server");
+    assert_eq!(
+        server.faults.requests(),
+        3,
+        "the cached model asked the server"
+    );
     assert_eq!(stages, [akari_hub::Stage::Cached]);
 
     // Another quantisation of the same repository needs its file only (HEAD + GET).
     let q8 = hub
-        .fetch_model(&repo, "main", Dtype::Q8, None, &mut no_progress(), &AtomicBool::new(false))
+        .fetch_model(
+            &repo,
+            "main",
+            Dtype::Q8,
+            None,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
         .unwrap();
     assert!(q8.path.ends_with("tiny-llama.Q8_0.gguf"));
     assert_eq!(server.faults.requests(), 5);

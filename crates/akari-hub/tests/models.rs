@@ -18,7 +18,9 @@ fn logits(path: &Path, dtype: Dtype) -> Vec<Vec<f32>> {
     };
     let mut engine = Engine::load(path, &opts, &mut |_| {}).unwrap();
     // The `short` prompt of the tiny references, then two greedy steps.
-    engine.logits(&[274, 32, 113, 117, 105, 99, 107], 2).unwrap()
+    engine
+        .logits(&[274, 32, 113, 117, 105, 99, 107], 2)
+        .unwrap()
 }
 
 #[test]
@@ -39,10 +41,20 @@ fn gguf_through_the_hub_equals_the_local_file() {
     let id = RepoId::parse(repo).unwrap();
     for (dtype, fixture) in [(Dtype::Auto, "llama-q4_0"), (Dtype::Q8, "llama-q8_0")] {
         let got = hub
-            .fetch_model(&id, "main", dtype, None, &mut |_| {}, &AtomicBool::new(false))
+            .fetch_model(
+                &id,
+                "main",
+                dtype,
+                None,
+                &mut |_| {},
+                &AtomicBool::new(false),
+            )
             .unwrap();
         let local = fixtures().join("tiny").join(fixture).join("model.gguf");
-        assert_eq!(std::fs::read(&got.path).unwrap(), std::fs::read(&local).unwrap());
+        assert_eq!(
+            std::fs::read(&got.path).unwrap(),
+            std::fs::read(&local).unwrap()
+        );
         let from_hub = logits(&got.path, got.dtype);
         assert_eq!(from_hub, logits(&local, Dtype::Auto), "{fixture}");
         assert_eq!(from_hub.len(), 3);
@@ -69,7 +81,14 @@ fn onnx_repository_through_the_hub_equals_the_local_folder() {
         (Dtype::Fp16, "onnx/model_fp16.onnx"),
     ] {
         let got = hub
-            .fetch_model(&id, "main", dtype, None, &mut |_| {}, &AtomicBool::new(false))
+            .fetch_model(
+                &id,
+                "main",
+                dtype,
+                None,
+                &mut |_| {},
+                &AtomicBool::new(false),
+            )
             .unwrap();
         assert_eq!(
             got.files,

@@ -87,7 +87,10 @@ pub fn router(config: ServeConfig) -> Router {
             "/api/models/{owner}/{name}/revision/{rev}",
             get(models::listing_at),
         )
-        .route("/{owner}/{name}/resolve/{rev}/{*path}", get(models::resolve))
+        .route(
+            "/{owner}/{name}/resolve/{rev}/{*path}",
+            get(models::resolve),
+        )
         .fallback(static_file)
         .with_state(state)
         .layer(axum::middleware::map_response(script_types))

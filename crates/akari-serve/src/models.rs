@@ -20,8 +20,11 @@ use tower_http::services::ServeFile;
 /// threads; requests that arrive meanwhile wait for the same result.
 #[derive(Default)]
 pub(crate) struct HashCache {
-    map: Mutex<HashMap<PathBuf, (SystemTime, u64, Arc<OnceCell<String>>)>>,
+    map: Mutex<HashMap<PathBuf, HashEntry>>,
 }
+
+/// The file version (mtime, size) a hash belongs to, and the hash once known.
+type HashEntry = (SystemTime, u64, Arc<OnceCell<String>>);
 
 impl HashCache {
     async fn sha256(&self, path: &FsPath, mtime: SystemTime, size: u64) -> std::io::Result<String> {
@@ -77,15 +80,18 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// `models/{owner}/{name}`, after checking the names.
-fn repo_dir(st: &AppState, owner: &str, name: &str) -> Result<PathBuf, Response> {
+fn repo_dir(st: &AppState, owner: &str, name: &str) -> Result<PathBuf, Box<Response>> {
     let Some(models) = &st.config.models else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::NOT_FOUND,
             "no model folder is served (start the server with --models DIR)",
-        ));
+        )));
     };
     if !plain(owner) || !plain(name) {
-        return Err(error(StatusCode::BAD_REQUEST, "bad repository name"));
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad repository name",
+        )));
     }
     Ok(models.join(owner).join(name))
 }
@@ -97,7 +103,7 @@ pub(crate) async fn resolve(
 ) -> Response {
     let dir = match repo_dir(&st, &owner, &name) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // Refuse anything that could climb out of the repository folder.
     if !path.split('/').all(plain) {
@@ -170,7 +176,7 @@ fn walk(dir: &FsPath, prefix: &str, depth: usize, out: &mut Vec<(String, u64)>) 
 async fn list(st: Arc<AppState>, owner: String, name: String, rev: String) -> Response {
     let dir = match repo_dir(&st, &owner, &name) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let listed = tokio::task::spawn_blocking(move || {
         if !dir.is_dir() {

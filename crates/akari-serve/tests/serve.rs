@@ -144,7 +144,10 @@ fn bundle_files_with_script_types() {
     let mut r = a.get(server.url("/")).call().unwrap();
     assert_eq!(r.status(), 200);
     assert_isolated(&r);
-    assert_eq!(r.body_mut().read_to_string().unwrap(), "<!doctype html><p>app</p>");
+    assert_eq!(
+        r.body_mut().read_to_string().unwrap(),
+        "<!doctype html><p>app</p>"
+    );
     for (path, mime) in [
         ("/pkg/app.js", "text/javascript"),
         ("/pkg/worker.mjs", "text/javascript"),
@@ -213,7 +216,10 @@ fn model_files_with_ranges_hashes_and_links() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-length"), Some("300000"));
-    assert_eq!(header(&r, "x-linked-etag"), Some(format!("\"{sha}\"").as_str()));
+    assert_eq!(
+        header(&r, "x-linked-etag"),
+        Some(format!("\"{sha}\"").as_str())
+    );
 
     // A symlink to a file outside the folder is served as that file.
     let mut r = a
@@ -253,10 +259,7 @@ fn climbing_out_is_refused() {
         "/api/models/o/..",
     ] {
         let status = server.raw_status(target);
-        assert!(
-            status == 400 || status == 404,
-            "{target} answered {status}"
-        );
+        assert!(status == 400 || status == 404, "{target} answered {status}");
     }
 }
 

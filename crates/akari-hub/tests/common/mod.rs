@@ -61,10 +61,17 @@ async fn inject(State(f): State<Arc<Faults>>, req: Request, next: Next) -> Respo
         .headers()
         .get("range")
         .map(|v| v.to_str().unwrap().to_string());
-    f.log.lock().unwrap().push((method.clone(), path.clone(), range));
+    f.log
+        .lock()
+        .unwrap()
+        .push((method.clone(), path.clone(), range));
     let mut resp = next.run(req).await;
     if matches(&f.wrong_size, &path) {
-        let size: u64 = resp.headers()["x-linked-size"].to_str().unwrap().parse().unwrap();
+        let size: u64 = resp.headers()["x-linked-size"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         resp.headers_mut()
             .insert("x-linked-size", HeaderValue::from(size + 1));
     }
@@ -89,12 +96,11 @@ async fn inject(State(f): State<Arc<Faults>>, req: Request, next: Next) -> Respo
             // The headers still promise the whole body; the stream fails after `keep`
             // bytes, and the server then closes the connection.
             // (The pause lets the server flush the first bytes before the error aborts.)
-            let stream = futures_util::stream::iter([Ok(head)]).chain(futures_util::stream::once(
-                async {
+            let stream =
+                futures_util::stream::iter([Ok(head)]).chain(futures_util::stream::once(async {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     Err(std::io::Error::other("connection dropped on purpose"))
-                },
-            ));
+                }));
             return Response::from_parts(parts, Body::from_stream(stream));
         }
     }
