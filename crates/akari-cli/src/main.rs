@@ -296,7 +296,12 @@ fn hub_fetch(id: &str, hub: &HubArgs, dtype: Dtype) -> Result<akari_hub::Resolve
             &mut on_progress,
             &never,
         )
-        .with_context(|| format!("cannot get {id} from {}", client.host()))?;
+        .with_context(|| {
+            format!(
+                "{id} is not a local path, and cannot be fetched from {}",
+                client.host()
+            )
+        })?;
     Ok(got)
 }
 

@@ -159,6 +159,13 @@ pub fn run_until_ctrl_c(
             if tokio::signal::ctrl_c().await.is_err() {
                 std::future::pending::<()>().await;
             }
+            // Open downloads finish first; a second Ctrl-C does not wait for them.
+            eprintln!("stopping (Ctrl-C again to quit at once)");
+            tokio::spawn(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            });
         };
         serve(listener, router(config), ctrl_c)
             .await
