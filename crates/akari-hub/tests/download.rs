@@ -329,3 +329,64 @@ fn cached_model_needs_no_request() {
     assert!(!first.path.exists());
     assert_eq!(akari_hub::cache::remove(&cache, &repo).unwrap(), None);
 }
+
+#[test]
+fn leftover_part_files_are_checked_not_trusted() {
+    let (tmp, server, bytes) = setup();
+    let hub = server.client(&tmp.path().join("cache"));
+    let repo = RepoId::parse(REPO).unwrap();
+    let dir = hub.revision_dir(&repo, "main").unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let part = dir.join(format!("{FILE}.part"));
+
+    // Complete already: only its size and hash are asked for.
+    std::fs::write(&part, &bytes).unwrap();
+    let path = hub
+        .download(
+            &repo,
+            "main",
+            FILE,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert!(
+        server.faults.ranges().is_empty(),
+        "{:?}",
+        server.faults.ranges()
+    );
+    std::fs::remove_file(&path).unwrap();
+
+    // Right size, wrong bytes: refused by the hash, and deleted.
+    let mut wrong = bytes.clone();
+    wrong[100] ^= 1;
+    std::fs::write(&part, &wrong).unwrap();
+    let err = hub
+        .download(
+            &repo,
+            "main",
+            FILE,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
+        .unwrap_err();
+    assert!(matches!(err, HubError::HashMismatch { .. }), "{err}");
+    assert!(!part.exists() && !path.exists());
+
+    // Longer than the file: not a prefix of it, so the download starts over.
+    let mut long = bytes.clone();
+    long.extend_from_slice(b"tail");
+    std::fs::write(&part, &long).unwrap();
+    let path = hub
+        .download(
+            &repo,
+            "main",
+            FILE,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert_eq!(server.faults.ranges(), [None]);
+}

@@ -126,3 +126,43 @@ fn onnx_repository_through_the_hub_equals_the_local_folder() {
         ]
     );
 }
+
+#[test]
+fn safetensors_repository_through_the_hub_equals_the_local_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    let repo = "akari-fixtures/tiny-llama";
+    std::fs::create_dir_all(models.join("akari-fixtures")).unwrap();
+    std::os::unix::fs::symlink(
+        fixtures().join("tiny-hf/llama").canonicalize().unwrap(),
+        models.join(repo),
+    )
+    .unwrap();
+    let server = TestHub::start(&models);
+    let hub = server.client(&tmp.path().join("cache"));
+    let got = hub
+        .fetch_model(
+            &RepoId::parse(repo).unwrap(),
+            "main",
+            Dtype::Q8,
+            None,
+            &mut |_| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    assert_eq!(
+        got.files,
+        [
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "generation_config.json",
+            "model.safetensors"
+        ]
+    );
+    assert_eq!(got.dtype, Dtype::Q8);
+    assert_eq!(
+        logits(&got.path, got.dtype),
+        logits(&fixtures().join("tiny-hf/llama"), Dtype::Q8)
+    );
+}
