@@ -390,3 +390,57 @@ fn leftover_part_files_are_checked_not_trusted() {
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     assert_eq!(server.faults.ranges(), [None]);
 }
+
+#[test]
+fn follows_the_hubs_redirect_to_storage_and_keeps_the_token_home() {
+    let (tmp, server, bytes) = setup();
+    // The same files on a second server standing in for the Hub's storage.
+    let storage = TestHub::start(&tmp.path().join("models"));
+    storage.faults.storage.store(true, Ordering::SeqCst);
+    *server.faults.redirect.lock().unwrap() = Some((FILE.into(), storage.host()));
+    let hub = akari_hub::Hub::new(akari_hub::HubOptions {
+        token: Some("secret".into()),
+        ..server_options(&server, &tmp.path().join("cache"))
+    });
+    let repo = RepoId::parse(REPO).unwrap();
+    let path = hub
+        .download(
+            &repo,
+            "main",
+            FILE,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), bytes);
+    // The HEAD went to the Hub, the bytes came from storage.
+    assert_eq!(server.faults.requests(), 1);
+    assert_eq!(server.faults.authorized.load(Ordering::SeqCst), 1);
+    assert_eq!(storage.faults.ranges(), [None]);
+    assert_eq!(storage.faults.authorized.load(Ordering::SeqCst), 0);
+
+    // The hash checked is the Hub's X-Linked-Etag, not storage's ETag.
+    std::fs::remove_dir_all(tmp.path().join("cache")).unwrap();
+    *server.faults.wrong_hash.lock().unwrap() = Some(FILE.into());
+    let err = hub
+        .download(
+            &repo,
+            "main",
+            FILE,
+            &mut no_progress(),
+            &AtomicBool::new(false),
+        )
+        .unwrap_err();
+    assert!(matches!(err, HubError::HashMismatch { .. }), "{err}");
+}
+
+fn server_options(server: &TestHub, cache: &std::path::Path) -> akari_hub::HubOptions {
+    akari_hub::HubOptions {
+        host: server.host(),
+        cache_dir: cache.to_path_buf(),
+        retries: 3,
+        backoff: std::time::Duration::from_millis(10),
+        token: None,
+        read_timeout: std::time::Duration::from_secs(10),
+    }
+}

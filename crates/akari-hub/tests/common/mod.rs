@@ -28,6 +28,13 @@ pub struct Faults {
     pub wrong_size: Mutex<Option<String>>,
     /// Paths ending so get the sha256 of something else as `ETag` / `X-Linked-Etag`.
     pub wrong_hash: Mutex<Option<String>>,
+    /// Answer as the Hub does for large files: paths ending so get a `302` to the same path
+    /// on this other server (`http://host:port`), with the size and hash in `X-Linked-*`.
+    pub redirect: Mutex<Option<(String, String)>>,
+    /// Answer as a storage server: no `X-Linked-*`, and an `ETag` that is not a sha256.
+    pub storage: std::sync::atomic::AtomicBool,
+    /// Requests that carried an `Authorization` header.
+    pub authorized: AtomicUsize,
 }
 
 impl Faults {
@@ -65,7 +72,22 @@ async fn inject(State(f): State<Arc<Faults>>, req: Request, next: Next) -> Respo
         .lock()
         .unwrap()
         .push((method.clone(), path.clone(), range));
+    if req.headers().contains_key("authorization") {
+        f.authorized.fetch_add(1, Ordering::SeqCst);
+    }
+    let redirect = f
+        .redirect
+        .lock()
+        .unwrap()
+        .clone()
+        .filter(|(p, _)| path.ends_with(p.as_str()));
     let mut resp = next.run(req).await;
+    if f.storage.load(Ordering::SeqCst) {
+        let h = resp.headers_mut();
+        h.remove("x-linked-size");
+        h.remove("x-linked-etag");
+        h.insert("etag", HeaderValue::from_static("\"5d41402abc4b2a76-2\""));
+    }
     if matches(&f.wrong_size, &path) {
         let size: u64 = resp.headers()["x-linked-size"]
             .to_str()
@@ -80,6 +102,19 @@ async fn inject(State(f): State<Arc<Faults>>, req: Request, next: Next) -> Respo
         let v = HeaderValue::from_str(&other).unwrap();
         resp.headers_mut().insert("etag", v.clone());
         resp.headers_mut().insert("x-linked-etag", v);
+    }
+    if let Some((_, target)) = redirect {
+        let mut moved = Response::new(Body::empty());
+        *moved.status_mut() = axum::http::StatusCode::FOUND;
+        let h = moved.headers_mut();
+        h.insert(
+            "location",
+            HeaderValue::from_str(&format!("{target}{path}")).unwrap(),
+        );
+        for k in ["x-linked-size", "x-linked-etag"] {
+            h.insert(k, resp.headers()[k].clone());
+        }
+        return moved;
     }
     let cut = f
         .drop_after
