@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::{BufRead, IsTerminal, Write};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser)]
@@ -73,6 +73,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List or delete models downloaded from the Hub.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Serve the web app and local model files (in the Hub's URL layout) over HTTP.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Models to serve, as DIR/{owner}/{name}/{files} (default:
+        /// $AKARI_CACHE/serve-models, which scripts/models-dir.sh builds).
+        #[arg(long, value_name = "DIR")]
+        models: Option<PathBuf>,
+        /// The built web app.
+        #[arg(long, value_name = "DIR", default_value = "target/web")]
+        bundle: PathBuf,
+    },
     /// Measure prefill and decode speed.
     Bench {
         #[command(flatten)]
@@ -104,9 +123,12 @@ fn dtype_parser() -> impl clap::builder::TypedValueParser<Value = Dtype> {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// A .gguf file. Defaults to SmolLM2-135M-Instruct in the akari cache
-    /// (scripts/fetch-smollm2.sh puts it there).
+    /// A .gguf file, a model folder (Hugging Face or transformers.js ONNX layout), or a Hub
+    /// id (owner/name) to download into the akari cache. Defaults to SmolLM2-135M-Instruct
+    /// in the akari cache (scripts/fetch-smollm2.sh puts it there).
     model: Option<PathBuf>,
+    #[command(flatten)]
+    hub: HubArgs,
     #[arg(long, default_value = "auto")]
     device: Device,
     /// Weight type to store (convert) the weights as; for ONNX repositories the file
@@ -125,6 +147,32 @@ struct ModelArgs {
     /// int8 (llama.cpp's arithmetic).
     #[arg(long, default_value = "int16")]
     activations: Activations,
+}
+
+/// Where a Hub id is downloaded from.
+#[derive(Args, Clone)]
+struct HubArgs {
+    /// Hub to download from (default: $AKARI_HUB_HOST, else https://huggingface.co).
+    #[arg(long, value_name = "URL")]
+    hub_host: Option<String>,
+    /// Branch, tag or commit of the Hub repository.
+    #[arg(long, default_value = akari_hub::DEFAULT_REVISION)]
+    revision: String,
+    /// The file to load from the Hub repository (a .gguf, or an .onnx with its folder's
+    /// config), instead of the one --dtype picks.
+    #[arg(long, value_name = "PATH")]
+    file: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List downloaded models with their sizes.
+    List,
+    /// Delete a downloaded model (every revision).
+    Rm {
+        /// Hub id, owner/name.
+        repo: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -186,7 +234,78 @@ fn cache_dir() -> PathBuf {
 
 const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-fn resolve_model(arg: &Option<PathBuf>) -> Result<PathBuf> {
+/// The model to open and the dtype to open it with: a local path as given, or a Hub id
+/// downloaded into the cache (then the dtype of the file that was picked for --dtype).
+fn resolve_model(args: &ModelArgs) -> Result<(PathBuf, Dtype)> {
+    if let Some(id) = args.model.as_deref().and_then(|p| p.to_str()) {
+        if akari_hub::looks_like_repo_id(id) {
+            let got = hub_fetch(id, &args.hub, args.dtype)?;
+            return Ok((got.path, got.dtype));
+        }
+    }
+    Ok((local_model(&args.model)?, args.dtype))
+}
+
+fn hub_client(hub: &HubArgs) -> akari_hub::Hub {
+    akari_hub::Hub::new(akari_hub::HubOptions {
+        host: akari_hub::host_from(hub.hub_host.as_deref()),
+        ..Default::default()
+    })
+}
+
+/// Downloads what `id` needs for `dtype`, one progress bar per file. An interrupted
+/// download resumes from its `.part` file on the next run.
+fn hub_fetch(id: &str, hub: &HubArgs, dtype: Dtype) -> Result<akari_hub::Resolved> {
+    let repo = akari_hub::RepoId::parse(id)?;
+    let client = hub_client(hub);
+    let bars = indicatif::MultiProgress::new();
+    let style = ProgressStyle::with_template(
+        "{msg:32!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let mut open: std::collections::HashMap<String, ProgressBar> = Default::default();
+    let mut on_progress = |p: &akari_hub::FileProgress<'_>| {
+        use akari_hub::Stage;
+        if p.stage == Stage::Cached {
+            return;
+        }
+        let bar = open.entry(p.path.to_string()).or_insert_with(|| {
+            let b = bars.add(ProgressBar::new(p.total.unwrap_or(0)));
+            b.set_style(style.clone());
+            b.set_message(p.path.to_string());
+            b
+        });
+        if let Some(t) = p.total {
+            bar.set_length(t);
+        }
+        bar.set_position(p.done);
+        match p.stage {
+            Stage::Retrying { attempt } => bar.set_message(format!("{} (retry {attempt})", p.path)),
+            Stage::Done => bar.finish(),
+            _ => {}
+        }
+    };
+    let never = AtomicBool::new(false);
+    let got = client
+        .fetch_model(
+            &repo,
+            &hub.revision,
+            dtype,
+            hub.file.as_deref(),
+            &mut on_progress,
+            &never,
+        )
+        .with_context(|| {
+            format!(
+                "{id} is not a local path, and cannot be fetched from {}",
+                client.host()
+            )
+        })?;
+    Ok(got)
+}
+
+fn local_model(arg: &Option<PathBuf>) -> Result<PathBuf> {
     let path = match arg {
         Some(p) => p.clone(),
         None => {
@@ -207,7 +326,7 @@ fn resolve_model(arg: &Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn load(args: &ModelArgs) -> Result<Engine> {
-    let path = resolve_model(&args.model)?;
+    let (path, dtype) = resolve_model(args)?;
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
@@ -216,7 +335,7 @@ fn load(args: &ModelArgs) -> Result<Engine> {
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let opts = LoadOptions {
         device: args.device,
-        dtype: args.dtype,
+        dtype,
         threads: args.threads,
         context: args.context,
         cpu_activations: args.activations,
@@ -573,6 +692,84 @@ fn cmd_bench(
     Ok(())
 }
 
+fn cmd_cache(command: &CacheCommand) -> Result<()> {
+    let root = akari_hub::cache::default_root();
+    match command {
+        CacheCommand::List => {
+            let models = akari_hub::cache::list(&root)?;
+            if models.is_empty() {
+                eprintln!(
+                    "no downloaded models in {}",
+                    akari_hub::cache::hub_dir(&root).display()
+                );
+            }
+            for m in models {
+                println!(
+                    "{:<48} {:>10}",
+                    m.repo,
+                    indicatif::HumanBytes(m.bytes()).to_string()
+                );
+                for r in &m.revisions {
+                    let partial = if r.partial_bytes > 0 {
+                        format!(", {} unfinished", indicatif::HumanBytes(r.partial_bytes))
+                    } else {
+                        String::new()
+                    };
+                    println!("  {} ({} files{partial})", r.revision, r.files.len());
+                    for (f, n) in &r.files {
+                        println!("    {f:<44} {:>10}", indicatif::HumanBytes(*n).to_string());
+                    }
+                }
+            }
+        }
+        CacheCommand::Rm { repo } => {
+            let id = akari_hub::RepoId::parse(repo)?;
+            match akari_hub::cache::remove(&root, &id)? {
+                Some(n) => println!("deleted {repo} ({})", indicatif::HumanBytes(n)),
+                None => bail!("{repo} is not in the cache (see `akari cache list`)"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cmd_serve(host: &str, port: u16, models: &Option<PathBuf>, bundle: &Path) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let addr = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    let models = models.clone().or_else(|| {
+        let d = cache_dir().join("serve-models");
+        d.is_dir().then_some(d)
+    });
+    if let Some(m) = &models {
+        if !m.is_dir() {
+            bail!("{}: no such folder (--models)", m.display());
+        }
+    }
+    let config = akari_serve::ServeConfig {
+        models: models.clone(),
+        bundle: bundle.to_path_buf(),
+    };
+    akari_serve::run_until_ctrl_c(addr, config, |bound| {
+        match &models {
+            Some(m) => eprintln!("serving models from {}", m.display()),
+            None => eprintln!("no models folder (--models DIR)"),
+        }
+        if !bundle.join("index.html").is_file() {
+            eprintln!(
+                "{} has no web build yet; / explains how to build it",
+                bundle.display()
+            );
+        }
+        println!("listening on http://{bound}/ (Ctrl-C stops)");
+        let _ = std::io::stdout().flush();
+    })?;
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -616,6 +813,13 @@ fn run() -> Result<()> {
             steps,
         } => cmd_logits(model, tokens, *steps),
         Command::Info { model, json } => cmd_info(model, *json),
+        Command::Cache { command } => cmd_cache(command),
+        Command::Serve {
+            host,
+            port,
+            models,
+            bundle,
+        } => cmd_serve(host, *port, models, bundle),
         Command::Bench {
             model,
             prompt_tokens,

@@ -37,18 +37,24 @@ pub const GENAI_CONFIG: &str = "genai_config.json";
 /// The folder of ONNX files in a transformers.js repository.
 pub const ONNX_DIR: &str = "onnx";
 
-/// The file transformers.js loads for `dtype`.
+/// The file transformers.js loads for `dtype` (for `auto`, its first choice).
 pub fn file_for(dtype: Dtype) -> &'static str {
+    candidates(dtype)[0]
+}
+
+/// The files transformers.js would load for `dtype`, in order of preference: one file, except
+/// for `auto` (q4, else quantized, else fp32). Downloads pick from a repository listing with it.
+pub fn candidates(dtype: Dtype) -> &'static [&'static str] {
     match dtype {
-        Dtype::Fp32 => "model.onnx",
-        Dtype::Fp16 => "model_fp16.onnx",
-        Dtype::Q8 => "model_quantized.onnx",
-        Dtype::Q4 => "model_q4.onnx",
-        Dtype::Q4f16 => "model_q4f16.onnx",
-        Dtype::Int8 => "model_int8.onnx",
-        Dtype::Uint8 => "model_uint8.onnx",
-        Dtype::Bnb4 => "model_bnb4.onnx",
-        Dtype::Auto => "model_q4.onnx",
+        Dtype::Auto => &["model_q4.onnx", "model_quantized.onnx", "model.onnx"],
+        Dtype::Fp32 => &["model.onnx"],
+        Dtype::Fp16 => &["model_fp16.onnx"],
+        Dtype::Q8 => &["model_quantized.onnx"],
+        Dtype::Q4 => &["model_q4.onnx"],
+        Dtype::Q4f16 => &["model_q4f16.onnx"],
+        Dtype::Int8 => &["model_int8.onnx"],
+        Dtype::Uint8 => &["model_uint8.onnx"],
+        Dtype::Bnb4 => &["model_bnb4.onnx"],
     }
 }
 
@@ -76,10 +82,7 @@ pub fn choose_file(dir: &Path, dtype: Dtype) -> Result<PathBuf> {
     let folder = onnx_folder(dir).ok_or_else(|| {
         Error::format(dir.display().to_string(), "no .onnx files here or in onnx/")
     })?;
-    let wanted: &[&str] = match dtype {
-        Dtype::Auto => &["model_q4.onnx", "model_quantized.onnx", "model.onnx"],
-        d => &[file_for(d)][..],
-    };
+    let wanted = candidates(dtype);
     if let Some(p) = wanted.iter().map(|f| folder.join(f)).find(|p| p.is_file()) {
         return Ok(p);
     }
