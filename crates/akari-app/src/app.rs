@@ -3,7 +3,7 @@ use std::cell::RefCell;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{AbortController, File, FileList};
 
 use crate::api::{self, ChatMessage, Engine, LoadRequest};
@@ -148,10 +148,7 @@ impl Query {
     }
 
     fn get(&self, key: &str) -> Option<String> {
-        self.0
-            .as_ref()?
-            .get(key)
-            .filter(|v| !v.trim().is_empty())
+        self.0.as_ref()?.get(key).filter(|v| !v.trim().is_empty())
     }
 }
 
@@ -174,7 +171,19 @@ pub fn App() -> impl IntoView {
     let on_drop = move |ev: web_sys::DragEvent| {
         ev.prevent_default();
         s.dragging.set(false);
-        if let Some(files) = ev.data_transfer().and_then(|d| d.files()) {
+        let Some(transfer) = ev.data_transfer() else {
+            return;
+        };
+        // Entries must be taken while the event lasts; folders are walked afterwards.
+        let entries = dropped_entries(&transfer);
+        if entries.iter().any(|e| is_true(e, "isDirectory")) {
+            spawn_local(async move {
+                match walk_entries(entries).await {
+                    Ok(files) => pick(s, files),
+                    Err(e) => s.load_error.set(Some(e.to_string())),
+                }
+            });
+        } else if let Some(files) = transfer.files() {
             pick_files(s, &files);
         }
     };
@@ -206,7 +215,10 @@ pub fn App() -> impl IntoView {
 }
 
 fn pick_files(s: State, list: &FileList) {
-    let files: Vec<File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
+    pick(s, (0..list.length()).filter_map(|i| list.get(i)).collect());
+}
+
+fn pick(s: State, files: Vec<File>) {
     if files.is_empty() {
         return;
     }
@@ -225,6 +237,100 @@ fn pick_files(s: State, list: &FileList) {
         format!("{folder} ({} files, {})", files.len(), format::bytes(bytes))
     };
     s.local.set(Some(LocalPick { files, label }));
+}
+
+fn get(target: &JsValue, key: &str) -> Option<JsValue> {
+    js_sys::Reflect::get(target, &JsValue::from_str(key)).ok()
+}
+
+fn is_true(target: &JsValue, key: &str) -> bool {
+    get(target, key).is_some_and(|v| v.is_truthy())
+}
+
+/// The `FileSystemEntry` of each dropped item.
+fn dropped_entries(transfer: &web_sys::DataTransfer) -> Vec<JsValue> {
+    let Some(items) = get(transfer, "items") else {
+        return Vec::new();
+    };
+    let length = get(&items, "length")
+        .and_then(|l| l.as_f64())
+        .unwrap_or(0.0) as u32;
+    (0..length)
+        .filter_map(|i| js_sys::Reflect::get_u32(&items, i).ok())
+        .filter_map(|item| {
+            let f = get(&item, "webkitGetAsEntry")?
+                .dyn_into::<js_sys::Function>()
+                .ok()?;
+            f.call0(&item)
+                .ok()
+                .filter(|e| !e.is_null() && !e.is_undefined())
+        })
+        .collect()
+}
+
+/// Calls a callback-style entry method (`file`, `readEntries`) and awaits its result.
+async fn callback_call(target: &JsValue, method: &str) -> Result<JsValue, AppError> {
+    let function = get(target, method)
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .ok_or_else(|| {
+            AppError::Other(format!(
+                "This browser cannot read dropped folders ({method} is missing)."
+            ))
+        })?;
+    let promise = js_sys::Promise::new(&mut |resolve, reject| {
+        if let Err(e) = function.call2(target, &resolve, &reject) {
+            let _ = reject.call1(&JsValue::NULL, &e);
+        }
+    });
+    wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .map_err(api::error_from_js)
+}
+
+/// Every file under the dropped entries, named by its path as a folder pick would name it
+/// (`webkitRelativePath`), so the engine sees the same thing either way.
+async fn walk_entries(mut pending: Vec<JsValue>) -> Result<Vec<File>, AppError> {
+    let mut files = Vec::new();
+    while let Some(entry) = pending.pop() {
+        if is_true(&entry, "isDirectory") {
+            let reader = get(&entry, "createReader")
+                .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+                .and_then(|f| f.call0(&entry).ok())
+                .ok_or_else(|| {
+                    AppError::Other("This browser cannot read dropped folders.".into())
+                })?;
+            // readEntries answers in batches until it answers with none.
+            loop {
+                let batch: js_sys::Array = callback_call(&reader, "readEntries")
+                    .await?
+                    .unchecked_into();
+                if batch.length() == 0 {
+                    break;
+                }
+                pending.extend(batch.iter());
+            }
+        } else if is_true(&entry, "isFile") {
+            let file: File = callback_call(&entry, "file").await?.unchecked_into();
+            let path = get(&entry, "fullPath")
+                .and_then(|p| p.as_string())
+                .map(|p| p.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| file.name());
+            let descriptor = js_sys::Object::new();
+            let _ = js_sys::Reflect::set(
+                &descriptor,
+                &JsValue::from_str("value"),
+                &JsValue::from_str(&path),
+            );
+            let _ = js_sys::Object::define_property(
+                &file,
+                &JsValue::from_str("webkitRelativePath"),
+                &descriptor,
+            );
+            files.push(file);
+        }
+    }
+    files.sort_by_key(|f| get(f, "webkitRelativePath").and_then(|p| p.as_string()));
+    Ok(files)
 }
 
 #[component]
@@ -338,7 +444,7 @@ fn LoadPanel(s: State) -> impl IntoView {
                     None => {
                         view! {
                             <span class="hint">
-                                "…or drop a .gguf file or an ONNX model's files on this page."
+                                "…or drop a .gguf file or an ONNX model's folder on this page."
                             </span>
                         }
                             .into_any()
@@ -423,14 +529,7 @@ fn LoadPanel(s: State) -> impl IntoView {
                         .get()
                         .map(|c| {
                             let mut lines = options::notes(&c);
-                            lines.extend(
-                                DEVICES
-                                    .iter()
-                                    .filter_map(|d| {
-                                        options::device_blocked(d, Some(&c)).map(|why| (d, why))
-                                    })
-                                    .map(|(d, why)| format!("{d} is unavailable: {why}.")),
-                            );
+                            lines.extend(options::blocked_notes(&c));
                             lines.into_iter().map(|l| view! { <li>{l}</li> }).collect_view()
                         })
                 }}

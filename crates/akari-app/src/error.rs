@@ -8,7 +8,9 @@ pub enum AppError {
     Download(String),
     #[error("The model was not found ({0}). Check the id or pick the files again.")]
     NotFound(String),
-    #[error("The model files are damaged or incomplete ({0}). Delete the cached copy and load again.")]
+    #[error(
+        "The model files are damaged or incomplete ({0}). Delete the cached copy and load again."
+    )]
     Corrupt(String),
     #[error("This model is not supported ({0}).")]
     Unsupported(String),
@@ -18,7 +20,9 @@ pub enum AppError {
     Device(String),
     #[error("Cancelled.")]
     Aborted,
-    #[error("The conversation no longer fits in the model's context ({0}). Press Reset to start again.")]
+    #[error(
+        "The conversation no longer fits in the model's context ({0}). Press Reset to start again."
+    )]
     Context(String),
     #[error("{0}")]
     Other(String),

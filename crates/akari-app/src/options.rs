@@ -65,12 +65,26 @@ pub fn notes(caps: &Capabilities) -> Vec<String> {
         notes.push(format!("CPU runs on {} threads.", caps.threads.count));
     }
     if caps.webgpu.available && !caps.webgpu.shader_f16 {
-        notes.push(
-            "WebGPU has no shader-f16 here: the GPU cannot do fp16 arithmetic."
-                .to_string(),
-        );
+        notes.push("WebGPU has no shader-f16 here: the GPU cannot do fp16 arithmetic.".to_string());
     }
     notes
+}
+
+/// One line per reason a device is unavailable, naming the devices it blocks.
+pub fn blocked_notes(caps: &Capabilities) -> Vec<String> {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for device in DEVICES {
+        if let Some(why) = device_blocked(device, Some(caps)) {
+            match groups.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, devices)) => devices.push(device),
+                None => groups.push((why, vec![device])),
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(why, devices)| format!("Unavailable here ({}): {why}.", devices.join(", ")))
+        .collect()
 }
 
 /// The option text: the name, plus why it is unavailable.
@@ -132,7 +146,22 @@ mod tests {
             "webnn (unavailable: this browser has no WebNN)"
         );
         let c = caps(true, true, true, 4);
-        assert!(DEVICES.iter().all(|d| device_blocked(d, Some(&c)).is_none()));
+        assert!(DEVICES
+            .iter()
+            .all(|d| device_blocked(d, Some(&c)).is_none()));
+    }
+
+    #[test]
+    fn blocked_devices_grouped_by_reason() {
+        assert_eq!(
+            blocked_notes(&caps(false, false, false, 1)),
+            vec![
+                "Unavailable here (gpu, webgpu): navigator.gpu is missing.".to_string(),
+                "Unavailable here (webnn, webnn-gpu, webnn-cpu, webnn-npu): this browser has no WebNN."
+                    .to_string()
+            ]
+        );
+        assert!(blocked_notes(&caps(true, true, true, 2)).is_empty());
     }
 
     #[test]
@@ -141,10 +170,12 @@ mod tests {
             notes(&caps(true, false, false, 1)),
             vec![
                 "CPU runs on one thread: not cross-origin isolated.".to_string(),
-                "WebGPU has no shader-f16 here: the GPU cannot do fp16 arithmetic."
-                    .to_string()
+                "WebGPU has no shader-f16 here: the GPU cannot do fp16 arithmetic.".to_string()
             ]
         );
-        assert_eq!(notes(&caps(true, true, false, 8)), vec!["CPU runs on 8 threads.".to_string()]);
+        assert_eq!(
+            notes(&caps(true, true, false, 8)),
+            vec!["CPU runs on 8 threads.".to_string()]
+        );
     }
 }
