@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the chat UI into the web bundle: OUT/app/akari_app.js + akari_app_bg.wasm, and
-# OUT/index.html + OUT/style.css. OUT is the first argument, target/web by default.
+# Builds the chat UI into the web bundle: OUT/app/akari_app.js + akari_app_bg.wasm,
+# OUT/index.html and the files in static/. OUT is the first argument, target/web by default.
 # Installs what it needs (the wasm32 target; wasm-bindgen-cli at the version in Cargo.lock,
 # cached under ${AKARI_CACHE:-~/.cache/akari}). Set WASM_BINDGEN to use another binary.
 set -euo pipefail
@@ -32,5 +32,6 @@ CARGO_PROFILE_RELEASE_DEBUG=false \
 mkdir -p "$out/app"
 "$bindgen" --target web --no-typescript --out-dir "$out/app" \
     "$target_dir/wasm32-unknown-unknown/release/akari_app.wasm"
-cp "$here/index.html" "$here/style.css" "$out/"
+cp "$here/index.html" "$out/"
+cp -r "$here/static/." "$out/"
 echo "akari-app: $out/index.html, $out/app/ ($(du -sh "$out/app" | cut -f1))"

@@ -109,11 +109,11 @@ fn milliseconds(ms: f64) -> String {
 /// Stop reasons worth a word; the usual end of turn needs none.
 fn stop_reason(reason: &str) -> Option<String> {
     match reason {
-        "" | "eos" | "stop" | "end" => None,
-        "length" | "max-tokens" | "max_tokens" => Some("stopped at the token limit".to_string()),
-        "aborted" | "abort" | "cancelled" => Some("stopped".to_string()),
-        "context" => Some("context full".to_string()),
-        other => Some(format!("ended: {other}")),
+        "" | "end_of_turn" | "stop_string" | "eos" | "stop" => None,
+        "max_tokens" | "length" => Some("stopped at the token limit".to_string()),
+        "cancelled" | "aborted" => Some("stopped".to_string()),
+        "context_full" | "context" => Some("the context is full".to_string()),
+        other => Some(format!("ended: {}", other.replace('_', " "))),
     }
 }
 
@@ -198,7 +198,7 @@ mod tests {
             prefill_tokens_per_second: 456.7,
             decode_tokens_per_second: 34.5,
             thinking_ms: 0.0,
-            stop_reason: "eos".into(),
+            stop_reason: "end_of_turn".into(),
         };
         assert_eq!(
             stats(&s),
@@ -206,11 +206,21 @@ mod tests {
         );
         let s = Stats {
             time_to_first_token_ms: 2500.0,
-            stop_reason: "length".into(),
+            stop_reason: "max_tokens".into(),
             ..s
         };
         assert!(stats(&s).starts_with("first token 2.5 s · "));
         assert!(stats(&s).ends_with(" · stopped at the token limit"));
+        let s = Stats {
+            stop_reason: "cancelled".into(),
+            ..s
+        };
+        assert!(stats(&s).ends_with(" · stopped"));
+        let s = Stats {
+            stop_reason: "something_new".into(),
+            ..s
+        };
+        assert!(stats(&s).ends_with(" · ended: something new"));
     }
 
     #[test]

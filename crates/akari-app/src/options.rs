@@ -55,12 +55,10 @@ pub fn device_blocked(device: &str, caps: Option<&Capabilities>) -> Option<Strin
 pub fn notes(caps: &Capabilities) -> Vec<String> {
     let mut notes = Vec::new();
     if caps.wasm.available && (!caps.threads.available || caps.threads.count <= 1) {
-        let why = caps
-            .threads
-            .reason
-            .clone()
-            .unwrap_or_else(|| "the page is not cross-origin isolated".to_string());
-        notes.push(format!("CPU runs on one thread: {why}."));
+        notes.push(match &caps.threads.reason {
+            Some(why) => format!("Threads: {}.", why.trim_end_matches('.')),
+            None => "The CPU runs on one thread.".to_string(),
+        });
     } else if caps.threads.available && caps.threads.count > 1 {
         notes.push(format!("CPU runs on {} threads.", caps.threads.count));
     }
@@ -169,7 +167,7 @@ mod tests {
         assert_eq!(
             notes(&caps(true, false, false, 1)),
             vec![
-                "CPU runs on one thread: not cross-origin isolated.".to_string(),
+                "Threads: not cross-origin isolated.".to_string(),
                 "WebGPU has no shader-f16 here: the GPU cannot do fp16 arithmetic.".to_string()
             ]
         );
