@@ -474,7 +474,11 @@ fn LoadPanel(s: State) -> impl IntoView {
                     </button>
                 </Show>
                 <span class="stage" role="status">
-                    {move || s.stage.get().map(stage_text)}
+                    {move || match s.stage.get() {
+                        Some(stage) => stage_text(stage),
+                        None if s.loading.get() => "Starting…",
+                        None => "",
+                    }}
                 </span>
             </div>
             <ul class="progress">
