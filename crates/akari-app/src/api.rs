@@ -156,12 +156,19 @@ impl Engine {
     pub fn start_chat(
         &self,
         messages: &[ChatMessage],
+        settings: &crate::options::ChatSettings,
         signal: &web_sys::AbortSignal,
     ) -> Result<ChatStream, AppError> {
         let messages = serde_wasm_bindgen::to_value(messages)
             .map_err(|e| AppError::Other(format!("Could not pass the conversation on: {e}")))?;
         let options = Object::new();
         set(&options, "signal", signal)?;
+        if let Some(n) = settings.max_tokens {
+            set(&options, "maxTokens", &JsValue::from_f64(n as f64))?;
+        }
+        if let Some(t) = settings.temperature {
+            set(&options, "temperature", &JsValue::from_f64(t))?;
+        }
         let iterable = self.chat(&messages, &options).map_err(error_from_js)?;
         let not_iterable = || AppError::Other("chat() did not return an async iterable".into());
         let start: Function = Reflect::get(&iterable, &Symbol::async_iterator())

@@ -10,7 +10,7 @@ use crate::api::{self, ChatMessage, Engine, LoadRequest};
 use crate::error::AppError;
 use crate::format;
 use crate::markdown;
-use crate::options::{self, DEVICES, DTYPES, MODELS};
+use crate::options::{self, ChatSettings, DEVICES, DTYPES, MODELS};
 use crate::think::{Reply, Segment};
 use crate::types::{CachedModel, Capabilities, Chunk, LoadProgress, ModelInfo, Stage};
 
@@ -83,6 +83,8 @@ struct State {
     turns: RwSignal<Vec<Turn>>,
     next_id: RwSignal<u64>,
     draft: RwSignal<String>,
+    max_tokens: RwSignal<String>,
+    temperature: RwSignal<String>,
     generating: RwSignal<bool>,
     cache: RwSignal<Vec<CachedModel>>,
     cache_error: RwSignal<Option<String>>,
@@ -123,6 +125,8 @@ impl State {
             turns: RwSignal::new(Vec::new()),
             next_id: RwSignal::new(0),
             draft: RwSignal::new(String::new()),
+            max_tokens: RwSignal::new(query.get("maxTokens").unwrap_or_default()),
+            temperature: RwSignal::new(query.get("temperature").unwrap_or_default()),
             generating: RwSignal::new(false),
             cache: RwSignal::new(Vec::new()),
             cache_error: RwSignal::new(None),
@@ -453,15 +457,40 @@ fn LoadPanel(s: State) -> impl IntoView {
             </div>
             <details class="advanced">
                 <summary>"Advanced"</summary>
-                <div class="field">
-                    <label for="host">"Hub address"</label>
-                    <input
-                        id="host"
-                        type="url"
-                        placeholder="https://huggingface.co"
-                        prop:value=move || s.host.get()
-                        on:input=move |ev| s.host.set(event_target_value(&ev))
-                    />
+                <div class="advanced-fields">
+                    <div class="field">
+                        <label for="host">"Hub address"</label>
+                        <input
+                            id="host"
+                            type="url"
+                            placeholder="https://huggingface.co"
+                            prop:value=move || s.host.get()
+                            on:input=move |ev| s.host.set(event_target_value(&ev))
+                        />
+                    </div>
+                    <div class="field">
+                        <label for="max-tokens">"Max new tokens"</label>
+                        <input
+                            id="max-tokens"
+                            type="number"
+                            min="1"
+                            placeholder="engine default"
+                            prop:value=move || s.max_tokens.get()
+                            on:input=move |ev| s.max_tokens.set(event_target_value(&ev))
+                        />
+                    </div>
+                    <div class="field">
+                        <label for="temperature">"Temperature"</label>
+                        <input
+                            id="temperature"
+                            type="number"
+                            min="0"
+                            step="0.1"
+                            placeholder="engine default"
+                            prop:value=move || s.temperature.get()
+                            on:input=move |ev| s.temperature.set(event_target_value(&ev))
+                        />
+                    </div>
                 </div>
             </details>
             <div class="actions">
@@ -847,11 +876,15 @@ fn send(s: State) {
     };
     s.turns.update(|t| t.push(user));
     let messages = s.turns.with_untracked(|t| history(t));
+    let settings = ChatSettings::parse(
+        &s.max_tokens.get_untracked(),
+        &s.temperature.get_untracked(),
+    );
     s.turns.update(|t| t.push(assistant));
     s.generating.set(true);
     scroll_log(true);
     spawn_local(async move {
-        let result = stream_reply(&engine, &messages, reply, rate).await;
+        let result = stream_reply(&engine, &messages, &settings, reply, rate).await;
         let now = api::now_ms();
         reply.update(|r| {
             if !r.done {
@@ -875,12 +908,13 @@ fn send(s: State) {
 async fn stream_reply(
     engine: &Engine,
     messages: &[ChatMessage],
+    settings: &ChatSettings,
     reply: RwSignal<Reply>,
     rate: RwSignal<Option<f64>>,
 ) -> Result<(), AppError> {
     let controller = AbortController::new().map_err(api::error_from_js)?;
     CHAT_ABORT.with(|c| *c.borrow_mut() = Some(controller.clone()));
-    let stream = engine.start_chat(messages, &controller.signal())?;
+    let stream = engine.start_chat(messages, settings, &controller.signal())?;
     while let Some(chunk) = stream.next().await? {
         let now = api::now_ms();
         let done = matches!(chunk, Chunk::Done { .. });

@@ -68,6 +68,26 @@ pub fn notes(caps: &Capabilities) -> Vec<String> {
     notes
 }
 
+/// Sampling settings typed in the form; empty or unreadable fields leave the engine's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ChatSettings {
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+}
+
+impl ChatSettings {
+    pub fn parse(max_tokens: &str, temperature: &str) -> Self {
+        Self {
+            max_tokens: max_tokens.trim().parse().ok().filter(|&n| n > 0),
+            temperature: temperature
+                .trim()
+                .parse()
+                .ok()
+                .filter(|t: &f64| t.is_finite() && *t >= 0.0),
+        }
+    }
+}
+
 /// One line per reason a device is unavailable, naming the devices it blocks.
 pub fn blocked_notes(caps: &Capabilities) -> Vec<String> {
     let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
@@ -147,6 +167,21 @@ mod tests {
         assert!(DEVICES
             .iter()
             .all(|d| device_blocked(d, Some(&c)).is_none()));
+    }
+
+    #[test]
+    fn chat_settings_from_the_form() {
+        assert_eq!(
+            ChatSettings::parse(" 256 ", "0.7"),
+            ChatSettings {
+                max_tokens: Some(256),
+                temperature: Some(0.7)
+            }
+        );
+        assert_eq!(ChatSettings::parse("", ""), ChatSettings::default());
+        assert_eq!(ChatSettings::parse("0", "-1"), ChatSettings::default());
+        assert_eq!(ChatSettings::parse("many", "NaN"), ChatSettings::default());
+        assert_eq!(ChatSettings::parse("12", "0").temperature, Some(0.0));
     }
 
     #[test]

@@ -150,6 +150,17 @@ test('Stop ends a reply midway; Reset clears the conversation', async () => {
   await page.waitForFunction(() => document.querySelectorAll('.turn').length === 0);
 });
 
+test('Max new tokens reaches the engine', async () => {
+  await page.locator('details.advanced summary').click();
+  await page.getByLabel('Max new tokens').fill('5');
+  await page.getByLabel('Message', { exact: true }).fill('Tell me about the sea.');
+  await page.getByRole('button', { name: 'Send', exact: true }).click();
+  await lastReply().locator('.stats', { hasText: /first token/ }).waitFor({ timeout: SLOW });
+  assert.match(await lastReply().locator('.stats').textContent(), / \+ 5 generated tokens · stopped at the token limit$/);
+  await page.getByLabel('Max new tokens').fill('');
+  await page.getByRole('button', { name: 'Reset', exact: true }).click();
+});
+
 test('the cache panel lists the downloaded model and deletes it', async () => {
   const row = page.locator('ul.cached li', { hasText: REPO });
   await row.waitFor();
