@@ -115,6 +115,8 @@ pub struct Reply {
     pub stats: Option<Stats>,
     /// Time of the first chunk with text, for the live token rate.
     pub first_piece_ms: Option<f64>,
+    /// Time of the latest chunk with text.
+    pub last_piece_ms: Option<f64>,
     /// Chunks with text received; the engine sends about one per token.
     pub pieces: u64,
     pub done: bool,
@@ -175,6 +177,18 @@ impl Reply {
             .collect()
     }
 
+    /// How long the reasoning at `index` has gone on, as of the latest chunk.
+    pub fn thinking_so_far(&self, index: usize) -> Option<f64> {
+        match self.segments.get(index)? {
+            Segment::Think {
+                started_ms,
+                duration_ms,
+                ..
+            } => duration_ms.or_else(|| Some(self.last_piece_ms? - started_ms)),
+            Segment::Answer { .. } => None,
+        }
+    }
+
     /// Tokens per second so far, from chunk arrivals.
     pub fn live_rate(&self, now_ms: f64) -> Option<f64> {
         let start = self.first_piece_ms?;
@@ -188,6 +202,7 @@ impl Reply {
         }
         self.pieces += 1;
         self.first_piece_ms.get_or_insert(now_ms);
+        self.last_piece_ms = Some(now_ms);
     }
 
     fn append(&mut self, kind: Kind, text: &str, now_ms: f64) {
@@ -289,6 +304,7 @@ mod tests {
         let mut r = Reply::default();
         r.push(think("Let me "), 100.0);
         r.push(think("see."), 200.0);
+        assert_eq!(r.thinking_so_far(0), Some(100.0));
         r.push(answer("\n\nIt is "), 2600.0);
         r.push(answer("4."), 2700.0);
         assert_eq!(texts(&r), vec![(true, "Let me see."), (false, "It is 4.")]);
@@ -297,6 +313,8 @@ mod tests {
             Segment::Think { duration_ms: Some(d), .. } if d == 2500.0
         ));
         assert_eq!(r.answer(), "It is 4.");
+        assert_eq!(r.thinking_so_far(0), Some(2500.0));
+        assert_eq!(r.thinking_so_far(1), None);
         assert_eq!(r.pieces, 4);
         // Three pieces after the first, over 2.6 s.
         assert_eq!(r.live_rate(2700.0), Some(3.0 * 1000.0 / 2600.0));
