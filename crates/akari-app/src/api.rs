@@ -117,12 +117,15 @@ pub async fn load(
     on_progress: impl FnMut(LoadProgress) + 'static,
 ) -> Result<(Engine, ModelInfo), AppError> {
     let mut on_progress = on_progress;
+    // Owned by JavaScript from here on and freed when collected, so a report that arrives
+    // after `load` has settled still finds a live function.
     let callback = Closure::<dyn FnMut(JsValue)>::new(move |value: JsValue| {
         // A report this app cannot read is skipped, not fatal to the load.
         if let Ok(progress) = serde_wasm_bindgen::from_value::<LoadProgress>(value) {
             on_progress(progress);
         }
-    });
+    })
+    .into_js_value();
     let options = Object::new();
     set(&options, "dtype", &JsValue::from_str(request.dtype))?;
     set(&options, "device", &JsValue::from_str(request.device))?;
@@ -130,13 +133,18 @@ pub async fn load(
         set(&options, "host", &JsValue::from_str(host))?;
     }
     set(&options, "signal", request.signal)?;
-    set(&options, "progress", callback.as_ref())?;
-    let engine = call(module()?.load(&request.source, &options)).await;
-    // The engine may not call back once load has settled; the closure can go.
-    drop(callback);
-    let engine: Engine = engine?.unchecked_into();
-    let info = decode(engine.info(), "model information")?;
-    Ok((engine, info))
+    set(&options, "progress", &callback)?;
+    let engine: Engine = call(module()?.load(&request.source, &options))
+        .await?
+        .unchecked_into();
+    match decode(engine.info(), "model information") {
+        Ok(info) => Ok((engine, info)),
+        Err(e) => {
+            // Unusable without its description; give its memory back.
+            let _ = engine.release().await;
+            Err(e)
+        }
+    }
 }
 
 #[derive(Serialize)]

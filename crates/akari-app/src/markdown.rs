@@ -84,22 +84,9 @@ fn open_anchor<'a>(anchors: &mut Vec<bool>, url: &str, title: &str, class: &str)
 /// TeX to MathML; TeX that does not parse is shown as escaped source. The renderer's error
 /// output would echo the input unescaped, so it is never used.
 fn math(tex: &str, mode: DisplayMode) -> String {
-    let storage = Storage::new();
-    let parsed: Result<Vec<_>, ParserError> = pulldown_latex::Parser::new(tex, &storage).collect();
-    if let Ok(events) = parsed {
-        let config = RenderConfig {
-            display_mode: mode,
-            ..RenderConfig::default()
-        };
-        let mut out = String::new();
-        if push_mathml(
-            &mut out,
-            events.into_iter().map(Ok::<_, ParserError>),
-            config,
-        )
-        .is_ok()
-        {
-            return escape_stray_angles(&out);
+    if tex.len() <= MAX_TEX_BYTES && brace_depth(tex) <= MAX_TEX_DEPTH {
+        if let Some(mathml) = mathml(tex, mode) {
+            return mathml;
         }
     }
     let (open, close) = match mode {
@@ -110,6 +97,45 @@ fn math(tex: &str, mode: DisplayMode) -> String {
     let _ = escape_html(&mut out, tex);
     out.push_str(close);
     out
+}
+
+/// Limits for TeX handed to the (recursive) math parser: a reply could nest deeply enough to
+/// exhaust the wasm stack, which would take the page down.
+const MAX_TEX_BYTES: usize = 16 * 1024;
+const MAX_TEX_DEPTH: usize = 48;
+
+fn brace_depth(tex: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for b in tex.bytes() {
+        match b {
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+fn mathml(tex: &str, mode: DisplayMode) -> Option<String> {
+    let storage = Storage::new();
+    let events: Vec<_> = pulldown_latex::Parser::new(tex, &storage)
+        .collect::<Result<_, ParserError>>()
+        .ok()?;
+    let config = RenderConfig {
+        display_mode: mode,
+        ..RenderConfig::default()
+    };
+    let mut out = String::new();
+    push_mathml(
+        &mut out,
+        events.into_iter().map(Ok::<_, ParserError>),
+        config,
+    )
+    .ok()?;
+    Some(escape_stray_angles(&out))
 }
 
 /// `pulldown-latex` writes the operator `<` unescaped (`<mo><</mo>`); escape every `<` that
@@ -498,6 +524,10 @@ mod tests {
         let html = safe("$$\\begin{nosuchenv} x$$");
         assert!(html.contains("class=\"tex\""), "{html}");
         let html = safe("$a<b>c$ $\\color{red\" onclick=\"x}{y}$ $\\href{javascript:x}{y}$");
+        // Deep nesting is shown as source instead of recursing through it.
+        let deep = format!("$${}x{}$$", "{".repeat(5000), "}".repeat(5000));
+        assert!(safe(&deep).contains("<pre class=\"tex\">"));
+        assert!(safe("$${{{x}}}$$").contains("<math"));
         assert!(!html.contains(" onclick=\""), "{html}");
     }
 

@@ -102,9 +102,9 @@ pub(super) fn LoadPanel(s: State) -> impl IntoView {
                 </div>
             </div>
             <div class="local">
-                <label class="button secondary" for="pick-file">"Open file"</label>
+                // Each input sits before its label so the label can show the input's focus.
                 <input id="pick-file" class="hidden-input" type="file" multiple on:change=on_file/>
-                <label class="button secondary" for="pick-folder">"Open ONNX folder"</label>
+                <label class="button secondary" for="pick-file">"Open file"</label>
                 <input
                     id="pick-folder"
                     class="hidden-input"
@@ -112,6 +112,7 @@ pub(super) fn LoadPanel(s: State) -> impl IntoView {
                     prop:webkitdirectory=true
                     on:change=on_file
                 />
+                <label class="button secondary" for="pick-folder">"Open ONNX folder"</label>
                 {move || match s.local.get() {
                     Some(pick) => {
                         view! {
