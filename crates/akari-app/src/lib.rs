@@ -17,6 +17,17 @@ use wasm_bindgen::JsCast;
 /// Mounts the app; `akari` is the `akari.js` module namespace.
 #[wasm_bindgen]
 pub fn start(akari: JsValue) {
+    // A panic stops the wasm module: say so on the page and in the console, with the message.
+    std::panic::set_hook(Box::new(|info| {
+        let message = format!("The app stopped on an internal error: {info}");
+        web_sys::console::error_1(&JsValue::from_str(&message));
+        if let Some(body) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.body())
+        {
+            let _ = body.insert_adjacent_text("afterbegin", &message);
+        }
+    }));
     api::set_module(akari.unchecked_into());
     leptos::mount::mount_to_body(app::App);
 }
