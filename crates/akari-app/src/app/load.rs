@@ -32,7 +32,12 @@ pub(super) fn LoadPanel(s: State) -> impl IntoView {
                     <label for="model">"Model"</label>
                     <select
                         id="model"
-                        on:change=move |ev| s.model.set(event_target_value(&ev))
+                        on:change=move |ev| {
+                            // Picking from the list means this model, not a typed id or files.
+                            s.model.set(event_target_value(&ev));
+                            s.custom.set(String::new());
+                            s.local.set(None);
+                        }
                         disabled=move || s.loading.get()
                     >
                         {MODELS
