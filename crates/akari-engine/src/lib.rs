@@ -53,6 +53,8 @@ pub struct ModelInfo {
     pub backend: String,
     pub weight_formats: Vec<(QuantFormat, usize)>,
     pub weight_bytes: usize,
+    /// Weights in the model (matrix elements plus norm and bias values).
+    pub parameters: usize,
     pub context: usize,
     pub metadata: Vec<(String, String)>,
 }
@@ -199,8 +201,10 @@ impl Engine {
         };
         let mut formats: Vec<(QuantFormat, usize)> = Vec::new();
         let mut weight_bytes = 0;
+        let mut parameters: usize = src.weights.vectors.values().map(Vec::len).sum();
         for m in src.weights.matrices.values() {
             weight_bytes += m.bytes.len();
+            parameters += m.rows * m.cols;
             match formats.iter_mut().find(|(f, _)| *f == m.format) {
                 Some((_, n)) => *n += 1,
                 None => formats.push((m.format, 1)),
@@ -281,6 +285,7 @@ impl Engine {
                 backend: backend_name,
                 weight_formats: formats,
                 weight_bytes,
+                parameters,
                 context,
                 metadata: src.metadata,
             },
