@@ -36,7 +36,8 @@ const SMOLLM2_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
 const ONNX_REPO = 'akari-test/tiny-llama-onnx';
 const CORRUPT_REPO = 'akari-test/damaged-gguf';
 const PROMPT = 'What is the capital of France?';
-const MAX_TOKENS = 24;
+const LONG_PROMPT = 'Give three tips for staying healthy.';
+const MAX_TOKENS = 32;
 
 let server;
 let browser;
@@ -72,26 +73,32 @@ async function openPage() {
   await page.waitForFunction(() => window.akari !== undefined);
 }
 
-/// Loads `source` in the page and generates one reply; returns what the page saw.
-async function loadAndChat(source, options, messages, chatOptions) {
-  return page.evaluate(async ({ source, options, messages, chatOptions }) => {
+/// Loads `source` in the page and generates a reply to each conversation (from an empty
+/// cache each time); returns what the page saw, the first reply's fields at the top level.
+async function loadAndChat(source, options, messages, chatOptions, more = []) {
+  return page.evaluate(async ({ source, options, conversations, chatOptions }) => {
     const stages = [];
     const engine = await window.akari.load(source, {
       ...options,
       progress: (p) => stages.push(p.stage),
     });
-    let answer = '';
-    let think = '';
-    let done = null;
-    for await (const c of engine.chat(messages, chatOptions)) {
-      if (c.kind === 'answer') answer += c.text;
-      else if (c.kind === 'think') think += c.text;
-      else done = c.stats;
+    const replies = [];
+    for (const messages of conversations) {
+      await engine.reset();
+      let answer = '';
+      let think = '';
+      let done = null;
+      for await (const c of engine.chat(messages, chatOptions)) {
+        if (c.kind === 'answer') answer += c.text;
+        else if (c.kind === 'think') think += c.text;
+        else done = c.stats;
+      }
+      replies.push({ answer, think, done });
     }
     const info = engine.info;
     await engine.unload();
-    return { stages: [...new Set(stages)], answer, think, done, info };
-  }, { source, options, messages, chatOptions });
+    return { stages: [...new Set(stages)], ...replies[0], replies, info };
+  }, { source, options, conversations: [messages, ...more], chatOptions });
 }
 
 before(async () => {
@@ -142,13 +149,21 @@ test('capabilities: threads on a cross-origin isolated page, WebGPU and WebNN ex
   }
 });
 
-test('SmolLM2 GGUF on wasm: the streamed greedy reply equals the native engine', async () => {
+test('SmolLM2 GGUF on wasm: the streamed greedy replies equal the native engine', async () => {
   const want = nativeReply(smollm2, PROMPT, MAX_TOKENS);
-  assert.ok(want.length > 0);
+  const wantLong = nativeReply(smollm2, LONG_PROMPT, MAX_TOKENS);
+  assert.ok(want.length > 0 && wantLong.length > want.length);
   const got = await loadAndChat(SMOLLM2_REPO, { dtype: 'q4', device: 'wasm' },
-    [{ role: 'user', content: PROMPT }], { maxTokens: MAX_TOKENS });
-  console.log(`SmolLM2 in the browser (${got.info.threads} threads): ${JSON.stringify(got.answer)}; stats ${JSON.stringify(got.done)}`);
+    [{ role: 'user', content: PROMPT }], { maxTokens: MAX_TOKENS },
+    [[{ role: 'user', content: LONG_PROMPT }]]);
+  for (const r of got.replies) {
+    console.log(`SmolLM2 in the browser (${got.info.threads} threads): ${JSON.stringify(r.answer)}; stats ${JSON.stringify(r.done)}`);
+  }
   assert.equal(got.answer, want);
+  assert.equal(got.done.stopReason, 'end_of_turn');
+  assert.equal(got.replies[1].answer, wantLong);
+  assert.equal(got.replies[1].done.generatedTokens, MAX_TOKENS);
+  assert.equal(got.replies[1].done.stopReason, 'max_tokens');
   assert.ok(got.stages.includes('download'), `stages: ${got.stages}`);
   assert.ok(got.stages.includes('ready'));
   assert.equal(got.info.architecture, 'llama');

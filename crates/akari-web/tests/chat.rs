@@ -104,7 +104,10 @@ fn gguf_in_memory_matches_the_engine_on_disk_and_cancel_ends_the_reply() {
     let files = MemoryFiles::new("tiny", [("model.gguf".to_string(), bytes)]);
     let mut chat = Chat::load(&files, "auto", "auto", Some(128), &mut |_| {}).unwrap();
     let (text, _) = run_steps(&mut chat, "abc", 16);
-    assert_eq!(text, native_reply(&path, akari_core::Dtype::Auto, "abc", 16));
+    assert_eq!(
+        text,
+        native_reply(&path, akari_core::Dtype::Auto, "abc", 16)
+    );
 
     // Cancel after three tokens: the reply ends with `done`, stop reason `cancelled`.
     chat.reset();
