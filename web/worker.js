@@ -390,8 +390,9 @@ async function load(source, options) {
   progress({ stage: 'load' });
   const device = options.device || 'auto';
   // `files` is handed over to the engine (and freed with it).
-  engine = wasm.WebEngine.load(files, dtype, device, options.context ?? undefined, (stage) => {
-    progress({ stage: stage === 'ready' ? 'compile' : 'load' });
+  // The engine reports its own steps (reading, converting, uploading weights) as `load`.
+  engine = wasm.WebEngine.load(files, dtype, device, options.context ?? undefined, (step) => {
+    if (step !== 'ready') progress({ stage: 'load', step });
   });
   const info = JSON.parse(engine.info());
   info.threads = threads;
