@@ -36,7 +36,16 @@ async function initWasm(wantThreads) {
       const m = await import('./pkg-threads/akari_web.js');
       await m.default();
       const n = Math.max(1, wantThreads || navigator.hardwareConcurrency || 1);
-      await m.initThreadPool(n);
+      // A pool whose workers never report back must not hang the load.
+      let timer;
+      const timeout = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('the thread pool did not start within 30 s')), 30_000);
+      });
+      try {
+        await Promise.race([m.initThreadPool(n), timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
       wasm = m;
       threads = n;
       return;
