@@ -385,6 +385,8 @@ async function loadLocal(list, options, files) {
 
 async function load(source, options) {
   await initWasm(options.threads);
+  // Before any download: a device this build cannot use fails now.
+  wasm.checkDevice(options.device || 'auto');
   const isFiles = typeof source !== 'string';
   const list = isFiles ? (Array.isArray(source) ? source : [source]) : null;
   const name = isFiles ? (list.length === 1 ? list[0].name : localPath(list[0]).split('/')[0] || 'local files') : source;

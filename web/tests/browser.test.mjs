@@ -291,7 +291,31 @@ test('a damaged model file gives a readable corrupt error', async () => {
   await page.screenshot({ path: path.join(artifacts, 'damaged-model-error.png') });
 });
 
+test('a file whose sha256 does not match is refused and not cached', async () => {
+  const file = `/${ONNX_REPO}/resolve/main/onnx/model.onnx`;
+  server.badSha.add(file);
+  const load = () => page.evaluate(async (repo) => {
+    try {
+      const engine = await window.akari.load(repo, { dtype: 'fp32' });
+      await engine.unload();
+      return null;
+    } catch (e) {
+      return { code: e.code, message: e.message };
+    }
+  }, ONNX_REPO);
+  const err = await load();
+  assert.ok(err, 'a file with the wrong sha256 was accepted');
+  assert.equal(err.code, 'corrupt');
+  assert.match(err.message, /onnx\/model\.onnx: sha256 [0-9a-f]{64} does not match/);
+  // Not cached: once the server announces the right digest, the file is downloaded again.
+  server.badSha.delete(file);
+  server.log.length = 0;
+  assert.equal(await load(), null);
+  assert.ok(server.log.some((r) => r.path === file));
+});
+
 test('unknown repositories, missing dtypes and WebGPU give coded errors; deleteCached forgets', async () => {
+  server.log.length = 0;
   const errs = await page.evaluate(async (repo) => {
     const codeOf = async (p) => p.then(() => null, (e) => ({ code: e.code, message: e.message }));
     return {
@@ -304,7 +328,9 @@ test('unknown repositories, missing dtypes and WebGPU give coded errors; deleteC
   assert.equal(errs.dtype.code, 'not-found', errs.dtype.message);
   assert.match(errs.dtype.message, /F32/);
   assert.equal(errs.webgpu.code, 'unsupported', errs.webgpu.message);
-  assert.match(errs.webgpu.message, /not (compiled|available)/);
+  assert.match(errs.webgpu.message, /not available in this build/);
+  // The device is refused before anything is fetched for it (only the two other loads ran).
+  assert.equal(server.log.filter((r) => r.path.startsWith('/api/models/')).length, 1);
   const left = await page.evaluate(async (repo) => {
     await window.akari.deleteCached(repo);
     return window.akari.listCached();

@@ -183,6 +183,21 @@ fn device(name: &str) -> Result<Device> {
     }
 }
 
+/// Whether this build can run on `name`, so a page learns it before downloading a model.
+pub fn check_device(name: &str) -> Result<()> {
+    let d = device(name)?;
+    if d == Device::Gpu && cfg!(target_arch = "wasm32") {
+        return Err(ChatError::new(
+            ErrorCode::Unsupported,
+            format!(
+                "device `{name}`: the GPU backend is not available in this build of the browser \
+                 engine yet; use `wasm`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A loaded model and the reply in progress, if any.
 pub struct Chat {
     engine: Engine,

@@ -25,6 +25,12 @@ pub fn threads_built() -> bool {
     cfg!(feature = "threads")
 }
 
+/// Throws the error `load` would give for `device` when this build cannot run on it.
+#[wasm_bindgen(js_name = checkDevice)]
+pub fn check_device(device: &str) -> Result<(), JsValue> {
+    chat::check_device(device).map_err(js_error)
+}
+
 /// A JS `Error` carrying the API's `code`.
 fn js_error(e: ChatError) -> JsValue {
     let err = js_sys::Error::new(&e.message);
