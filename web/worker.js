@@ -234,7 +234,10 @@ async function download(url, name, files, signalProgress) {
         const linked = res.headers.get('x-linked-size');
         const length = res.headers.get('content-length');
         total = linked !== null ? Number(linked) : length !== null ? Number(length) : null;
-        const etag = (res.headers.get('x-linked-etag') || '').replace(/^W\//, '').replace(/"/g, '');
+        // X-Linked-Etag when the host answers directly; after the Hub's redirect to its file
+        // store only the final response's ETag is visible, which is the sha256 there too.
+        const tag = res.headers.get('x-linked-etag') || res.headers.get('etag') || '';
+        const etag = tag.replace(/^W\//, '').replace(/"/g, '');
         if (/^[0-9a-f]{64}$/i.test(etag)) sha = etag.toLowerCase();
       } else if (res.status !== 206) {
         // The server ignored the range: skip what we already have.
