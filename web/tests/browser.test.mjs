@@ -168,6 +168,7 @@ test('SmolLM2 GGUF on wasm: the streamed greedy replies equal the native engine'
   assert.ok(got.stages.includes('ready'));
   assert.equal(got.info.architecture, 'llama');
   assert.equal(got.info.device, 'wasm');
+  if (os.availableParallelism() > 1) assert.ok(got.info.threads > 1, `threads: ${got.info.threads}`);
   assert.ok(got.info.parameters > 100e6 && got.info.parameters < 200e6, `parameters ${got.info.parameters}`);
   assert.ok(got.done.generatedTokens > 0 && got.done.generatedTokens <= MAX_TOKENS);
   assert.ok(got.done.timeToFirstTokenMs > 0);
@@ -272,6 +273,36 @@ test('local files: an ONNX folder picked with its relative paths', async () => {
     return answer;
   }, files);
   assert.equal(got, want);
+});
+
+test('without cross-origin isolation the single-thread engine runs and says why', async () => {
+  const dir = path.join(repoRoot, 'fixtures/onnx/llama');
+  const want = nativeReply(dir, 'hello there', 16, ['--dtype', 'q4']);
+  const plain = await startServer({ root: bundle, models: modelsDir, isolated: false });
+  const p = await browser.newPage();
+  try {
+    await p.goto(`${plain.url}/index.html`);
+    await p.waitForFunction(() => window.akari !== undefined);
+    const got = await p.evaluate(async (repo) => {
+      const caps = await window.akari.capabilities();
+      const engine = await window.akari.load(repo, { dtype: 'q4' });
+      let answer = '';
+      for await (const c of engine.chat([{ role: 'user', content: 'hello there' }], { maxTokens: 16 })) {
+        if (c.kind === 'answer') answer += c.text;
+      }
+      const info = engine.info;
+      await engine.unload();
+      return { caps, answer, info, isolated: window.crossOriginIsolated };
+    }, ONNX_REPO);
+    assert.equal(got.isolated, false);
+    assert.equal(got.caps.threads.available, false);
+    assert.match(got.caps.threads.reason, /cross-origin isolated/);
+    assert.equal(got.info.threads, 1);
+    assert.equal(got.answer, want);
+  } finally {
+    await p.close();
+    await plain.close();
+  }
 });
 
 test('a damaged model file gives a readable corrupt error', async () => {

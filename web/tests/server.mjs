@@ -35,8 +35,9 @@ function inside(root, rel) {
   return p === root || p.startsWith(root + path.sep) ? p : null;
 }
 
-/// `root`: the bundle directory; `models`: a directory holding `{owner}/{name}/...` repos.
-export async function startServer({ root, models }) {
+/// `root`: the bundle directory; `models`: a directory holding `{owner}/{name}/...` repos;
+/// `isolated: false` leaves out COOP/COEP, as a plain static host would.
+export async function startServer({ root, models, isolated = true }) {
   root = path.resolve(root);
   models = path.resolve(models);
   const log = [];
@@ -57,13 +58,14 @@ export async function startServer({ root, models }) {
   }
 
   function headers(extra = {}) {
-    return {
-      'Cross-Origin-Opener-Policy': 'same-origin',
-      'Cross-Origin-Embedder-Policy': 'require-corp',
-      'Cross-Origin-Resource-Policy': 'same-origin',
-      'Cache-Control': 'no-store',
-      ...extra,
-    };
+    const isolation = isolated
+      ? {
+        'Cross-Origin-Opener-Policy': 'same-origin',
+        'Cross-Origin-Embedder-Policy': 'require-corp',
+        'Cross-Origin-Resource-Policy': 'same-origin',
+      }
+      : {};
+    return { ...isolation, 'Cache-Control': 'no-store', ...extra };
   }
 
   async function sendFile(req, res, file, { hub = false, urlPath }) {

@@ -332,3 +332,53 @@ fn collect(out: &mut Vec<Chunk>, e: Event<'_>) -> ControlFlow<()> {
     }
     ControlFlow::Continue(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_merge_into_think_and_answer_chunks() {
+        let mut out = Vec::new();
+        let text = |text, reasoning| Event::Text { text, reasoning };
+        for e in [
+            Event::ReasoningStart,
+            text("plan", true),
+            text(" more", true),
+            Event::ReasoningEnd,
+            text("Hi", false),
+            text("!", false),
+        ] {
+            assert!(collect(&mut out, e).is_continue());
+        }
+        assert_eq!(
+            out,
+            [
+                Chunk::Think {
+                    text: "plan more".into()
+                },
+                Chunk::Answer { text: "Hi!".into() }
+            ]
+        );
+        let json = serde_json::to_string(&out).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"kind":"think","text":"plan more"},{"kind":"answer","text":"Hi!"}]"#
+        );
+    }
+
+    #[test]
+    fn chat_options_take_the_js_names() {
+        let o: ChatOptions =
+            serde_json::from_str(r#"{"maxTokens":7,"topK":3,"repetitionPenalty":1.1,"seed":9}"#)
+                .unwrap();
+        let g = o.generate_options();
+        assert_eq!(g.max_new_tokens, 7);
+        assert_eq!(g.sampler.top_k, 3);
+        assert_eq!(g.sampler.seed, 9);
+        assert!((g.sampler.repetition_penalty - 1.1).abs() < 1e-6);
+        assert_eq!(g.sampler.temperature, 0.0);
+        let none: ChatOptions = serde_json::from_str("{}").unwrap();
+        assert_eq!(none.generate_options().max_new_tokens, DEFAULT_MAX_TOKENS);
+    }
+}
