@@ -31,7 +31,7 @@ export async function openCache() {
   }
 }
 
-/// Records that `url` (a file of `model`, `bytes` long, named `name`) is cached.
+// Records that `entry.url` (`entry.name` of `model`, `entry.bytes` long) is cached.
 export async function addToIndex(cache, model, entry) {
   const key = indexKey(model);
   const old = await cache.match(key);
@@ -41,7 +41,7 @@ export async function addToIndex(cache, model, entry) {
   await cache.put(key, new Response(JSON.stringify(index), { headers: { 'content-type': 'application/json' } }));
 }
 
-/// Remembers extra URLs (repository listings) that belong to `model`.
+// Remembers extra URLs (repository listings) that belong to `model`.
 export async function addExtraToIndex(cache, model, url) {
   const key = indexKey(model);
   const old = await cache.match(key);

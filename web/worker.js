@@ -131,7 +131,7 @@ function onnxSelection(repo, paths, model) {
   return files;
 }
 
-/// The files to fetch for `dtype` (or the one `file`), from a repository's file list.
+// The files to fetch for `dtype` (or the one `file`), from a repository's file list.
 export function selectFiles(repo, paths, dtype, file) {
   const ggufs = paths.filter((p) => p.toLowerCase().endsWith('.gguf'));
   const onnx = paths.filter((p) => p.endsWith('.onnx'));
@@ -199,8 +199,9 @@ async function fetchListing(cache, host, repo, revision, model) {
   return siblings.map((s) => s.rfilename).filter((p) => typeof p === 'string');
 }
 
-/// Streams `url` into `sink(chunk)`, resuming with a Range request after a dropped connection,
-/// and checks its size and (when the host gives one) sha256. Returns the chunks for the cache.
+// Streams `url` into the wasm-side `files` as `name`, resuming with a Range request after a
+// dropped connection, and checks its size and (when the host gives one) sha256. Returns the
+// chunks, for the cache.
 async function download(url, name, files, signalProgress) {
   let received = 0;
   let total = null;

@@ -46,7 +46,7 @@ let page;
 let modelsDir;
 let userData;
 
-/// The native engine's greedy reply, as the browser must reproduce it.
+// The native engine's greedy reply, as the browser must reproduce it.
 function nativeReply(model, prompt, maxTokens, extra = []) {
   const out = execFileSync(akariBin, [
     'generate', model, '--prompt', prompt, '--max-tokens', String(maxTokens), '--json', ...extra,
@@ -76,8 +76,8 @@ async function openPage() {
   await page.waitForFunction(() => window.akari !== undefined);
 }
 
-/// Loads `source` in the page and generates a reply to each conversation (from an empty
-/// cache each time); returns what the page saw, the first reply's fields at the top level.
+// Loads `source` in the page and generates a reply to each conversation (from an empty
+// cache each time); returns what the page saw, the first reply's fields at the top level.
 async function loadAndChat(source, options, messages, chatOptions, more = []) {
   return page.evaluate(async ({ source, options, conversations, chatOptions }) => {
     const stages = [];

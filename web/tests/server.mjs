@@ -35,8 +35,8 @@ function inside(root, rel) {
   return p === root || p.startsWith(root + path.sep) ? p : null;
 }
 
-/// `root`: the bundle directory; `models`: a directory holding `{owner}/{name}/...` repos;
-/// `isolated: false` leaves out COOP/COEP, as a plain static host would.
+// `root`: the bundle directory; `models`: a directory holding `{owner}/{name}/...` repos;
+// `isolated: false` leaves out COOP/COEP, as a plain static host would.
 export async function startServer({ root, models, isolated = true }) {
   root = path.resolve(root);
   models = path.resolve(models);
