@@ -60,6 +60,8 @@ export async function listCached() {
     if (!res) continue;
     const index = await res.json();
     const files = index.files.map((f) => ({ name: f.name, bytes: f.bytes }));
+    // Only a listing so far (a download that stopped early): nothing to show.
+    if (!files.length) continue;
     out.push({ model: index.model, files, bytes: files.reduce((a, f) => a + f.bytes, 0) });
   }
   out.sort((a, b) => a.model.localeCompare(b.model));

@@ -391,3 +391,27 @@ test('unknown repositories, missing dtypes and WebGPU give coded errors; deleteC
   }, SMOLLM2_REPO);
   assert.ok(!left.some((c) => c.model === SMOLLM2_REPO));
 });
+
+test('aborting the load signal stops a download with an aborted error', async () => {
+  const got = await page.evaluate(async (repo) => {
+    await window.akari.deleteCached(repo);
+    const ctl = new AbortController();
+    const stages = [];
+    try {
+      await window.akari.load(repo, {
+        signal: ctl.signal,
+        progress: (p) => {
+          stages.push(p.stage);
+          if (p.stage === 'download') ctl.abort();
+        },
+      });
+      return { ok: true, stages };
+    } catch (e) {
+      return { ok: false, code: e.code, message: e.message, stages, cached: await window.akari.listCached() };
+    }
+  }, SMOLLM2_REPO);
+  assert.equal(got.ok, false);
+  assert.equal(got.code, 'aborted');
+  assert.ok(got.stages.includes('download'));
+  assert.ok(!got.cached.some((c) => c.model === SMOLLM2_REPO), JSON.stringify(got.cached));
+});
