@@ -25,7 +25,8 @@ rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
-cargo check -p akari-core -p akari-cpu -p akari-gpu -p akari-hub -p akari-serve --target wasm32-unknown-unknown
+cargo check -p akari-core -p akari-cpu -p akari-gpu -p akari-engine -p akari-web -p akari-hub -p akari-serve --target wasm32-unknown-unknown
+cargo clippy -p akari-app --target wasm32-unknown-unknown --release -- -D warnings
 
 # Unit and integration tests (the crates have no doctests). The summary line totals every
 # suite, so the run ends on what was actually executed.
@@ -36,4 +37,11 @@ cargo test --workspace --release --lib --bins --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+
+# The engine in headless Chromium through the JavaScript API (builds the web bundle).
+set +e
+bash scripts/test-web.sh
+web_status=$?
+set -e
+[ "$status" -eq 0 ] || exit "$status"
+exit "$web_status"

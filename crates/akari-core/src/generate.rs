@@ -248,6 +248,18 @@ impl Session {
         opts: &GenerateOptions,
         mut on_event: impl FnMut(Event<'_>) -> ControlFlow<()>,
     ) -> Result<Completion> {
+        let mut generation = self.start(prompt, opts)?;
+        loop {
+            if let Some(done) = generation.step(self, tokenizer, &mut on_event)? {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// Starts a reply to `prompt` that the caller drives one token at a time with
+    /// [`Generation::step`] (the browser worker does, so it can handle messages between
+    /// tokens). Nothing runs until the first step, which also feeds the prompt.
+    pub fn start(&mut self, prompt: &[u32], opts: &GenerateOptions) -> Result<Generation> {
         let max_seq = self.model.max_seq();
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt is empty".into()));
@@ -259,134 +271,244 @@ impl Session {
                 reserve: 1,
             });
         }
-        let start = Instant::now();
-        let (mut logits, cached) = self.prefill(prompt)?;
-        let prefill_s = start.elapsed().as_secs_f64();
+        Ok(Generation {
+            opts: opts.clone(),
+            prompt: prompt.to_vec(),
+            start: Instant::now(),
+            prefill_s: 0.0,
+            cached: 0,
+            logits: None,
+            sampler: Sampler::new(opts.sampler.clone()),
+            detok: Detokenizer::new(true),
+            stop_filter: StopFilter {
+                stops: opts
+                    .stop_strings
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .cloned()
+                    .collect(),
+                pending: String::new(),
+            },
+            splitter: ReasoningSplitter {
+                inside: opts.reasoning_open,
+                pending: String::new(),
+            },
+            history: prompt.to_vec(),
+            tokens: Vec::new(),
+            text: String::new(),
+            reasoning: String::new(),
+            saw_reasoning: opts.reasoning_open,
+            reasoning_start: None,
+            reasoning_ms: None,
+            ttft_ms: 0.0,
+            decode_start: None,
+            decode_steps: 0,
+            finished: false,
+        })
+    }
+}
 
-        let mut sampler = Sampler::new(opts.sampler.clone());
-        let mut detok = Detokenizer::new(true);
-        let mut stop_filter = StopFilter {
-            stops: opts
-                .stop_strings
-                .iter()
-                .filter(|s| !s.is_empty())
-                .cloned()
-                .collect(),
-            pending: String::new(),
+/// A reply in progress, advanced one token per [`Generation::step`]. It belongs to the
+/// [`Session`] that started it: each step feeds that session's model.
+pub struct Generation {
+    opts: GenerateOptions,
+    prompt: Vec<u32>,
+    start: Instant,
+    prefill_s: f64,
+    /// Prompt tokens that were already in the cache.
+    cached: usize,
+    /// The logits to sample the next token from; `None` until the prompt is fed.
+    logits: Option<Vec<f32>>,
+    sampler: Sampler,
+    detok: Detokenizer,
+    stop_filter: StopFilter,
+    splitter: ReasoningSplitter,
+    /// Prompt and reply so far, for the repetition penalties.
+    history: Vec<u32>,
+    tokens: Vec<u32>,
+    text: String,
+    reasoning: String,
+    saw_reasoning: bool,
+    reasoning_start: Option<Instant>,
+    reasoning_ms: Option<f64>,
+    ttft_ms: f64,
+    decode_start: Option<Instant>,
+    decode_steps: usize,
+    finished: bool,
+}
+
+impl Generation {
+    /// Tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Whether the reply is complete (a step returned it, or it was cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Samples one token (feeding the prompt first, on the first step), reports the text it
+    /// completes through `on_event`, and feeds it to the model. Returns the completion once
+    /// the reply ends; `on_event` returning `Break` ends it as cancelled.
+    pub fn step(
+        &mut self,
+        session: &mut Session,
+        tokenizer: &Tokenizer,
+        on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Option<Completion>> {
+        if self.finished {
+            return Err(Error::InvalidArgument(
+                "this reply is already complete".into(),
+            ));
+        }
+        // A failed step leaves the cache in an unknown state; the reply cannot go on.
+        self.finished = true;
+        let mut logits = match self.logits.take() {
+            Some(l) => l,
+            None => {
+                let (logits, cached) = session.prefill(&self.prompt)?;
+                self.prefill_s = self.start.elapsed().as_secs_f64();
+                self.cached = cached;
+                if self.opts.reasoning_open {
+                    self.reasoning_start = Some(self.start);
+                    if on_event(Event::ReasoningStart).is_break() {
+                        return self
+                            .finish(tokenizer, StopReason::Cancelled, on_event)
+                            .map(Some);
+                    }
+                }
+                logits
+            }
         };
-        let mut splitter = ReasoningSplitter {
-            inside: opts.reasoning_open,
-            pending: String::new(),
-        };
-        let mut history: Vec<u32> = prompt.to_vec();
-        let mut tokens = Vec::new();
-        let (mut text, mut reasoning) = (String::new(), String::new());
-        let mut saw_reasoning = opts.reasoning_open;
-        let mut reasoning_start = opts.reasoning_open.then_some(start);
-        let mut reasoning_ms = None;
-        let mut ttft_ms = 0.0;
-        let mut decode_start = None;
-        let mut decode_steps = 0usize;
+        let tok = self.sampler.sample(&mut logits, &self.history);
+        if self.tokens.is_empty() {
+            self.ttft_ms = self.start.elapsed().as_secs_f64() * 1e3;
+            self.decode_start = Some(Instant::now());
+        }
+        self.tokens.push(tok);
+        self.history.push(tok);
+        if self.opts.stop_ids.contains(&tok) {
+            return self
+                .finish(tokenizer, StopReason::EndOfTurn, on_event)
+                .map(Some);
+        }
+        let piece = self.detok.push(tokenizer, tok)?;
+        let (safe, hit) = self.stop_filter.push(&piece);
         let mut pieces = Vec::new();
-        let stop;
-
-        let mut emit = |pieces: &mut Vec<Piece>,
-                        text: &mut String,
-                        reasoning: &mut String,
-                        on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>|
-         -> ControlFlow<()> {
-            for p in pieces.drain(..) {
-                let flow = match &p {
-                    Piece::Text(t, r) => {
-                        if *r {
-                            reasoning.push_str(t);
-                        } else {
-                            text.push_str(t);
-                        }
-                        on_event(Event::Text {
-                            text: t,
-                            reasoning: *r,
-                        })
-                    }
-                    Piece::Start => {
-                        saw_reasoning = true;
-                        reasoning_start = Some(Instant::now());
-                        on_event(Event::ReasoningStart)
-                    }
-                    Piece::End => {
-                        if let Some(s) = reasoning_start.take() {
-                            reasoning_ms = Some(s.elapsed().as_secs_f64() * 1e3);
-                        }
-                        on_event(Event::ReasoningEnd)
-                    }
-                };
-                flow?;
-            }
-            ControlFlow::Continue(())
-        };
-
-        if opts.reasoning_open && on_event(Event::ReasoningStart).is_break() {
-            stop = StopReason::Cancelled;
-        } else {
-            loop {
-                let tok = sampler.sample(&mut logits, &history);
-                if tokens.is_empty() {
-                    ttft_ms = start.elapsed().as_secs_f64() * 1e3;
-                    decode_start = Some(Instant::now());
-                }
-                tokens.push(tok);
-                history.push(tok);
-                if opts.stop_ids.contains(&tok) {
-                    stop = StopReason::EndOfTurn;
-                    break;
-                }
-                let piece = detok.push(tokenizer, tok)?;
-                let (safe, hit) = stop_filter.push(&piece);
-                splitter.push(&safe, &mut pieces);
-                if emit(&mut pieces, &mut text, &mut reasoning, &mut on_event).is_break() {
-                    stop = StopReason::Cancelled;
-                    break;
-                }
-                if hit {
-                    stop = StopReason::StopString;
-                    break;
-                }
-                if tokens.len() >= opts.max_new_tokens {
-                    stop = StopReason::MaxTokens;
-                    break;
-                }
-                if self.model.position() >= max_seq {
-                    stop = StopReason::ContextFull;
-                    break;
-                }
-                logits = self.model.forward(&[tok])?;
-                self.fed.push(tok);
-                decode_steps += 1;
-            }
+        self.splitter.push(&safe, &mut pieces);
+        if self.emit(&mut pieces, on_event).is_break() {
+            return self
+                .finish(tokenizer, StopReason::Cancelled, on_event)
+                .map(Some);
         }
+        if hit {
+            return self
+                .finish(tokenizer, StopReason::StopString, on_event)
+                .map(Some);
+        }
+        if self.tokens.len() >= self.opts.max_new_tokens {
+            return self
+                .finish(tokenizer, StopReason::MaxTokens, on_event)
+                .map(Some);
+        }
+        if session.model.position() >= session.model.max_seq() {
+            return self
+                .finish(tokenizer, StopReason::ContextFull, on_event)
+                .map(Some);
+        }
+        self.logits = Some(session.model.forward(&[tok])?);
+        session.fed.push(tok);
+        self.decode_steps += 1;
+        self.finished = false;
+        Ok(None)
+    }
+
+    /// Ends the reply now, as cancelled: the text held back so far is reported and the
+    /// completion returned. The cache keeps what was fed, so the next turn reuses it.
+    pub fn cancel(
+        &mut self,
+        tokenizer: &Tokenizer,
+        on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Completion> {
+        if self.finished {
+            return Err(Error::InvalidArgument(
+                "this reply is already complete".into(),
+            ));
+        }
+        self.finished = true;
+        self.finish(tokenizer, StopReason::Cancelled, on_event)
+    }
+
+    /// Delivers `pieces`, keeping the text and reasoning timing; stops at the first `Break`.
+    fn emit(
+        &mut self,
+        pieces: &mut Vec<Piece>,
+        on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        for p in pieces.drain(..) {
+            let flow = match &p {
+                Piece::Text(t, r) => {
+                    if *r {
+                        self.reasoning.push_str(t);
+                    } else {
+                        self.text.push_str(t);
+                    }
+                    on_event(Event::Text {
+                        text: t,
+                        reasoning: *r,
+                    })
+                }
+                Piece::Start => {
+                    self.saw_reasoning = true;
+                    self.reasoning_start = Some(Instant::now());
+                    on_event(Event::ReasoningStart)
+                }
+                Piece::End => {
+                    if let Some(s) = self.reasoning_start.take() {
+                        self.reasoning_ms = Some(s.elapsed().as_secs_f64() * 1e3);
+                    }
+                    on_event(Event::ReasoningEnd)
+                }
+            };
+            flow?;
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Flushes held-back text and builds the completion.
+    fn finish(
+        &mut self,
+        tokenizer: &Tokenizer,
+        stop: StopReason,
+        on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Completion> {
+        let mut pieces = Vec::new();
         if stop != StopReason::StopString {
-            let tail = detok.flush(tokenizer)?;
-            let (mut safe, _) = stop_filter.push(&tail);
-            safe.push_str(&stop_filter.flush());
-            splitter.push(&safe, &mut pieces);
+            let tail = self.detok.flush(tokenizer)?;
+            let (mut safe, _) = self.stop_filter.push(&tail);
+            safe.push_str(&self.stop_filter.flush());
+            self.splitter.push(&safe, &mut pieces);
         }
-        splitter.flush(&mut pieces);
+        self.splitter.flush(&mut pieces);
         // Nothing can be cancelled any more; deliver what is left.
-        let _ = emit(&mut pieces, &mut text, &mut reasoning, &mut on_event);
-        if let (Some(s), None) = (reasoning_start, reasoning_ms) {
-            if saw_reasoning {
-                reasoning_ms = Some(s.elapsed().as_secs_f64() * 1e3);
+        let _ = self.emit(&mut pieces, on_event);
+        if let (Some(s), None) = (self.reasoning_start, self.reasoning_ms) {
+            if self.saw_reasoning {
+                self.reasoning_ms = Some(s.elapsed().as_secs_f64() * 1e3);
             }
         }
-        let decode_s = decode_start
+        let decode_s = self
+            .decode_start
             .map(|d| d.elapsed().as_secs_f64())
             .unwrap_or(0.0);
-        let fed_now = prompt.len() - cached;
+        let prefill_s = self.prefill_s;
+        let fed_now = self.prompt.len() - self.cached;
         let stats = Stats {
-            prompt_tokens: prompt.len(),
-            cached_tokens: cached,
-            generated_tokens: tokens.len(),
-            ttft_ms,
+            prompt_tokens: self.prompt.len(),
+            cached_tokens: self.cached,
+            generated_tokens: self.tokens.len(),
+            ttft_ms: self.ttft_ms,
             prefill_ms: prefill_s * 1e3,
             prefill_tok_s: if prefill_s > 0.0 {
                 fed_now as f64 / prefill_s
@@ -395,21 +517,24 @@ impl Session {
             },
             decode_ms: decode_s * 1e3,
             decode_tok_s: if decode_s > 0.0 {
-                decode_steps as f64 / decode_s
+                self.decode_steps as f64 / decode_s
             } else {
                 0.0
             },
-            reasoning_ms,
+            reasoning_ms: self.reasoning_ms,
         };
-        let text = if saw_reasoning {
+        let text = std::mem::take(&mut self.text);
+        let text = if self.saw_reasoning {
             text.trim_start().to_string()
         } else {
             text
         };
         Ok(Completion {
             text,
-            reasoning: saw_reasoning.then(|| reasoning.trim().to_string()),
-            tokens,
+            reasoning: self
+                .saw_reasoning
+                .then(|| self.reasoning.trim().to_string()),
+            tokens: std::mem::take(&mut self.tokens),
             stop,
             stats,
         })

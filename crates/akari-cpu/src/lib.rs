@@ -74,12 +74,23 @@ impl std::str::FromStr for Activations {
 pub struct CpuBackend {
     isa: Isa,
     activations: Activations,
-    pool: rayon::ThreadPool,
+    /// `None` in the browser, where only rayon's global pool can reach Web Workers (see
+    /// [`CpuBackend::new`]).
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl CpuBackend {
     /// `threads`: worker count, or `None` for one per core.
     pub fn new(threads: Option<usize>, activations: Activations) -> Result<CpuBackend> {
+        // wasm32 cannot spawn threads itself: the page starts Web Workers for rayon's global
+        // pool (wasm-bindgen-rayon), or, without them, rayon runs on the calling thread.
+        if cfg!(target_arch = "wasm32") {
+            return Ok(CpuBackend {
+                isa: Isa::detect(),
+                activations,
+                pool: None,
+            });
+        }
         // A pool of our own, entered once per forward pass: calling into rayon's global pool
         // from outside would hand every op to another thread and back.
         let mut builder = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("akari-cpu-{i}"));
@@ -92,7 +103,7 @@ impl CpuBackend {
         Ok(CpuBackend {
             isa: Isa::detect(),
             activations,
-            pool,
+            pool: Some(pool),
         })
     }
 
@@ -105,11 +116,17 @@ impl CpuBackend {
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        match &self.pool {
+            Some(p) => p.current_num_threads(),
+            None => rayon::current_num_threads(),
+        }
     }
 
     fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        self.pool.install(f)
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
     }
 
     fn check_cols(x: &Tensor, cols: usize, what: &str) -> Result<()> {

@@ -4,13 +4,14 @@
 //! dtype, uploads them to a backend, and builds the tokenizer, chat template and stop
 //! tokens. The engine then renders conversations, generates replies and exposes raw logits.
 
-use akari_core::generate::{Completion, Event, GenerateOptions, Session};
+use akari_core::generate::{Completion, Event, GenerateOptions, Generation, Session};
 use akari_core::model::{LanguageModel, Model};
 use akari_core::template::{opens_reasoning, ChatTemplate, Message};
 use akari_core::tokenizer::Tokenizer;
 use akari_core::{Device, Dtype, Error, ModelConfig, QuantFormat, Result};
 pub use akari_cpu::Activations;
 use akari_cpu::CpuBackend;
+pub use akari_formats::MemoryFiles;
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -52,6 +53,8 @@ pub struct ModelInfo {
     pub backend: String,
     pub weight_formats: Vec<(QuantFormat, usize)>,
     pub weight_bytes: usize,
+    /// Weights in the model (matrix elements plus norm and bias values).
+    pub parameters: usize,
     pub context: usize,
     pub metadata: Vec<(String, String)>,
 }
@@ -75,6 +78,53 @@ const END_OF_TURN: &[&str] = &[
     "<｜end▁of▁sentence｜>",
     "</s>",
 ];
+
+fn reading_progress(dtype: Dtype) -> Progress<'static> {
+    Progress {
+        stage: if dtype == Dtype::Auto {
+            "reading model"
+        } else {
+            "reading and converting weights"
+        },
+        done: 0,
+        total: 1,
+    }
+}
+
+/// Every weight format runs on the GPU, with f32 activations.
+#[cfg(not(target_arch = "wasm32"))]
+fn load_gpu(
+    cfg: ModelConfig,
+    weights: akari_core::weights::ModelWeights,
+    context: usize,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(Box<dyn LanguageModel>, String)> {
+    let backend = akari_gpu::GpuBackend::new()?;
+    let backend_name = backend.description();
+    progress(Progress {
+        stage: "uploading weights",
+        done: 0,
+        total: 1,
+    });
+    let model = Model::load(backend, cfg, weights, context)?;
+    Ok((Box::new(model), backend_name))
+}
+
+/// The browser build has no GPU backend yet.
+#[cfg(target_arch = "wasm32")]
+fn load_gpu(
+    _cfg: ModelConfig,
+    _weights: akari_core::weights::ModelWeights,
+    _context: usize,
+    _progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(Box<dyn LanguageModel>, String)> {
+    Err(Error::Unsupported {
+        backend: "webgpu",
+        what: "models in this build (the GPU backend is not compiled into the browser engine \
+               yet); use the wasm device"
+            .into(),
+    })
+}
 
 fn target_format(dtype: Dtype, file: QuantFormat) -> QuantFormat {
     match dtype {
@@ -115,18 +165,35 @@ impl Engine {
         opts: &LoadOptions,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Engine> {
-        progress(Progress {
-            stage: if opts.dtype == Dtype::Auto {
-                "reading model"
-            } else {
-                "reading and converting weights"
-            },
-            done: 0,
-            total: 1,
-        });
+        progress(reading_progress(opts.dtype));
         let dtype = opts.dtype;
-        let mut src =
+        let src =
             akari_formats::open_with(path, dtype, &move |default| target_format(dtype, default))?;
+        Engine::from_source(src, &path.display().to_string(), opts, progress)
+    }
+
+    /// As [`Engine::load`], from files held in memory: one `.gguf` file, or an ONNX
+    /// repository's files (see [`akari_formats::open_memory`]). Matrices the backend runs as
+    /// stored are used in place, so the weights are not copied.
+    pub fn load_memory(
+        files: &MemoryFiles,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Engine> {
+        progress(reading_progress(opts.dtype));
+        let dtype = opts.dtype;
+        let src = akari_formats::open_memory(files, dtype, &move |default| {
+            target_format(dtype, default)
+        })?;
+        Engine::from_source(src, files.name(), opts, progress)
+    }
+
+    fn from_source(
+        mut src: akari_formats::ModelSource,
+        label: &str,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Engine> {
         // Auto stays on the CPU for now: a software Vulkan driver would be slower than it.
         let device = match opts.device {
             Device::Auto | Device::Cpu => Device::Cpu,
@@ -134,8 +201,10 @@ impl Engine {
         };
         let mut formats: Vec<(QuantFormat, usize)> = Vec::new();
         let mut weight_bytes = 0;
+        let mut parameters: usize = src.weights.vectors.values().map(Vec::len).sum();
         for m in src.weights.matrices.values() {
             weight_bytes += m.bytes.len();
+            parameters += m.rows * m.cols;
             match formats.iter_mut().find(|(f, _)| *f == m.format) {
                 Some((_, n)) => *n += 1,
                 None => formats.push((m.format, 1)),
@@ -148,7 +217,7 @@ impl Engine {
             (None, Some(json)) => hf_tokenizer(json, &src)?,
             (None, None) => {
                 return Err(Error::format(
-                    path.display().to_string(),
+                    label,
                     "the model carries no tokenizer (no GGUF vocabulary, no tokenizer.json)",
                 ))
             }
@@ -185,16 +254,7 @@ impl Engine {
         }
         let weights = std::mem::take(&mut src.weights);
         let (model, backend_name): (Box<dyn LanguageModel>, String) = if device == Device::Gpu {
-            // Every weight format runs on the GPU, with f32 activations.
-            let backend = akari_gpu::GpuBackend::new()?;
-            let backend_name = backend.description();
-            progress(Progress {
-                stage: "uploading weights",
-                done: 0,
-                total: 1,
-            });
-            let model = Model::load(backend, cfg.clone(), weights, context)?;
-            (Box::new(model), backend_name)
+            load_gpu(cfg.clone(), weights, context, progress)?
         } else {
             let backend = CpuBackend::new(opts.threads, opts.cpu_activations)?;
             let backend_name = format!(
@@ -225,6 +285,7 @@ impl Engine {
                 backend: backend_name,
                 weight_formats: formats,
                 weight_bytes,
+                parameters,
                 context,
                 metadata: src.metadata,
             },
@@ -277,6 +338,32 @@ impl Engine {
         opts.stop_ids.extend_from_slice(&self.stop_ids);
         self.session
             .generate(&self.tokenizer, prompt, &opts, on_event)
+    }
+
+    /// Starts a reply that the caller advances with [`Engine::step`], one token per call;
+    /// the engine's stop tokens are added to `opts.stop_ids`.
+    pub fn start(&mut self, prompt: &[u32], opts: &GenerateOptions) -> Result<Generation> {
+        let mut opts = opts.clone();
+        opts.stop_ids.extend_from_slice(&self.stop_ids);
+        self.session.start(prompt, &opts)
+    }
+
+    /// Advances `generation` by one token; returns the completion when the reply ends.
+    pub fn step(
+        &mut self,
+        generation: &mut Generation,
+        on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Option<Completion>> {
+        generation.step(&mut self.session, &self.tokenizer, on_event)
+    }
+
+    /// Ends `generation` now, reporting the text it held back.
+    pub fn cancel(
+        &self,
+        generation: &mut Generation,
+        on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Completion> {
+        generation.cancel(&self.tokenizer, on_event)
     }
 
     /// Forgets the conversation held in the cache.

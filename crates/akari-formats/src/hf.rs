@@ -15,6 +15,7 @@
 //! is already canonical, so nothing is permuted. Phi-3's fused `qkv_proj` and `gate_up_proj`
 //! are split by rows without copying.
 
+use crate::files::RepoFiles;
 use crate::gguf::load::ConvertTo;
 use crate::map_file;
 use crate::safetensors::{SafetensorsFile, TensorEntry};
@@ -68,7 +69,7 @@ pub fn open_dir(dir: &Path, target: &ConvertTo) -> Result<ModelSource> {
     check_complete(&weights, &config)?;
     config.validate(&config_file)?;
 
-    let tok = read_tokenizer_files(dir, obj, config.vocab_size)?;
+    let tok = read_tokenizer_files(&RepoFiles::Dir(dir.to_path_buf()), obj, config.vocab_size)?;
     let name = dir
         .canonicalize()
         .ok()
@@ -107,14 +108,6 @@ pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text)
         .map_err(|e| Error::format(path.display().to_string(), format!("invalid JSON: {e}")))
-}
-
-fn read_optional_json(path: &Path) -> Result<Option<Value>> {
-    if path.is_file() {
-        read_json(path).map(Some)
-    } else {
-        Ok(None)
-    }
 }
 
 /// A JSON value shown in a line.
@@ -551,20 +544,17 @@ fn token_ids(v: Option<&Value>, file: &str, key: &str, vocab: usize) -> Vec<u32>
 }
 
 pub(crate) fn read_tokenizer_files(
-    dir: &Path,
+    repo: &RepoFiles,
     config: &Map<String, Value>,
     vocab: usize,
 ) -> Result<TokenizerFiles> {
     let mut out = TokenizerFiles::default();
-    let tok_path = dir.join(TOKENIZER);
-    if tok_path.is_file() {
-        let bytes = std::fs::read(&tok_path).map_err(|e| Error::io(&tok_path, e))?;
-        out.tokenizer_json = Some(Bytes::from_vec(bytes));
+    if repo.is_file(TOKENIZER) {
+        out.tokenizer_json = Some(repo.read(TOKENIZER)?);
     }
 
-    let tc_path = dir.join(TOKENIZER_CONFIG);
-    let tc_file = tc_path.display().to_string();
-    if let Some(tc) = read_optional_json(&tc_path)? {
+    let tc_file = repo.display(TOKENIZER_CONFIG);
+    if let Some(tc) = repo.read_optional_json(TOKENIZER_CONFIG)? {
         out.bos_token = tc.get("bos_token").and_then(token_string);
         out.eos_token = tc.get("eos_token").and_then(token_string);
         out.add_bos = tc.get("add_bos_token").and_then(Value::as_bool);
@@ -596,13 +586,10 @@ pub(crate) fn read_tokenizer_files(
         };
     }
     // transformers 4.43+ may write the template to its own file; it takes precedence.
-    let jinja = dir.join(CHAT_TEMPLATE_JINJA);
-    if jinja.is_file() {
-        out.chat_template =
-            Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?);
+    if repo.is_file(CHAT_TEMPLATE_JINJA) {
+        out.chat_template = Some(repo.read_string(CHAT_TEMPLATE_JINJA)?);
     } else if out.chat_template.is_none() {
-        let ct_path = dir.join(CHAT_TEMPLATE_JSON);
-        if let Some(ct) = read_optional_json(&ct_path)? {
+        if let Some(ct) = repo.read_optional_json(CHAT_TEMPLATE_JSON)? {
             out.chat_template = ct
                 .get("chat_template")
                 .and_then(Value::as_str)
@@ -610,9 +597,8 @@ pub(crate) fn read_tokenizer_files(
         }
     }
 
-    let gen_path = dir.join(GENERATION_CONFIG);
-    let gen_file = gen_path.display().to_string();
-    let gen = read_optional_json(&gen_path)?;
+    let gen_file = repo.display(GENERATION_CONFIG);
+    let gen = repo.read_optional_json(GENERATION_CONFIG)?;
     let pick = |key: &str| -> Vec<u32> {
         let from_gen = gen
             .as_ref()

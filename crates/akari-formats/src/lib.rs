@@ -25,6 +25,7 @@
 //! decoder exports, fp32/fp16/MatMulNBits q4). The ggml tensor types and their conversions
 //! are in [`ggml`].
 
+pub mod files;
 pub mod ggml;
 pub mod gguf;
 pub mod hf;
@@ -39,6 +40,7 @@ use akari_core::{Dtype, Error, ModelConfig, Result};
 use std::path::Path;
 use std::sync::Arc;
 
+pub use files::MemoryFiles;
 pub use gguf::GgufFile;
 
 /// A model as read from a file: hyper-parameters, canonical weights, tokenizer, template.
@@ -130,6 +132,46 @@ pub fn open_with(path: &Path, dtype: Dtype, target: &gguf::load::ConvertTo) -> R
             "file is too short to be a model",
         )),
         Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Opens a model from files held in memory (a browser's downloads or picked files): one
+/// `.gguf` file, or an ONNX repository's files (the `.onnx` file chosen by `dtype`, as in
+/// [`open_with`]). GGUF matrices are stored as `target(the reader's format)`.
+pub fn open_memory(
+    files: &MemoryFiles,
+    dtype: Dtype,
+    target: &gguf::load::ConvertTo,
+) -> Result<ModelSource> {
+    let ggufs: Vec<&str> = files.paths().filter(|p| p.ends_with(".gguf")).collect();
+    if files.paths().any(|p| p.ends_with(".onnx")) {
+        return onnx::open_memory(files, dtype);
+    }
+    match ggufs.as_slice() {
+        [one] => {
+            let bytes = files
+                .get(one)
+                .cloned()
+                .ok_or_else(|| Error::format(*one, "file is missing"))?;
+            if bytes.len() < 4 || &bytes[..4] != gguf::MAGIC {
+                return Err(Error::format(*one, "not a GGUF file (bad magic)"));
+            }
+            let file = GgufFile::parse(bytes, one)?;
+            gguf::load::model_source_with(&file, target)
+        }
+        [] => Err(Error::format(
+            files.name(),
+            "no model here: expected one .gguf file, or an ONNX repository (config.json, \
+             tokenizer files, onnx/*.onnx)",
+        )),
+        many => Err(Error::format(
+            files.name(),
+            format!(
+                "{} .gguf files given; pass one: {}",
+                many.len(),
+                many.join(", ")
+            ),
+        )),
     }
 }
 

@@ -8,9 +8,13 @@
 //! (llama.cpp's arithmetic). Float weights meet f32 activations.
 //!
 //! `scalar` is the reference every SIMD path is tested against; `x86` holds AVX2/FMA/F16C
-//! versions picked at run time. NEON and wasm simd128 versions slot in beside them.
+//! versions picked at run time; `wasm` the simd128 matmul the browser build compiles in (its
+//! results equal the scalar reference's exactly; the browser tests compare them with native
+//! runs). NEON versions slot in beside them.
 
 pub(crate) mod scalar;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -94,9 +98,19 @@ act_block!(Q16Act, i16, 32767.0);
 pub trait Act: ActBlock + x86::SimdAct {}
 #[cfg(target_arch = "x86_64")]
 impl<T: ActBlock + x86::SimdAct> Act for T {}
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub trait Act: ActBlock + wasm::WasmAct {}
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+impl<T: ActBlock + wasm::WasmAct> Act for T {}
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
 pub trait Act: ActBlock {}
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
 impl<T: ActBlock> Act for T {}
 
 /// Which instruction set the kernels use, decided once at start-up.
@@ -105,6 +119,9 @@ pub enum Isa {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// Chosen at compile time: a wasm module built with simd128 only loads where it exists.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    Simd128,
 }
 
 impl Isa {
@@ -119,6 +136,11 @@ impl Isa {
                 return Isa::Avx2;
             }
         }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        {
+            return Isa::Simd128;
+        }
+        #[allow(unreachable_code)]
         Isa::Scalar
     }
 
@@ -127,6 +149,8 @@ impl Isa {
             Isa::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => "avx2",
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 => "simd128",
         }
     }
 
@@ -134,6 +158,8 @@ impl Isa {
     pub fn quantize_row<A: Act>(self, x: &[f32], out: &mut [A]) {
         match self {
             Isa::Scalar => scalar::quantize_row(x, out),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 => scalar::quantize_row(x, out),
             // SAFETY: `Avx2` is only chosen after detecting avx2, fma and f16c.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::quantize_row(x, out) },
@@ -162,6 +188,8 @@ impl Isa {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::gemm_q(format, w, rb, x, out) },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 => wasm::gemm_q(format, w, rb, x, out),
         }
     }
 
@@ -169,6 +197,8 @@ impl Isa {
     pub fn dot_f(self, format: QuantFormat, w: &[u8], x: &[f32]) -> f32 {
         match self {
             Isa::Scalar => scalar::dot_f(format, w, x),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 => scalar::dot_f(format, w, x),
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::dot_f(format, w, x) },
@@ -198,6 +228,8 @@ impl Isa {
     pub fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
             Isa::Scalar => scalar::dot_f32(a, b),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 => scalar::dot_f32(a, b),
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::dot_f32(a, b) },
@@ -208,6 +240,8 @@ impl Isa {
     pub fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
         match self {
             Isa::Scalar => scalar::axpy(a, x, y),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 => scalar::axpy(a, x, y),
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::axpy(a, x, y) },

@@ -45,6 +45,7 @@
 
 use super::proto::{dtype, Model, Node, Tensor};
 use super::DataSource;
+use crate::files::RepoFiles;
 use crate::ggml::{self, GgmlType};
 use crate::gguf::load::ConvertTo;
 use crate::{hf, ModelSource};
@@ -54,7 +55,6 @@ use akari_core::{Error, ModelConfig, QuantFormat, Result};
 use half::f16;
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::path::Path;
 
 /// What a projection's module path names.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -593,11 +593,11 @@ impl Loader<'_, '_> {
     }
 }
 
-/// Reads the decoder of `model` (its repository at `repo`) into a [`ModelSource`].
+/// Reads the decoder of `model` (its repository `repo`) into a [`ModelSource`].
 pub fn read(
     model: &Model,
     data: &DataSource,
-    repo: &Path,
+    repo: &RepoFiles,
     target: &ConvertTo,
 ) -> Result<ModelSource> {
     let file = &data.file_name;
@@ -635,14 +635,13 @@ pub fn read(
 
     // config.json (transformers.js repositories), else genai_config.json (onnxruntime-genai
     // builder output) completed from the graph.
-    let hf_config = repo.join(hf::CONFIG);
-    let (config_path, genai) = if hf_config.is_file() {
-        (hf_config, false)
+    let (config_rel, genai) = if repo.is_file(hf::CONFIG) {
+        (hf::CONFIG, false)
     } else {
-        (repo.join(super::GENAI_CONFIG), true)
+        (super::GENAI_CONFIG, true)
     };
-    let config_file = config_path.display().to_string();
-    let config_json = hf::read_json(&config_path)?;
+    let config_file = repo.display(config_rel);
+    let config_json = repo.read_json(config_rel)?;
     let Some(obj) = config_json.as_object() else {
         return Err(Error::format(config_file, "not a JSON object"));
     };
@@ -824,16 +823,8 @@ pub fn read(
     config.validate(&config_file)?;
 
     let tok = hf::read_tokenizer_files(repo, &token_ids_obj, config.vocab_size)?;
-    let name = repo
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let rel = data
-        .file
-        .strip_prefix(repo)
-        .unwrap_or(&data.file)
-        .display()
-        .to_string();
+    let name = repo.name();
+    let rel = data.rel.clone();
     let dominant = kinds
         .iter()
         .max_by_key(|(k, n)| (**n, std::cmp::Reverse((*k).clone())))
@@ -1692,6 +1683,7 @@ fn rope_from_caches(
 mod tests {
     use super::*;
     use crate::onnx::proto::{Attribute, TensorData};
+    use std::path::Path;
 
     fn tensor(name: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> Tensor {
         Tensor {

@@ -22,6 +22,7 @@
 pub mod decoder;
 pub mod proto;
 
+use crate::files::{is_plain_relative, MemoryFiles, RepoFiles};
 use crate::gguf::load::ConvertTo;
 use crate::{hf, map_file, ModelSource};
 use akari_core::weights::Bytes;
@@ -173,25 +174,123 @@ pub fn open_file(file: &Path, target: &ConvertTo) -> Result<ModelSource> {
     let bytes = map_file(file)?;
     let file_name = file.display().to_string();
     let model = proto::decode_model(&bytes, &file_name)?;
-    let data = DataSource::new(file, bytes);
-    decoder::read(&model, &data, &repo, target)
+    let mut data = DataSource::new(file, bytes);
+    if let Ok(rel) = file.strip_prefix(&repo) {
+        data.rel = rel.display().to_string();
+    }
+    decoder::read(&model, &data, &RepoFiles::Dir(repo), target)
+}
+
+/// Opens an ONNX repository held in memory (the files of a transformers.js repository or an
+/// onnxruntime-genai folder), choosing the `.onnx` file for `dtype` as [`open_dir`] does.
+pub fn open_memory(files: &MemoryFiles, dtype: Dtype) -> Result<ModelSource> {
+    let repo = RepoFiles::Memory(files.clone());
+    let rel = if repo.is_file(GENAI_CONFIG) && !repo.is_file(hf::CONFIG) {
+        let json = repo.read_json(GENAI_CONFIG)?;
+        let name = json
+            .pointer("/model/decoder/filename")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("model.onnx");
+        if !is_plain_relative(name) {
+            return Err(Error::format(
+                repo.display(GENAI_CONFIG),
+                format!("`model.decoder.filename` = `{name}` is not a file in this folder"),
+            ));
+        }
+        name.to_string()
+    } else {
+        choose_memory_file(files, dtype)?
+    };
+    let bytes = repo.read(&rel)?;
+    let data = DataSource::in_memory(files, &rel, bytes.clone());
+    let model = proto::decode_model(&bytes, &data.file_name)?;
+    decoder::read(&model, &data, &repo, &|default| default)
+}
+
+/// [`choose_file`] for files in memory.
+fn choose_memory_file(files: &MemoryFiles, dtype: Dtype) -> Result<String> {
+    let onnx: Vec<&str> = files.paths().filter(|p| p.ends_with(".onnx")).collect();
+    let in_sub = onnx.iter().any(|p| p.starts_with("onnx/"));
+    let folder = if in_sub { "onnx/" } else { "" };
+    let present: Vec<&str> = onnx
+        .iter()
+        .copied()
+        .filter(|p| p.strip_prefix(folder).is_some_and(|f| !f.contains('/')))
+        .collect();
+    if present.is_empty() {
+        return Err(Error::format(
+            files.name(),
+            "no .onnx files at the top or in onnx/",
+        ));
+    }
+    let wanted: &[&str] = match dtype {
+        Dtype::Auto => &["model_q4.onnx", "model_quantized.onnx", "model.onnx"],
+        d => &[file_for(d)][..],
+    };
+    if let Some(p) = wanted
+        .iter()
+        .map(|f| format!("{folder}{f}"))
+        .find(|p| present.contains(&p.as_str()))
+    {
+        return Ok(p);
+    }
+    if dtype == Dtype::Auto && present.len() == 1 {
+        return Ok(present[0].to_string());
+    }
+    Err(Error::format(
+        files.name(),
+        format!(
+            "no {} for dtype {dtype} (present: {}); pick another dtype",
+            wanted.join(" / "),
+            present.join(", ")
+        ),
+    ))
 }
 
 /// Tensor values: from the model file, or from external data files next to it.
 pub struct DataSource {
-    /// The model file, for messages and to find external files.
-    pub file: PathBuf,
+    /// The model file, for messages.
     pub file_name: String,
+    /// The model file's path inside its repository, for model info.
+    pub rel: String,
+    /// Where external data files live: `ext_root` joined with `ext_prefix` (the model file's
+    /// folder).
+    ext_root: RepoFiles,
+    ext_prefix: String,
     /// External files mapped so far, by `location`.
     external: RefCell<HashMap<String, Bytes>>,
     _model: Bytes,
 }
 
 impl DataSource {
+    /// The model file at `file` on disk.
     pub fn new(file: &Path, model: Bytes) -> DataSource {
+        let folder = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         DataSource {
-            file: file.to_path_buf(),
             file_name: file.display().to_string(),
+            rel: file.display().to_string(),
+            ext_root: RepoFiles::Dir(folder),
+            ext_prefix: String::new(),
+            external: RefCell::new(HashMap::new()),
+            _model: model,
+        }
+    }
+
+    /// The model file `rel` of files held in memory.
+    pub fn in_memory(files: &MemoryFiles, rel: &str, model: Bytes) -> DataSource {
+        let repo = RepoFiles::Memory(files.clone());
+        let ext_prefix = match rel.rfind('/') {
+            Some(i) => rel[..=i].to_string(),
+            None => String::new(),
+        };
+        DataSource {
+            file_name: repo.display(rel),
+            rel: rel.to_string(),
+            ext_root: repo,
+            ext_prefix,
             external: RefCell::new(HashMap::new()),
             _model: model,
         }
@@ -207,24 +306,20 @@ impl DataSource {
             return Ok(b.clone());
         }
         // Locations are file names relative to the model's folder; nothing may leave it.
-        let rel = Path::new(location);
-        let plain = rel
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !plain || location.is_empty() {
+        if !is_plain_relative(location) {
             return Err(self.err(format!(
                 "tensor `{tensor}`: external data location `{location}` is not a relative path \
                  inside the model's folder"
             )));
         }
-        let path = self.file.parent().unwrap_or(Path::new(".")).join(rel);
-        if !path.is_file() {
+        let rel = format!("{}{location}", self.ext_prefix);
+        if !self.ext_root.is_file(&rel) {
             return Err(self.err(format!(
                 "tensor `{tensor}`: external data file `{}` is missing",
-                path.display()
+                self.ext_root.display(&rel)
             )));
         }
-        let bytes = map_file(&path)?;
+        let bytes = self.ext_root.read(&rel)?;
         self.external
             .borrow_mut()
             .insert(location.to_string(), bytes.clone());

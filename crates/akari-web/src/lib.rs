@@ -1,0 +1,224 @@
+//! akari-web: the engine inside a browser Web Worker.
+//!
+//! `web/worker.js` downloads (or reads from the cache) a model's files, streams their bytes
+//! into a [`ModelFiles`] chunk by chunk, so each file is held once in the wasm heap and no
+//! second copy is made (weights the CPU runs as stored are used in place), then loads a
+//! [`WebEngine`]. A reply is generated one token per [`WebEngine::step`] call, so the worker
+//! handles an abort message between tokens.
+//!
+//! Everything with logic lives in [`chat`], plain Rust the native tests drive; this file only
+//! converts between JavaScript and Rust values. Results cross as JSON strings.
+
+pub mod chat;
+
+use akari_core::weights::Bytes;
+use akari_engine::MemoryFiles;
+use chat::{Chat, ChatError, ChatMessage, ChatOptions, ErrorCode};
+use wasm_bindgen::prelude::*;
+
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// Whether this build runs rayon on Web Workers (`initThreadPool` is exported).
+#[wasm_bindgen(js_name = threadsBuilt)]
+pub fn threads_built() -> bool {
+    cfg!(feature = "threads")
+}
+
+/// Throws the error `load` would give for `device` when this build cannot run on it.
+#[wasm_bindgen(js_name = checkDevice)]
+pub fn check_device(device: &str) -> Result<(), JsValue> {
+    chat::check_device(device).map_err(js_error)
+}
+
+/// A JS `Error` carrying the API's `code`.
+fn js_error(e: ChatError) -> JsValue {
+    let err = js_sys::Error::new(&e.message);
+    // Setting a property on a fresh Error object cannot fail.
+    let _ = js_sys::Reflect::set(&err, &"code".into(), &e.code.name().into());
+    err.into()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, JsValue> {
+    serde_json::to_string(v).map_err(|e| {
+        js_error(ChatError {
+            code: ErrorCode::Unsupported,
+            message: format!("cannot encode the result: {e}"),
+        })
+    })
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, JsValue> {
+    serde_json::from_str(json).map_err(|e| {
+        js_error(ChatError {
+            code: ErrorCode::Unsupported,
+            message: format!("invalid {what}: {e}"),
+        })
+    })
+}
+
+/// A model's files, filled chunk by chunk as they arrive.
+#[wasm_bindgen]
+pub struct ModelFiles {
+    name: String,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+#[wasm_bindgen]
+impl ModelFiles {
+    /// `name` names the model in messages (a repo id or a file name).
+    #[wasm_bindgen(constructor)]
+    pub fn new(name: String) -> ModelFiles {
+        ModelFiles {
+            name,
+            files: Vec::new(),
+        }
+    }
+
+    /// Starts the file `path` (its path in the repository) of `size` bytes; its memory is
+    /// reserved now so appending never moves it.
+    #[wasm_bindgen(js_name = addFile)]
+    pub fn add_file(&mut self, path: String, size: usize) -> Result<(), JsValue> {
+        let mut data = Vec::new();
+        data.try_reserve_exact(size).map_err(|_| {
+            js_error(ChatError {
+                code: ErrorCode::OutOfMemory,
+                message: format!(
+                    "{path}: cannot reserve {size} bytes in the WebAssembly heap (4 GiB at most)"
+                ),
+            })
+        })?;
+        self.files.retain(|(p, _)| *p != path);
+        self.files.push((path, data));
+        Ok(())
+    }
+
+    /// Appends `chunk` to the file started last.
+    pub fn append(&mut self, chunk: &[u8]) -> Result<(), JsValue> {
+        let Some((path, data)) = self.files.last_mut() else {
+            return Err(js_error(ChatError {
+                code: ErrorCode::Unsupported,
+                message: "append before addFile".into(),
+            }));
+        };
+        if data.len() + chunk.len() > data.capacity() {
+            return Err(js_error(ChatError {
+                code: ErrorCode::Corrupt,
+                message: format!("{path}: more bytes than the {} announced", data.capacity()),
+            }));
+        }
+        data.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// Bytes held so far, over all files.
+    #[wasm_bindgen(js_name = totalBytes)]
+    pub fn total_bytes(&self) -> f64 {
+        self.files.iter().map(|(_, d)| d.len() as f64).sum()
+    }
+}
+
+impl ModelFiles {
+    fn into_memory(self) -> MemoryFiles {
+        let files = self.files.into_iter().map(|(p, d)| (p, Bytes::from_vec(d)));
+        MemoryFiles::new(self.name, files)
+    }
+}
+
+/// SHA-256 over a download as it streams in (the browser's `crypto.subtle` only hashes
+/// whole buffers).
+#[wasm_bindgen]
+pub struct Sha256 {
+    hasher: sha2::Sha256,
+}
+
+#[wasm_bindgen]
+impl Sha256 {
+    #[wasm_bindgen(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Sha256 {
+        Sha256 {
+            hasher: sha2::Digest::new(),
+        }
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) {
+        sha2::Digest::update(&mut self.hasher, chunk);
+    }
+
+    /// The digest as 64 lowercase hex digits; the hasher starts over.
+    #[wasm_bindgen(js_name = finishHex)]
+    pub fn finish_hex(&mut self) -> String {
+        let digest = sha2::Digest::finalize_reset(&mut self.hasher);
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A loaded model, generating one token per [`WebEngine::step`].
+#[wasm_bindgen]
+pub struct WebEngine {
+    chat: Chat,
+}
+
+#[wasm_bindgen]
+impl WebEngine {
+    /// Loads the model in `files` (consumed). `dtype`, `device`: the JS API's names.
+    /// `progress(stage)` is called as loading goes on.
+    pub fn load(
+        files: ModelFiles,
+        dtype: &str,
+        device: &str,
+        context: Option<u32>,
+        progress: &js_sys::Function,
+    ) -> Result<WebEngine, JsValue> {
+        let files = files.into_memory();
+        let mut report = |stage: &str| {
+            // A failing progress callback must not stop the load.
+            let _ = progress.call1(&JsValue::NULL, &stage.into());
+        };
+        let chat = Chat::load(
+            &files,
+            dtype,
+            device,
+            context.map(|c| c as usize),
+            &mut report,
+        )
+        .map_err(js_error)?;
+        Ok(WebEngine { chat })
+    }
+
+    /// The JS API's `ModelInfo`, as JSON.
+    pub fn info(&self) -> Result<String, JsValue> {
+        to_json(self.chat.info())
+    }
+
+    /// Starts a reply to `messages` (JSON `ChatMessage[]`) with `options` (JSON
+    /// `ChatOptions`).
+    pub fn start(&mut self, messages: &str, options: &str) -> Result<(), JsValue> {
+        let messages: Vec<ChatMessage> = from_json(messages, "messages")?;
+        let options: ChatOptions = from_json(options, "chat options")?;
+        self.chat.start(&messages, &options).map_err(js_error)
+    }
+
+    /// One token; returns JSON `Chunk[]` (possibly empty; the last is `done` when the
+    /// reply ends).
+    pub fn step(&mut self) -> Result<String, JsValue> {
+        let chunks = self.chat.step().map_err(js_error)?;
+        to_json(&chunks)
+    }
+
+    /// Ends the reply in progress; returns JSON `Chunk[]` ending with `done`.
+    pub fn cancel(&mut self) -> Result<String, JsValue> {
+        let chunks = self.chat.cancel().map_err(js_error)?;
+        to_json(&chunks)
+    }
+
+    pub fn busy(&self) -> bool {
+        self.chat.busy()
+    }
+
+    /// Forgets the conversation held in the cache.
+    pub fn reset(&mut self) {
+        self.chat.reset();
+    }
+}
