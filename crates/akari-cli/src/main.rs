@@ -129,6 +129,8 @@ struct ModelArgs {
     model: Option<PathBuf>,
     #[command(flatten)]
     hub: HubArgs,
+    /// auto: the GPU when a hardware adapter is there (a software Vulkan driver does not
+    /// count) and it takes the model, else the CPU.
     #[arg(long, default_value = "auto")]
     device: Device,
     /// Weight type to store (convert) the weights as; for ONNX repositories the file

@@ -99,6 +99,7 @@ impl std::fmt::Display for Dtype {
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Device {
+    /// The GPU when a hardware adapter is there and takes the model, else the CPU.
     #[default]
     Auto,
     Cpu,

@@ -232,7 +232,7 @@ impl fmt::Display for TensorKey {
 
 /// Every tensor of a model, in canonical form: matrices in a backend format, vectors (norms,
 /// biases) in f32.
-#[derive(Default, Debug)]
+#[derive(Clone, Default, Debug)]
 pub struct ModelWeights {
     pub matrices: HashMap<TensorKey, Matrix>,
     pub vectors: HashMap<TensorKey, Vec<f32>>,

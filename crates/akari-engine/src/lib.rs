@@ -126,6 +126,18 @@ fn load_gpu(
     })
 }
 
+/// Whether `--device auto` should take the GPU: a hardware adapter is there (a software
+/// Vulkan driver is slower than the CPU backend).
+#[cfg(not(target_arch = "wasm32"))]
+fn hardware_gpu() -> bool {
+    akari_gpu::GpuContext::hardware_adapter().is_some()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn hardware_gpu() -> bool {
+    false
+}
+
 fn target_format(dtype: Dtype, file: QuantFormat) -> QuantFormat {
     match dtype {
         Dtype::Auto => file,
@@ -196,6 +208,7 @@ impl Engine {
     ) -> Result<Engine> {
         // Auto stays on the CPU for now: a software Vulkan driver would be slower than it.
         let device = match opts.device {
+            Device::Auto if hardware_gpu() => Device::Gpu,
             Device::Auto | Device::Cpu => Device::Cpu,
             Device::Gpu => Device::Gpu,
         };
@@ -253,8 +266,36 @@ impl Engine {
             )));
         }
         let weights = std::mem::take(&mut src.weights);
-        let (model, backend_name): (Box<dyn LanguageModel>, String) = if device == Device::Gpu {
-            load_gpu(cfg.clone(), weights, context, progress)?
+        // `auto` falls back to the CPU when the GPU cannot take the model (too little memory,
+        // a tensor past the device's limits); an explicit `gpu` reports why.
+        let mut weights = Some(weights);
+        let gpu = if device == Device::Gpu {
+            // Only `auto` needs the weights again after a failed upload; the matrices are
+            // shared views, so the copy is the norms and biases.
+            let w = if opts.device == Device::Auto {
+                weights.clone()
+            } else {
+                weights.take()
+            };
+            let w = w.ok_or_else(|| Error::InvalidArgument("weights already taken".into()))?;
+            match load_gpu(cfg.clone(), w, context, progress) {
+                Ok(m) => Some(m),
+                Err(e) if opts.device == Device::Auto => {
+                    tracing::warn!("the GPU could not load the model, using the CPU: {e}");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let device = if gpu.is_some() {
+            Device::Gpu
+        } else {
+            Device::Cpu
+        };
+        let (model, backend_name): (Box<dyn LanguageModel>, String) = if let Some(m) = gpu {
+            m
         } else {
             let backend = CpuBackend::new(opts.threads, opts.cpu_activations)?;
             let backend_name = format!(
@@ -268,6 +309,9 @@ impl Engine {
                 done: 0,
                 total: 1,
             });
+            let weights = weights
+                .take()
+                .ok_or_else(|| Error::InvalidArgument("weights already taken".into()))?;
             let model = Model::load(backend, cfg.clone(), weights, context)?;
             (Box::new(model), backend_name)
         };

@@ -65,6 +65,28 @@ impl GpuContext {
         pollster::block_on(GpuContext::new_async())
     }
 
+    /// The name of the adapter [`GpuContext::new`] would open, when it is a real GPU
+    /// (integrated, discrete or virtual) rather than a software rasteriser such as lavapipe:
+    /// what `--device auto` goes by.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn hardware_adapter() -> Option<String> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::PRIMARY;
+        let instance = wgpu::Instance::new(desc.with_env());
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        }))
+        .ok()?;
+        let info = adapter.get_info();
+        match info.device_type {
+            wgpu::DeviceType::DiscreteGpu
+            | wgpu::DeviceType::IntegratedGpu
+            | wgpu::DeviceType::VirtualGpu => Some(info.name),
+            wgpu::DeviceType::Cpu | wgpu::DeviceType::Other => None,
+        }
+    }
+
     /// [`GpuContext::new`] for callers that can await (the browser, where blocking is not
     /// allowed).
     pub async fn new_async() -> Result<GpuContext, GpuError> {
