@@ -274,6 +274,32 @@ impl GpuBackend {
         })
     }
 
+    /// `silu(x·gateᵀ)·(x·upᵀ)` in one GEMV (gate and up of one format and shape), the input
+    /// normalised first when `norm` is given.
+    fn glu(
+        &self,
+        x: &GpuTensor,
+        gate: &GpuMatrix,
+        up: &GpuMatrix,
+        norm: Option<gemv::Norm<'_>>,
+    ) -> Result<GpuTensor> {
+        Self::check_cols(x, gate.cols(), "matmul input")?;
+        let out = self.tensor("akari.glu", x.rows, gate.rows())?;
+        self.record(None, |ctx, rec| {
+            gemv::encode_tokens(
+                ctx,
+                rec,
+                gate,
+                x.buffer(),
+                norm,
+                Epilogue::Glu { up },
+                out.buffer(),
+                x.rows,
+            )
+        })?;
+        Ok(out)
+    }
+
     /// Applies a rotation still pending on `t` (see [`GpuTensor`]).
     fn settle(&self, t: &GpuTensor) -> Result<()> {
         let pending = t.rope.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -490,25 +516,11 @@ impl Backend for GpuBackend {
             let h = self.rms_norm(x, norm, eps)?;
             return self.matmul_glu(&h, gate, up);
         }
-        Self::check_cols(x, gate.cols(), "matmul input")?;
-        let out = self.tensor("akari.glu", 1, gate.rows())?;
-        let norm = Some(gemv::Norm {
+        let norm = gemv::Norm {
             weight: &norm.buffer,
             eps,
-        });
-        self.record(None, |ctx, rec| {
-            gemv::encode_tokens(
-                ctx,
-                rec,
-                gate,
-                x.buffer(),
-                norm,
-                Epilogue::Glu { up },
-                out.buffer(),
-                1,
-            )
-        })?;
-        Ok(out)
+        };
+        self.glu(x, gate, up, Some(norm))
     }
 
     fn matmul_add(&self, x: &mut GpuTensor, a: &GpuTensor, w: &GpuMatrix) -> Result<()> {
@@ -553,20 +565,7 @@ impl Backend for GpuBackend {
             };
             return self.silu_mul(&g, &u);
         }
-        let out = self.tensor("akari.glu", x.rows, gate.rows())?;
-        self.record(None, |ctx, rec| {
-            gemv::encode_tokens(
-                ctx,
-                rec,
-                gate,
-                x.buffer(),
-                None,
-                Epilogue::Glu { up },
-                out.buffer(),
-                x.rows,
-            )
-        })?;
-        Ok(out)
+        self.glu(x, gate, up, None)
     }
 
     fn rope(&self, x: &mut GpuTensor, heads: usize, rope: &GpuRope, pos: usize) -> Result<()> {

@@ -78,14 +78,7 @@ fn reference(
 fn check(format: QuantFormat, rows: usize, cols: usize, with_bias: bool) {
     let ctx = ctx();
     let seed = (rows * 7919 + cols) as u64;
-    let wf = sample(rows * cols, seed);
-    let mut bytes = vec![0u8; rows * format.row_bytes(cols)];
-    for (src, dst) in wf
-        .chunks_exact(cols)
-        .zip(bytes.chunks_exact_mut(format.row_bytes(cols)))
-    {
-        format.quantize_row(src, dst);
-    }
+    let bytes = quantized(format, rows, cols, seed);
     let x = sample(cols, seed ^ 0xA5A5);
     let bias = with_bias.then(|| sample(rows, seed ^ 0x5A5A));
     let w = ctx
@@ -198,14 +191,7 @@ fn tokens_in_one_dispatch_match_one_at_a_time() {
     let ctx = ctx();
     for format in QuantFormat::ALL {
         let (rows, cols, tokens) = (13, 96, 6);
-        let wf = sample(rows * cols, 11);
-        let mut bytes = vec![0u8; rows * format.row_bytes(cols)];
-        for (src, dst) in wf
-            .chunks_exact(cols)
-            .zip(bytes.chunks_exact_mut(format.row_bytes(cols)))
-        {
-            format.quantize_row(src, dst);
-        }
+        let bytes = quantized(format, rows, cols, 11);
         let w = ctx.upload_matrix_bytes(format, rows, cols, &bytes).unwrap();
         let x = sample(tokens * cols, 12);
         let bias = sample(rows, 13);
