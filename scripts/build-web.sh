@@ -3,7 +3,8 @@
 #   target/web/pkg/          the engine, one thread (any page)
 #   target/web/pkg-threads/  the engine on Web Worker threads (cross-origin isolated pages)
 #   target/web/*.js, *.d.ts  the JavaScript API and its worker
-#   target/web/index.html    the chat app when crates/akari-app exists, else a test page
+#   target/web/index.html    the chat app when crates/akari-app exists, else the test page
+#   target/web/test.html     the engine's bare test page (web/index.html)
 #   target/web/app/          the chat app's wasm-bindgen output (when crates/akari-app exists)
 # Installs what it needs (rustup target and rust-src, wasm-bindgen-cli at the version in
 # Cargo.lock, binaryen's wasm-opt from npm) under ${AKARI_CACHE:-~/.cache/akari}.
@@ -90,6 +91,8 @@ if [ -d crates/akari-app ]; then
 else
     cp web/index.html "$OUT/index.html"
 fi
+# The engine's bare test page, which the browser tests of the JS API drive.
+cp web/index.html "$OUT/test.html"
 
 du -sh "$OUT"/pkg*/akari_web_bg.wasm >&2
 echo "$OUT"

@@ -72,7 +72,7 @@ async function openPage() {
     if (m.type() === 'error' || m.type() === 'warning') console.log(`[browser ${m.type()}] ${m.text()}`);
   });
   page.on('pageerror', (e) => console.log(`[page error] ${e.message}`));
-  await page.goto(`${server.url}/index.html`);
+  await page.goto(`${server.url}/test.html`);
   await page.waitForFunction(() => window.akari !== undefined);
 }
 
@@ -304,7 +304,7 @@ test('without cross-origin isolation the single-thread engine runs and says why'
   const plain = await startServer({ root: bundle, models: modelsDir, isolated: false });
   const p = await browser.newPage();
   try {
-    await p.goto(`${plain.url}/index.html`);
+    await p.goto(`${plain.url}/test.html`);
     await p.waitForFunction(() => window.akari !== undefined);
     const got = await p.evaluate(async (repo) => {
       const caps = await window.akari.capabilities();
