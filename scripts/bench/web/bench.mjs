@@ -45,8 +45,8 @@ const SYSTEM = 'You are a helpful assistant.';
 const USER =
   'I am planning a week-long trip to Japan in the spring with two friends who have never ' +
   'been to Asia before. We want to visit Tokyo, Kyoto and Osaka, eat as much local food as ' +
-  'we can, see the cherry blossoms, and also spend one quiet day in the countryside or near ' +
-  'the mountains. Our budget is moderate and we will travel by train. Please write a ' +
+  'we can, see the cherry blossoms, and spend one quiet day in the countryside or near ' +
+  'the mountains. We will travel by train only. Please write a ' +
   'detailed day-by-day itinerary, with suggestions for neighbourhoods to stay in, dishes to ' +
   'try in each city, and practical tips about rail passes, etiquette and money.';
 const MESSAGES = [
