@@ -28,7 +28,7 @@ const ROUNDS = Number(env('BENCH_ROUNDS', '3'));
 const THREADS = Number(env('BENCH_THREADS', String(os.availableParallelism())));
 const MAX_TOKENS = Number(env('BENCH_TOKENS', '64'));
 const WEBGPU = env('BENCH_WEBGPU', '1') === '1';
-const WEBGPU_TOKENS = Number(env('BENCH_WEBGPU_TOKENS', '8'));
+const WEBGPU_TOKENS = Number(env('BENCH_WEBGPU_TOKENS', '4'));
 const ONLY = (process.env.BENCH_ONLY || '').split(',').filter(Boolean);
 const RUN_TIMEOUT_MS = Number(env('BENCH_RUN_TIMEOUT_S', '420')) * 1000;
 const require = createRequire(path.join(env('BENCH_PLAYWRIGHT'), 'node_modules/'));
@@ -186,13 +186,15 @@ async function main() {
   try {
     for (let round = 1; round <= ROUNDS; round++) {
       for (const engine of ENGINES) {
+        // The machine's load before the run: other work on these 2 cores skews a run.
+        const loadBefore = os.loadavg()[0];
         const r = await runOnce(server.url, engine);
-        runs.push({ engine: engine.id, round, ...r });
+        runs.push({ engine: engine.id, round, loadBefore, ...r });
         const line = r.error
           ? `error: ${r.error}`
           : `prompt ${r.promptTokens} tok, gen ${r.generatedTokens} tok, ttft ${fmt(r.ttftMs, 0)} ms, ` +
             `prefill ${fmt(r.prefillTps)} tok/s, decode ${fmt(r.decodeTps)} tok/s, ` +
-            `peak RSS ${fmt(r.peakRssMiB, 0)} MiB, threads ${r.threads}`;
+            `peak RSS ${fmt(r.peakRssMiB, 0)} MiB, threads ${r.threads}, load avg ${fmt(loadBefore, 2)}`;
         console.error(`[round ${round}] ${engine.id}: ${line}`);
       }
     }
