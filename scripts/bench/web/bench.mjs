@@ -233,7 +233,7 @@ async function main() {
         cores: os.availableParallelism(),
         cpu: os.cpus()[0]?.model,
         memoryGiB: os.totalmem() / 2 ** 30,
-        chromium: execFileSync(CHROMIUM, ['--version'], { encoding: 'utf8' }).trim(),
+        chromium: execFileSync(CHROMIUM, ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(),
       },
       versions: {
         transformersJs: versionOf(path.join(npm, 'node_modules/@huggingface/transformers')),
