@@ -247,7 +247,7 @@ async function main() {
       medians,
       ratios: pairs,
     };
-    const file = path.join(OUT, 'results.json');
+    const file = path.join(OUT, env('BENCH_RESULTS', 'results.json'));
     await fs.writeFile(file, JSON.stringify(results, null, 2));
 
     const out = [];

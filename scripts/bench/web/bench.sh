@@ -13,7 +13,8 @@
 # Environment: BENCH_ROUNDS (3), BENCH_THREADS (the machine's cores), BENCH_TOKENS (64),
 # BENCH_WEBGPU (1: one short transformers.js WebGPU run on SwiftShader), BENCH_ONLY (comma
 # list of akari-gguf, akari-onnx, transformers.js, wllama, transformers.js-webgpu),
-# BENCH_SKIP_BUILD=1 (use the bundle and binary already built).
+# BENCH_RESULTS (results.json: the file name under target/web-bench), BENCH_SKIP_BUILD=1 (use
+# the bundle and binary already built).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
