@@ -14,7 +14,8 @@
 # BENCH_WEBGPU (1: one short transformers.js WebGPU run on SwiftShader), BENCH_ONLY (comma
 # list of akari-gguf, akari-onnx, transformers.js, wllama, transformers.js-webgpu),
 # BENCH_RESULTS (results.json: the file name under target/web-bench), BENCH_SKIP_BUILD=1 (use
-# the bundle and binary already built).
+# the bundle and binary already built), BENCH_TJS_VERSION / BENCH_WLLAMA_VERSION (the peers'
+# npm versions).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
@@ -41,13 +42,20 @@ if [ ! -d "$PW_DIR/node_modules/playwright-core" ]; then
     mkdir -p "$PW_DIR"
     npm install --prefix "$PW_DIR" --no-audit --no-fund --silent playwright-core@1
 fi
+# The versions BENCHMARKS.md reports; override to measure others.
+TJS_VERSION="${BENCH_TJS_VERSION:-4.3.1}"
+WLLAMA_VERSION="${BENCH_WLLAMA_VERSION:-3.13.0}"
 PEERS="$CACHE/npm-bench"
-if [ ! -d "$PEERS/node_modules/@huggingface/transformers" ] || [ ! -d "$PEERS/node_modules/@wllama/wllama" ]; then
+installed() {
+    node -p "require('$PEERS/node_modules/$1/package.json').version" 2>/dev/null || true
+}
+if [ "$(installed @huggingface/transformers)" != "$TJS_VERSION" ] ||
+    [ "$(installed @wllama/wllama)" != "$WLLAMA_VERSION" ]; then
     mkdir -p "$PEERS"
     # --ignore-scripts: onnxruntime-node's install script downloads from outside the
     # registry, and only the browser build is used here.
     npm install --prefix "$PEERS" --ignore-scripts --no-audit --no-fund --silent \
-        @huggingface/transformers @wllama/wllama
+        "@huggingface/transformers@$TJS_VERSION" "@wllama/wllama@$WLLAMA_VERSION"
 fi
 
 GGUF="$(bash scripts/fetch-smollm2.sh)"
