@@ -311,6 +311,17 @@ impl GpuBackend {
         Ok(())
     }
 
+    /// `x` feeds `w`, and `bias` has one value per output row.
+    fn check_matmul(x: &GpuTensor, w: &GpuMatrix, bias: Option<&GpuVector>) -> Result<()> {
+        Self::check_cols(x, w.cols(), "matmul input")?;
+        if let Some(b) = bias {
+            if b.len != w.rows() {
+                return Err(shape("bias", vec![w.rows()], vec![b.len]));
+            }
+        }
+        Ok(())
+    }
+
     fn check_cols(x: &GpuTensor, cols: usize, what: &str) -> Result<()> {
         if x.cols != cols {
             return Err(shape(what, vec![x.rows, cols], vec![x.rows, x.cols]));
@@ -435,12 +446,7 @@ impl Backend for GpuBackend {
 
     fn matmul(&self, x: &GpuTensor, w: &GpuMatrix, bias: Option<&GpuVector>) -> Result<GpuTensor> {
         self.settle(x)?;
-        Self::check_cols(x, w.cols(), "matmul input")?;
-        if let Some(b) = bias {
-            if b.len != w.rows() {
-                return Err(shape("bias", vec![w.rows()], vec![b.len]));
-            }
-        }
+        Self::check_matmul(x, w, bias)?;
         let out = self.tensor("akari.matmul", x.rows, w.rows())?;
         let epilogue = Epilogue::Store {
             bias: bias.map(|b| &b.buffer),
@@ -479,12 +485,7 @@ impl Backend for GpuBackend {
         });
         ws.iter()
             .map(|(w, bias)| {
-                Self::check_cols(x, w.cols(), "matmul input")?;
-                if let Some(b) = bias {
-                    if b.len != w.rows() {
-                        return Err(shape("bias", vec![w.rows()], vec![b.len]));
-                    }
-                }
+                Self::check_matmul(x, w, *bias)?;
                 let out = self.tensor("akari.matmul", 1, w.rows())?;
                 let epilogue = Epilogue::Store {
                     bias: bias.map(|b| &b.buffer),

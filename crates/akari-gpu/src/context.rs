@@ -40,7 +40,9 @@ pub struct GpuContext {
     pub(crate) dummy: wgpu::Buffer,
     /// Per-kernel timing (`AKARI_GPU_PROFILE`).
     pub(crate) profiler: Option<crate::profile::Profiler>,
-    /// The last read-back buffer, reused while reads keep the same size.
+    /// The last read-back buffer, reused while reads keep the same size (native reads only,
+    /// until the browser's asynchronous read lands).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Every other kernel's pipelines ([`crate::ops`]).
     pub(crate) pipelines: crate::ops::Pipelines,
@@ -65,19 +67,32 @@ impl GpuContext {
         pollster::block_on(GpuContext::new_async())
     }
 
+    /// The high-performance adapter of the native backends or of the browser's WebGPU
+    /// (`WGPU_BACKEND` and the other wgpu environment variables honoured).
+    async fn adapter() -> Result<wgpu::Adapter, GpuError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::PRIMARY;
+        let desc = desc.with_env();
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| GpuError::NoAdapter {
+                backends: format!("{backends:?}"),
+                source,
+            })
+    }
+
     /// The name of the adapter [`GpuContext::new`] would open, when it is a real GPU
     /// (integrated, discrete or virtual) rather than a software rasteriser such as lavapipe:
     /// what `--device auto` goes by.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn hardware_adapter() -> Option<String> {
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = wgpu::Backends::PRIMARY;
-        let instance = wgpu::Instance::new(desc.with_env());
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            ..Default::default()
-        }))
-        .ok()?;
+        let adapter = pollster::block_on(GpuContext::adapter()).ok()?;
         let info = adapter.get_info();
         match info.device_type {
             wgpu::DeviceType::DiscreteGpu
@@ -90,21 +105,7 @@ impl GpuContext {
     /// [`GpuContext::new`] for callers that can await (the browser, where blocking is not
     /// allowed).
     pub async fn new_async() -> Result<GpuContext, GpuError> {
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = wgpu::Backends::PRIMARY;
-        let desc = desc.with_env();
-        let backends = desc.backends;
-        let instance = wgpu::Instance::new(desc);
-        let adapter = instance
-            .request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: wgpu::PowerPreference::HighPerformance,
-                ..Default::default()
-            })
-            .await
-            .map_err(|source| GpuError::NoAdapter {
-                backends: format!("{backends:?}"),
-                source,
-            })?;
+        let adapter = GpuContext::adapter().await?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let wanted = wgpu::Features::SHADER_F16

@@ -10,6 +10,8 @@ use std::sync::Mutex;
 /// Timestamps one forward pass may hold; dispatches past it go unmeasured.
 const CAPACITY: u32 = 4096;
 
+// Timestamps are resolved by the blocking native read; the browser has none yet.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct Profiler {
     set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
@@ -67,6 +69,7 @@ impl Profiler {
         }
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     /// Copies the timestamps written since the last report into the read-back buffer.
     pub(crate) fn resolve(&self, encoder: &mut wgpu::CommandEncoder) -> usize {
         let n = self.labels.lock().unwrap_or_else(|p| p.into_inner()).len();
@@ -77,6 +80,7 @@ impl Profiler {
         n
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     /// Logs the time per kernel of the `n` timestamps resolved; call once the submission
     /// that resolved them has finished.
     pub(crate) fn report(&self, device: &wgpu::Device, n: usize) {

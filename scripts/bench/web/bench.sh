@@ -24,24 +24,10 @@ OUT="$PWD/target/web-bench"
 SITE="$OUT/site"
 MODELS="$OUT/models"
 
-if [ -z "${CHROMIUM:-}" ]; then
-    CHROMIUM=$(command -v chromium || true)
-    if [ -z "$CHROMIUM" ]; then
-        sudo=""
-        [ "$(id -u)" -eq 0 ] || sudo="sudo"
-        $sudo apt-get update -qq
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
-        CHROMIUM=$(command -v chromium)
-    fi
-fi
-export CHROMIUM
+# Chromium and playwright-core (shared with the browser tests).
+source scripts/browser-env.sh
+PW_DIR="$AKARI_NPM"
 
-# playwright-core where the browser tests keep it; the peers in a folder of their own.
-PW_DIR="$CACHE/npm"
-if [ ! -d "$PW_DIR/node_modules/playwright-core" ]; then
-    mkdir -p "$PW_DIR"
-    npm install --prefix "$PW_DIR" --no-audit --no-fund --silent playwright-core@1
-fi
 # The versions BENCHMARKS.md reports; override to measure others.
 TJS_VERSION="${BENCH_TJS_VERSION:-4.3.1}"
 WLLAMA_VERSION="${BENCH_WLLAMA_VERSION:-3.13.0}"
