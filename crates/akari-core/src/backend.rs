@@ -7,6 +7,7 @@ use crate::config::ModelConfig;
 use crate::quant::QuantFormat;
 use crate::weights::Matrix;
 use crate::Result;
+use std::future::Future;
 
 /// Precomputed rotary tables for positions `0..len`: `cos[pos * half + i]`, `sin[...]`, with
 /// the half-split pairing of Hugging Face's `rotate_half`.
@@ -126,6 +127,11 @@ pub trait Backend: Send + Sync {
     fn last_row(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// Copies a tensor to host memory.
     fn read(&self, x: &Self::Tensor) -> Result<Vec<f32>>;
+    /// [`Backend::read`] without blocking, for the browser, where a GPU's results arrive
+    /// through the event loop.
+    fn read_async(&self, x: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>> {
+        std::future::ready(self.read(x))
+    }
 
     /// Runs one forward pass. A backend with worker threads enters its pool here once, rather
     /// than once per op.

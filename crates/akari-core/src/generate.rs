@@ -221,20 +221,35 @@ impl Session {
         self.fed.clear();
     }
 
-    /// Feeds `prompt`, reusing the cached prefix it shares with what was fed before, and
-    /// returns the last logits and how many tokens came from the cache.
-    fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
-        let mut common = self
+    /// Drops what follows the cached prefix `prompt` shares with what was fed before and
+    /// returns that prefix's length: the tokens from there on must be fed.
+    fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
+        let common = self
             .fed
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
-            .count();
-        // The last prompt token must be run to get its logits.
-        common = common.min(prompt.len() - 1);
+            .count()
+            // The last prompt token must be run to get its logits.
+            .min(prompt.len() - 1);
         self.model.truncate(common);
         self.fed.truncate(common);
+        common
+    }
+
+    /// Feeds `prompt`, reusing the cached prefix it shares with what was fed before, and
+    /// returns the last logits and how many tokens came from the cache.
+    fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
+        let common = self.reuse_prefix(prompt);
         let logits = self.model.forward(&prompt[common..])?;
+        self.fed.extend_from_slice(&prompt[common..]);
+        Ok((logits, common))
+    }
+
+    /// [`Session::prefill`] through [`LanguageModel::forward_async`].
+    async fn prefill_async(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
+        let common = self.reuse_prefix(prompt);
+        let logits = self.model.forward_async(&prompt[common..]).await?;
         self.fed.extend_from_slice(&prompt[common..]);
         Ok((logits, common))
     }
@@ -308,6 +323,12 @@ impl Session {
     }
 }
 
+/// What a step does after sampling.
+enum Next {
+    Done(Completion),
+    Feed(u32),
+}
+
 /// A reply in progress, advanced one token per [`Generation::step`]. It belongs to the
 /// [`Session`] that started it: each step feeds that session's model.
 pub struct Generation {
@@ -357,6 +378,57 @@ impl Generation {
         tokenizer: &Tokenizer,
         on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Completion>> {
+        self.begin()?;
+        let logits = match self.logits.take() {
+            Some(l) => l,
+            None => {
+                let (logits, cached) = session.prefill(&self.prompt)?;
+                if let Some(done) = self.prefilled(cached, tokenizer, on_event)? {
+                    return Ok(Some(done));
+                }
+                logits
+            }
+        };
+        match self.advance(logits, session, tokenizer, on_event)? {
+            Next::Done(done) => Ok(Some(done)),
+            Next::Feed(tok) => {
+                let logits = session.model.forward(&[tok])?;
+                self.fed(session, tok, logits);
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`Generation::step`] for callers that must not block (the browser's GPU and WebNN
+    /// devices): the model runs through [`LanguageModel::forward_async`].
+    pub async fn step_async(
+        &mut self,
+        session: &mut Session,
+        tokenizer: &Tokenizer,
+        on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Option<Completion>> {
+        self.begin()?;
+        let logits = match self.logits.take() {
+            Some(l) => l,
+            None => {
+                let (logits, cached) = session.prefill_async(&self.prompt).await?;
+                if let Some(done) = self.prefilled(cached, tokenizer, on_event)? {
+                    return Ok(Some(done));
+                }
+                logits
+            }
+        };
+        match self.advance(logits, session, tokenizer, on_event)? {
+            Next::Done(done) => Ok(Some(done)),
+            Next::Feed(tok) => {
+                let logits = session.model.forward_async(&[tok]).await?;
+                self.fed(session, tok, logits);
+                Ok(None)
+            }
+        }
+    }
+
+    fn begin(&mut self) -> Result<()> {
         if self.finished {
             return Err(Error::InvalidArgument(
                 "this reply is already complete".into(),
@@ -364,23 +436,38 @@ impl Generation {
         }
         // A failed step leaves the cache in an unknown state; the reply cannot go on.
         self.finished = true;
-        let mut logits = match self.logits.take() {
-            Some(l) => l,
-            None => {
-                let (logits, cached) = session.prefill(&self.prompt)?;
-                self.prefill_s = self.start.elapsed().as_secs_f64();
-                self.cached = cached;
-                if self.opts.reasoning_open {
-                    self.reasoning_start = Some(self.start);
-                    if on_event(Event::ReasoningStart).is_break() {
-                        return self
-                            .finish(tokenizer, StopReason::Cancelled, on_event)
-                            .map(Some);
-                    }
-                }
-                logits
+        Ok(())
+    }
+
+    /// Records the prompt's feeding; a reply that opens inside reasoning says so now.
+    fn prefilled(
+        &mut self,
+        cached: usize,
+        tokenizer: &Tokenizer,
+        on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Option<Completion>> {
+        self.prefill_s = self.start.elapsed().as_secs_f64();
+        self.cached = cached;
+        if self.opts.reasoning_open {
+            self.reasoning_start = Some(self.start);
+            if on_event(Event::ReasoningStart).is_break() {
+                return self
+                    .finish(tokenizer, StopReason::Cancelled, on_event)
+                    .map(Some);
             }
-        };
+        }
+        Ok(None)
+    }
+
+    /// Samples the next token from `logits` and reports its text: either the reply ends
+    /// here or the token must be fed.
+    fn advance(
+        &mut self,
+        mut logits: Vec<f32>,
+        session: &Session,
+        tokenizer: &Tokenizer,
+        on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Next> {
         let tok = self.sampler.sample(&mut logits, &self.history);
         if self.tokens.is_empty() {
             self.ttft_ms = self.start.elapsed().as_secs_f64() * 1e3;
@@ -388,40 +475,37 @@ impl Generation {
         }
         self.tokens.push(tok);
         self.history.push(tok);
-        if self.opts.stop_ids.contains(&tok) {
-            return self
-                .finish(tokenizer, StopReason::EndOfTurn, on_event)
-                .map(Some);
+        let stop = if self.opts.stop_ids.contains(&tok) {
+            Some(StopReason::EndOfTurn)
+        } else {
+            let piece = self.detok.push(tokenizer, tok)?;
+            let (safe, hit) = self.stop_filter.push(&piece);
+            let mut pieces = Vec::new();
+            self.splitter.push(&safe, &mut pieces);
+            if self.emit(&mut pieces, on_event).is_break() {
+                Some(StopReason::Cancelled)
+            } else if hit {
+                Some(StopReason::StopString)
+            } else if self.tokens.len() >= self.opts.max_new_tokens {
+                Some(StopReason::MaxTokens)
+            } else if session.model.position() >= session.model.max_seq() {
+                Some(StopReason::ContextFull)
+            } else {
+                None
+            }
+        };
+        match stop {
+            Some(stop) => self.finish(tokenizer, stop, on_event).map(Next::Done),
+            None => Ok(Next::Feed(tok)),
         }
-        let piece = self.detok.push(tokenizer, tok)?;
-        let (safe, hit) = self.stop_filter.push(&piece);
-        let mut pieces = Vec::new();
-        self.splitter.push(&safe, &mut pieces);
-        if self.emit(&mut pieces, on_event).is_break() {
-            return self
-                .finish(tokenizer, StopReason::Cancelled, on_event)
-                .map(Some);
-        }
-        if hit {
-            return self
-                .finish(tokenizer, StopReason::StopString, on_event)
-                .map(Some);
-        }
-        if self.tokens.len() >= self.opts.max_new_tokens {
-            return self
-                .finish(tokenizer, StopReason::MaxTokens, on_event)
-                .map(Some);
-        }
-        if session.model.position() >= session.model.max_seq() {
-            return self
-                .finish(tokenizer, StopReason::ContextFull, on_event)
-                .map(Some);
-        }
-        self.logits = Some(session.model.forward(&[tok])?);
+    }
+
+    /// Records that `tok` was fed and gave `logits`; the reply goes on.
+    fn fed(&mut self, session: &mut Session, tok: u32, logits: Vec<f32>) {
+        self.logits = Some(logits);
         session.fed.push(tok);
         self.decode_steps += 1;
         self.finished = false;
-        Ok(None)
     }
 
     /// Ends the reply now, as cancelled: the text held back so far is reported and the

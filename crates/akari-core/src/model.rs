@@ -10,7 +10,12 @@ use crate::config::ModelConfig;
 use crate::rope;
 use crate::weights::{LayerTensor as L, ModelWeights, TensorKey};
 use crate::{Error, Result};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+/// A boxed future that need not be `Send`: the browser's GPU and WebNN objects are not.
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 struct Layer<B: Backend> {
     attn_norm: B::Vector,
@@ -57,6 +62,11 @@ pub trait LanguageModel: Send {
     fn position(&self) -> usize;
     /// Appends `tokens` and returns the logits after the last one.
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+    /// [`LanguageModel::forward`] for callers that must not block: in the browser, a GPU's
+    /// results arrive through the event loop, which a blocking wait would stall.
+    fn forward_async<'a>(&'a mut self, tokens: &'a [u32]) -> LocalFuture<'a, Result<Vec<f32>>> {
+        Box::pin(std::future::ready(self.forward(tokens)))
+    }
     /// Forgets everything after the first `pos` tokens.
     fn truncate(&mut self, pos: usize);
     fn reset(&mut self) {
@@ -222,7 +232,16 @@ impl<B: Backend> LanguageModel for Model<B> {
 
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let backend = self.backend.clone();
-        backend.scope(|| self.forward_in_scope(tokens))
+        let logits = backend.scope(|| self.forward_in_scope(tokens))?;
+        backend.read(&logits)
+    }
+
+    fn forward_async<'a>(&'a mut self, tokens: &'a [u32]) -> LocalFuture<'a, Result<Vec<f32>>> {
+        Box::pin(async move {
+            let backend = self.backend.clone();
+            let logits = backend.scope(|| self.forward_in_scope(tokens))?;
+            backend.read_async(&logits).await
+        })
     }
 
     fn truncate(&mut self, pos: usize) {
@@ -231,7 +250,8 @@ impl<B: Backend> LanguageModel for Model<B> {
 }
 
 impl<B: Backend> Model<B> {
-    fn forward_in_scope(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    /// Feeds `tokens` and returns the logits after the last one, still in the backend.
+    fn forward_in_scope(&mut self, tokens: &[u32]) -> Result<B::Tensor> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument(
                 "forward needs at least one token".into(),
@@ -262,7 +282,6 @@ impl<B: Backend> Model<B> {
         let be = &self.backend;
         let h = be.rms_norm(&last, &self.norm, self.cfg.rms_norm_eps)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let logits = be.matmul(&h, head, None)?;
-        be.read(&logits)
+        be.matmul(&h, head, None)
     }
 }

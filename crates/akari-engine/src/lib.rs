@@ -401,6 +401,17 @@ impl Engine {
         generation.step(&mut self.session, &self.tokenizer, on_event)
     }
 
+    /// [`Engine::step`] without blocking, for the browser's asynchronous devices.
+    pub async fn step_async(
+        &mut self,
+        generation: &mut Generation,
+        on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Option<Completion>> {
+        generation
+            .step_async(&mut self.session, &self.tokenizer, on_event)
+            .await
+    }
+
     /// Ends `generation` now, reporting the text it held back.
     pub fn cancel(
         &self,
