@@ -3,8 +3,8 @@
 
 import { listCached as cacheList, deleteCached as cacheDelete } from './cache.js';
 
-// The engine in this build runs on WebAssembly only; WebGPU and WebNN backends come later.
-const ENGINE_DEVICES = { webgpu: false, webnn: false };
+// The devices this build of the engine has a backend for (besides WebAssembly).
+const ENGINE_DEVICES = { webgpu: true, webnn: false };
 
 export class AkariError extends Error {
   constructor(code, message) {

@@ -6,7 +6,10 @@ import {
   addExtraToIndex, addToIndex, listingUrl, openCache, resolveUrl,
 } from './cache.js';
 
+// The engine module in use (the threaded build when it started, else the single-thread one)
+// and the single-thread module, which is the one with the WebGPU backend.
 let wasm = null;
+let single = null;
 let threads = 1;
 let engine = null;
 let aborted = false;
@@ -28,7 +31,23 @@ function errorPayload(e) {
   return { code: 'device', message };
 }
 
-async function initWasm(wantThreads) {
+async function singleThreaded() {
+  if (!single) {
+    const m = await import('./pkg/akari_web.js');
+    await m.default();
+    single = m;
+  }
+  return single;
+}
+
+// The engine module for `device`: WebGPU runs in the single-thread build (the GPU does the
+// work; wgpu's objects cannot be shared between threads), the CPU on threads when it can.
+async function initWasm(wantThreads, device) {
+  if (device === 'webgpu' || device === 'gpu') {
+    wasm = await singleThreaded();
+    threads = 1;
+    return;
+  }
   if (wasm) return;
   const canThread = self.crossOriginIsolated === true && typeof SharedArrayBuffer !== 'undefined';
   if (canThread && wantThreads !== 1) {
@@ -53,9 +72,7 @@ async function initWasm(wantThreads) {
       console.warn('akari: the threaded engine did not start, using one thread:', e);
     }
   }
-  const m = await import('./pkg/akari_web.js');
-  await m.default();
-  wasm = m;
+  wasm = await singleThreaded();
   threads = 1;
 }
 
@@ -388,9 +405,13 @@ async function loadLocal(list, options, files) {
 }
 
 async function load(source, options) {
-  await initWasm(options.threads);
-  // Before any download: a device this build cannot use fails now.
-  wasm.checkDevice(options.device || 'auto');
+  const device = options.device || 'auto';
+  await initWasm(options.threads, device);
+  // Before any download: a device this build or this browser cannot use fails now.
+  wasm.checkDevice(device);
+  if ((device === 'webgpu' || device === 'gpu') && !navigator.gpu) {
+    throw new WorkerError('unsupported', `device \`${device}\`: this browser has no WebGPU (navigator.gpu is missing); use \`wasm\``);
+  }
   const isFiles = typeof source !== 'string';
   const list = isFiles ? (Array.isArray(source) ? source : [source]) : null;
   const name = isFiles ? (list.length === 1 ? list[0].name : localPath(list[0]).split('/')[0] || 'local files') : source;
@@ -403,10 +424,13 @@ async function load(source, options) {
     throw e;
   }
   progress({ stage: 'load' });
-  const device = options.device || 'auto';
+  if (engine) {
+    engine.free();
+    engine = null;
+  }
   // `files` is handed over to the engine (and freed with it).
   // The engine reports its own steps (reading, converting, uploading weights) as `load`.
-  engine = wasm.WebEngine.load(files, dtype, device, options.context ?? undefined, (step) => {
+  engine = await wasm.WebEngine.load(files, dtype, device, options.context ?? undefined, (step) => {
     if (step !== 'ready') progress({ stage: 'load', step });
   });
   const info = JSON.parse(engine.info());
@@ -424,7 +448,7 @@ async function chat(id, messages, options) {
       postMessage({ type: 'chunks', id, chunks: JSON.parse(engine.cancel()) });
       return;
     }
-    const chunks = JSON.parse(engine.step());
+    const chunks = JSON.parse(await engine.step());
     if (chunks.length) postMessage({ type: 'chunks', id, chunks });
     if (chunks.some((c) => c.kind === 'done')) return;
     await yieldToEvents();

@@ -50,7 +50,9 @@
 //!    matrix fails to upload with [`GpuError::TooLarge`].
 //! 7. The browser: an async read-back, so the backend also builds for wasm32.
 
-#[cfg(not(target_arch = "wasm32"))]
+// wgpu's objects are `Send` in the browser only in a build without threads (wgpu's
+// `fragile-send-sync-non-atomic-wasm`), and the decoder's backends must be.
+#[cfg(any(not(target_arch = "wasm32"), not(target_feature = "atomics")))]
 mod backend;
 mod context;
 mod error;
@@ -58,7 +60,7 @@ mod matrix;
 pub mod ops;
 mod profile;
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), not(target_feature = "atomics")))]
 pub use backend::{GpuBackend, GpuKvCache, GpuRope, GpuTensor, GpuVector};
 pub use context::{GpuCaps, GpuContext, DEFAULT_TIMEOUT};
 pub use error::GpuError;

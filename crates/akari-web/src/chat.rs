@@ -4,7 +4,7 @@
 use akari_core::generate::{Completion, Event, GenerateOptions, Generation};
 use akari_core::sampler::SamplerConfig;
 use akari_core::template::Message;
-use akari_core::{Device, Dtype, Error};
+use akari_core::{Device, Error};
 use akari_engine::{Engine, LoadOptions, MemoryFiles, Progress};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
@@ -186,16 +186,46 @@ fn device(name: &str) -> Result<Device> {
 /// Whether this build can run on `name`, so a page learns it before downloading a model.
 pub fn check_device(name: &str) -> Result<()> {
     let d = device(name)?;
-    if d == Device::Gpu && cfg!(target_arch = "wasm32") {
+    if d == Device::Gpu && cfg!(all(target_arch = "wasm32", target_feature = "atomics")) {
         return Err(ChatError::new(
             ErrorCode::Unsupported,
             format!(
-                "device `{name}`: the GPU backend is not available in this build of the browser \
-                 engine yet; use `wasm`"
+                "device `{name}`: the threaded build of the browser engine has no GPU backend; \
+                 the single-thread build runs WebGPU"
             ),
         ));
     }
     Ok(())
+}
+
+fn load_options(dtype: &str, device_name: &str, context: Option<usize>) -> Result<LoadOptions> {
+    Ok(LoadOptions {
+        device: device(device_name)?,
+        dtype: dtype.parse()?,
+        context,
+        ..Default::default()
+    })
+}
+
+fn no_reply() -> ChatError {
+    ChatError::new(
+        ErrorCode::Unsupported,
+        "no reply in progress: call chat first",
+    )
+}
+
+/// A GPU that cannot be opened is the browser's limit, said in its terms.
+fn device_error(device_name: &str, e: Error) -> ChatError {
+    match e {
+        Error::Backend { msg, .. } if msg.contains("no GPU adapter") => ChatError::new(
+            ErrorCode::Device,
+            format!(
+                "device `{device_name}`: this browser offers no WebGPU adapter (WebGPU is off, \
+                 unsupported here, or blocked for this GPU); use `wasm`"
+            ),
+        ),
+        e => e.into(),
+    }
 }
 
 /// A loaded model and the reply in progress, if any.
@@ -214,14 +244,28 @@ impl Chat {
         context: Option<usize>,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Chat> {
-        let dtype: Dtype = dtype.parse()?;
-        let opts = LoadOptions {
-            device: device(device_name)?,
-            dtype,
-            context,
-            ..Default::default()
-        };
+        let opts = load_options(dtype, device_name, context)?;
         let engine = Engine::load_memory(files, &opts, &mut |p: Progress<'_>| progress(p.stage))?;
+        Ok(Chat::new(engine, files))
+    }
+
+    /// [`Chat::load`] without blocking: the browser opens its GPU asynchronously.
+    pub async fn load_async(
+        files: &MemoryFiles,
+        dtype: &str,
+        device_name: &str,
+        context: Option<usize>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Chat> {
+        let opts = load_options(dtype, device_name, context)?;
+        let engine =
+            Engine::load_memory_async(files, &opts, &mut |p: Progress<'_>| progress(p.stage))
+                .await
+                .map_err(|e| device_error(device_name, e))?;
+        Ok(Chat::new(engine, files))
+    }
+
+    fn new(engine: Engine, files: &MemoryFiles) -> Chat {
         let i = engine.info();
         let info = ModelInfo {
             name: i
@@ -239,11 +283,11 @@ impl Chat {
             parameters: i.parameters,
             context_length: i.context,
         };
-        Ok(Chat {
+        Chat {
             engine,
             info,
             generation: None,
-        })
+        }
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -272,14 +316,28 @@ impl Chat {
 
     /// One token: the text it completes, and `Done` with the stats when the reply ends.
     pub fn step(&mut self) -> Result<Vec<Chunk>> {
-        let Some(generation) = self.generation.as_mut() else {
-            return Err(ChatError::new(
-                ErrorCode::Unsupported,
-                "no reply in progress: call chat first",
-            ));
-        };
+        let generation = self.generation.as_mut().ok_or_else(no_reply)?;
         let mut out = Vec::new();
         let result = self.engine.step(generation, &mut |e| collect(&mut out, e));
+        self.stepped(result, out)
+    }
+
+    /// [`Chat::step`] without blocking, for the browser's GPU.
+    pub async fn step_async(&mut self) -> Result<Vec<Chunk>> {
+        let generation = self.generation.as_mut().ok_or_else(no_reply)?;
+        let mut out = Vec::new();
+        let result = self
+            .engine
+            .step_async(generation, &mut |e| collect(&mut out, e))
+            .await;
+        self.stepped(result, out)
+    }
+
+    fn stepped(
+        &mut self,
+        result: akari_core::Result<Option<Completion>>,
+        mut out: Vec<Chunk>,
+    ) -> Result<Vec<Chunk>> {
         match result {
             Ok(Some(done)) => {
                 self.generation = None;

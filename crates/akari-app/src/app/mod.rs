@@ -215,7 +215,10 @@ pub fn App() -> impl IntoView {
             <CachePanel s=s/>
             <footer class="about">
                 <p>
-                    "WebNN and WebGPU: this build of the engine runs on WebAssembly only; the WebNN and WebGPU devices are listed and shown as unavailable until their backends land. "
+                    "WebGPU runs the same WGSL kernels as akari's native GPU backend, in the single-thread engine (the GPU does the work). "
+                </p>
+                <p>
+                    "WebNN: this build of the engine has no WebNN backend yet; the WebNN devices are listed and shown as unavailable. "
                     "Chrome and Edge offer WebNN behind a flag or in an origin trial; other browsers do not ship it."
                 </p>
             </footer>
