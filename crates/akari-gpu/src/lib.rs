@@ -42,8 +42,8 @@
 //! 2. Tiled GEMM for prefill (today a prompt reuses the GEMV a few tokens at a time).
 //! 3. Sampling on the GPU (argmax / top-k), reading back a few bytes instead of the logits.
 //! 4. Splitting tensors over several bindings where they exceed `maxStorageBufferBindingSize`
-//!   (128 MiB by default on WebGPU; a 151936×1536 f16 embedding is 467 MB) — today such a
-//!   matrix fails to upload with [`GpuError::TooLarge`].
+//!    (128 MiB by default on WebGPU; a 151936×1536 f16 embedding is 467 MB) — today such a
+//!    matrix fails to upload with [`GpuError::TooLarge`].
 
 // wgpu's objects are `Send` in the browser only in a build without threads (wgpu's
 // `fragile-send-sync-non-atomic-wasm`), and the decoder's backends must be.

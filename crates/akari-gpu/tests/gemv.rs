@@ -12,7 +12,10 @@ use std::sync::OnceLock;
 fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
     CTX.get_or_init(|| match GpuContext::new() {
-        Ok(ctx) => {
+        Ok(mut ctx) => {
+            // The decode kernels are tested on software adapters too, where they are off by
+            // default.
+            ctx.set_decode_kernels(true);
             let info = ctx.adapter_info();
             eprintln!(
                 "adapter: {} ({:?}, {:?}, driver {} {})\ncaps: {:?}",
@@ -312,7 +315,7 @@ fn fused_norm_matches_the_reference() {
         let (rows, cols, eps) = (37, 128, 1e-5f32);
         let wb = quantized(format, rows, cols, 31);
         let w = ctx.upload_matrix_bytes(format, rows, cols, &wb).unwrap();
-        if !fuses_norm(&w) {
+        if !fuses_norm(ctx, &w) {
             continue;
         }
         let x = sample(cols, 32);

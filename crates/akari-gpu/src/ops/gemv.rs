@@ -38,7 +38,10 @@ fn decode_lanes(w: &GpuMatrix) -> u32 {
 
 /// The entry point of `gemv_decode.wgsl` for a one-token GEMV of `w`, when its rows suit it
 /// (whole word-aligned pairs of blocks, or 8-value groups of f16).
-fn decode_entry(w: &GpuMatrix) -> Option<&'static str> {
+fn decode_entry(ctx: &GpuContext, w: &GpuMatrix) -> Option<&'static str> {
+    if !ctx.decode_kernels() {
+        return None;
+    }
     let blocks = w.cols() / 32;
     match w.format() {
         QuantFormat::Q4_0 if blocks.is_multiple_of(2) => Some("decode_q4_0"),
@@ -73,8 +76,8 @@ pub struct Norm<'a> {
 }
 
 /// Whether a one-token GEMV of `w` can normalise its input itself.
-pub fn fuses_norm(w: &GpuMatrix) -> bool {
-    decode_entry(w).is_some()
+pub fn fuses_norm(ctx: &GpuContext, w: &GpuMatrix) -> bool {
+    decode_entry(ctx, w).is_some()
 }
 
 /// What a GEMV does with its result.
@@ -161,7 +164,11 @@ pub fn encode_tokens(
         }
     };
     let caps = ctx.caps();
-    let decode = if tokens == 1 { decode_entry(w) } else { None };
+    let decode = if tokens == 1 {
+        decode_entry(ctx, w)
+    } else {
+        None
+    };
     if norm.is_some() && decode.is_none() {
         return Err(GpuError::Shape {
             op: OP,
