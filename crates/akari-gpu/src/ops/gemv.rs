@@ -20,6 +20,16 @@ const SHADER: Shader = Shader {
     source: include_str!("gemv.wgsl"),
 };
 
+/// Prompts of at least this many tokens use the tiled GEMM (`gemm.wgsl`).
+pub const GEMM_MIN_TOKENS: usize = 8;
+/// W rows and tokens per GEMM workgroup; must match `TM` and `TN` in `gemm.wgsl`.
+const GEMM_TILE: u32 = 32;
+
+const GEMM: Shader = Shader {
+    name: "gemm.wgsl",
+    source: include_str!("gemm.wgsl"),
+};
+
 const DECODE: Shader = Shader {
     name: "gemv_decode.wgsl",
     source: include_str!("gemv_decode.wgsl"),
@@ -180,6 +190,9 @@ pub fn encode_tokens(
     if let Some(n) = norm {
         need("norm weight length", n.weight, w.cols())?;
     }
+    if decode.is_none() && tokens >= GEMM_MIN_TOKENS && w.cols().is_multiple_of(4) {
+        return encode_gemm(ctx, rec, w, x, (flags, bias, w2), y, tokens);
+    }
     let lanes = decode_lanes(w);
     let per_wg = if decode.is_some() {
         256 / lanes
@@ -234,6 +247,69 @@ pub fn encode_tokens(
             w2.unwrap_or(&ctx.dummy),
             norm.map_or(&ctx.dummy, |n| n.weight),
         ][..if decode.is_some() { 6 } else { 5 }],
+        &params,
+        (gx, gy, gz as u32),
+    )
+}
+
+/// The tiled GEMM for `tokens` rows of `x` (see `gemm.wgsl`); `epilogue` is the flags,
+/// bias and second matrix [`encode_tokens`] worked out.
+fn encode_gemm(
+    ctx: &GpuContext,
+    rec: &mut Recording,
+    w: &GpuMatrix,
+    x: &wgpu::Buffer,
+    epilogue: (u32, Option<&wgpu::Buffer>, Option<&wgpu::Buffer>),
+    y: &wgpu::Buffer,
+    tokens: usize,
+) -> Result<(), GpuError> {
+    let (flags, bias, w2) = epilogue;
+    let caps = ctx.caps();
+    let tiles = (w.rows() as u32).div_ceil(GEMM_TILE);
+    let (gx, gy) =
+        dispatch_size(tiles, caps.max_compute_workgroups_per_dimension).ok_or_else(|| {
+            GpuError::TooLarge {
+                what: format!("gemm over {} rows ({GEMM_TILE} per workgroup)", w.rows()),
+                bytes: w.rows() as u64,
+                limit: u64::from(caps.max_compute_workgroups_per_dimension).pow(2),
+            }
+        })?;
+    let gz = tokens.div_ceil(GEMM_TILE as usize);
+    if gz as u64 > u64::from(caps.max_compute_workgroups_per_dimension) {
+        return Err(GpuError::TooLarge {
+            what: format!("gemm over {tokens} tokens ({GEMM_TILE} per workgroup)"),
+            bytes: gz as u64,
+            limit: u64::from(caps.max_compute_workgroups_per_dimension),
+        });
+    }
+    let entry = match w.format() {
+        QuantFormat::F32 => "gemm_f32",
+        QuantFormat::F16 => "gemm_f16",
+        QuantFormat::Q8_0 => "gemm_q8_0",
+        QuantFormat::Q4_0 => "gemm_q4_0",
+        QuantFormat::Q4_1 => "gemm_q4_1",
+    };
+    let params = [
+        w.rows() as u32,
+        w.cols() as u32,
+        w.format().row_bytes(w.cols()) as u32,
+        flags,
+        tokens as u32,
+        0,
+        0,
+        0,
+    ];
+    ctx.dispatch(
+        rec,
+        &GEMM,
+        entry,
+        &[
+            w.buffer(),
+            x,
+            bias.unwrap_or(&ctx.dummy),
+            y,
+            w2.unwrap_or(&ctx.dummy),
+        ],
         &params,
         (gx, gy, gz as u32),
     )

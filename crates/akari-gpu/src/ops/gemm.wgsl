@@ -1,0 +1,222 @@
+// Quantised matrix × matrix for prompts: Y[T, N] = X[T, K] · W[N, K]ᵀ (+ bias[N]), tiled.
+//
+// Same bindings, Params and weight layouts as gemv.wgsl (see there): w, x, bias, y, w2,
+// params. K must be a multiple of 4 (quantised rows are whole 32-value blocks anyway).
+//
+// Each workgroup computes a TM × TN tile of Y (TM rows of W, TN tokens). It walks K one
+// block (TK values) at a time: every thread dequantises four weights and loads four inputs
+// into shared memory, then accumulates a 2 × 2 patch of the tile from there. A weight is
+// read from memory once per TN tokens, where the GEMV reads it once per 4. With the GLU
+// epilogue the gate (W) and up (W2) tiles take turns in the same shared memory.
+// Dispatch: (row tiles, flattened over x and y past maxComputeWorkgroupsPerDimension, as in
+// gemv.wgsl) × ⌈T / TN⌉.
+
+const TM: u32 = 32u;
+const TN: u32 = 32u;
+const TK: u32 = 32u;
+const WG: u32 = 256u;
+
+struct Params {
+    n: u32,
+    k: u32,
+    row_bytes: u32,
+    flags: u32,
+    tokens: u32,
+    _a: u32,
+    _b: u32,
+    _c: u32,
+}
+
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> w2: array<u32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+const HAS_BIAS: u32 = 1u;
+const ACCUMULATE: u32 = 2u;
+const GLU: u32 = 4u;
+
+// Which matrix is read: 0 for W, 1 for W2.
+var<private> which: u32;
+
+fn wl(i: u32) -> u32 {
+    if which == 0u {
+        return w[i];
+    }
+    return w2[i];
+}
+
+// Four bytes starting at byte offset `o`, which must be even.
+fn load_u32(o: u32) -> u32 {
+    let i = o >> 2u;
+    if (o & 2u) == 0u {
+        return wl(i);
+    }
+    return (wl(i) >> 16u) | (wl(i + 1u) << 16u);
+}
+
+// The f16 at byte offset `o` (even), widened.
+fn load_f16(o: u32) -> f32 {
+    let pair = unpack2x16float(wl(o >> 2u));
+    return select(pair.x, pair.y, (o & 2u) != 0u);
+}
+
+// Byte `i` (0..3) of `v` as a signed value.
+fn i8_at(v: u32, i: u32) -> f32 {
+    return f32(bitcast<i32>(v << (24u - 8u * i)) >> 24u);
+}
+
+// The nibbles of the four bytes of `q`, low (`hi` false) or high halves, as 0..15.
+fn nibbles(q: u32, hi: bool) -> vec4<f32> {
+    let s = select(0u, 4u, hi);
+    return vec4<f32>((vec4<u32>(q, q >> 8u, q >> 16u, q >> 24u) >> vec4<u32>(s)) & vec4<u32>(0xfu));
+}
+
+// W[row, k .. k + 4] for k a multiple of 4.
+fn w4(fmt: u32, row: u32, k: u32) -> vec4<f32> {
+    let rb = params.row_bytes;
+    let j = k & 31u;
+    switch fmt {
+        case 0u: {
+            let i = row * (rb >> 2u) + k;
+            return vec4<f32>(bitcast<f32>(wl(i)), bitcast<f32>(wl(i + 1u)),
+                             bitcast<f32>(wl(i + 2u)), bitcast<f32>(wl(i + 3u)));
+        }
+        case 1u: {
+            let o = row * rb + 2u * k;
+            return vec4<f32>(unpack2x16float(load_u32(o)), unpack2x16float(load_u32(o + 4u)));
+        }
+        case 2u: {
+            let o = row * rb + (k >> 5u) * 34u;
+            let q = load_u32(o + 2u + j);
+            return load_f16(o) * vec4<f32>(i8_at(q, 0u), i8_at(q, 1u), i8_at(q, 2u), i8_at(q, 3u));
+        }
+        case 3u: {
+            let o = row * rb + (k >> 5u) * 18u;
+            let q = load_u32(o + 2u + (j & 15u));
+            return load_f16(o) * (nibbles(q, j >= 16u) - vec4<f32>(8.0));
+        }
+        default: {
+            let o = row * rb + (k >> 5u) * 20u;
+            let q = load_u32(o + 4u + (j & 15u));
+            return load_f16(o) * nibbles(q, j >= 16u) + vec4<f32>(load_f16(o + 2u));
+        }
+    }
+}
+
+// [row or token][k], padded against bank conflicts.
+var<workgroup> ws: array<array<f32, 33>, 32>;
+var<workgroup> xs: array<array<f32, 33>, 32>;
+
+fn silu(v: f32) -> f32 {
+    return v / (1.0 + exp(-v));
+}
+
+fn put(tok: u32, row: u32, a: f32, b: f32, glu: bool) {
+    if row >= params.n || tok >= params.tokens {
+        return;
+    }
+    let i = tok * params.n + row;
+    if glu {
+        y[i] = silu(a) * b;
+        return;
+    }
+    var v = a;
+    if (params.flags & HAS_BIAS) != 0u {
+        v += bias[row];
+    }
+    if (params.flags & ACCUMULATE) != 0u {
+        v += y[i];
+    }
+    y[i] = v;
+}
+
+fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
+    let row0 = (wid.y * nwg.x + wid.x) * TM;
+    let tok0 = wid.z * TN;
+    let glu = (params.flags & GLU) != 0u;
+    let passes = select(1u, 2u, glu);
+    // What this thread loads: row `lr` of the W tile and token `lr` of the X tile, values
+    // `lk .. lk + 4` of the block.
+    let lr = t / 8u;
+    let lk = (t % 8u) * 4u;
+    // What it computes: rows cr, cr + 1 and tokens ct, ct + 1 of the tile.
+    let cr = (t / 16u) * 2u;
+    let ct = (t % 16u) * 2u;
+    var acc_a = vec4<f32>(0.0);
+    var acc_b = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < params.k; k0 += TK) {
+        let live_k = k0 + lk < params.k;
+        var xv = vec4<f32>(0.0);
+        if tok0 + lr < params.tokens && live_k {
+            let o = (tok0 + lr) * params.k + k0 + lk;
+            xv = vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
+        }
+        xs[lr][lk] = xv.x;
+        xs[lr][lk + 1u] = xv.y;
+        xs[lr][lk + 2u] = xv.z;
+        xs[lr][lk + 3u] = xv.w;
+        for (var p = 0u; p < passes; p++) {
+            which = p;
+            var wv = vec4<f32>(0.0);
+            if row0 + lr < params.n && live_k {
+                wv = w4(fmt, row0 + lr, k0 + lk);
+            }
+            ws[lr][lk] = wv.x;
+            ws[lr][lk + 1u] = wv.y;
+            ws[lr][lk + 2u] = wv.z;
+            ws[lr][lk + 3u] = wv.w;
+            workgroupBarrier();
+            var a = vec4<f32>(0.0);
+            for (var kk = 0u; kk < TK; kk++) {
+                let w0 = ws[cr][kk];
+                let w1 = ws[cr + 1u][kk];
+                let x0 = xs[ct][kk];
+                let x1 = xs[ct + 1u][kk];
+                a += vec4<f32>(w0 * x0, w0 * x1, w1 * x0, w1 * x1);
+            }
+            if p == 0u {
+                acc_a += a;
+            } else {
+                acc_b += a;
+            }
+            workgroupBarrier();
+        }
+    }
+    put(tok0 + ct, row0 + cr, acc_a.x, acc_b.x, glu);
+    put(tok0 + ct + 1u, row0 + cr, acc_a.y, acc_b.y, glu);
+    put(tok0 + ct, row0 + cr + 1u, acc_a.z, acc_b.z, glu);
+    put(tok0 + ct + 1u, row0 + cr + 1u, acc_a.w, acc_b.w, glu);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) t: u32) {
+    run(0u, wid, nwg, t);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) t: u32) {
+    run(1u, wid, nwg, t);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) t: u32) {
+    run(2u, wid, nwg, t);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_q4_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) t: u32) {
+    run(3u, wid, nwg, t);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) t: u32) {
+    run(4u, wid, nwg, t);
+}
