@@ -195,7 +195,7 @@ fn tokens_in_one_dispatch_match_one_at_a_time() {
     let ctx = ctx();
     for (format, (rows, tokens)) in QuantFormat::ALL
         .into_iter()
-        .flat_map(|f| [(f, (13, 6)), (f, (45, 37))])
+        .flat_map(|f| [(f, (13, 6)), (f, (70, 70))])
     {
         let cols = 96;
         let bytes = quantized(format, rows, cols, 11);

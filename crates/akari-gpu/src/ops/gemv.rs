@@ -23,7 +23,7 @@ const SHADER: Shader = Shader {
 /// Prompts of at least this many tokens use the tiled GEMM (`gemm.wgsl`).
 pub const GEMM_MIN_TOKENS: usize = 8;
 /// W rows and tokens per GEMM workgroup; must match `TM` and `TN` in `gemm.wgsl`.
-const GEMM_TILE: u32 = 32;
+const GEMM_TILE: u32 = 64;
 
 const GEMM: Shader = Shader {
     name: "gemm.wgsl",
