@@ -1,14 +1,14 @@
 // Quantised matrix × matrix for prompts: Y[T, N] = X[T, K] · W[N, K]ᵀ (+ bias[N]), tiled.
 //
-// Same bindings, Params and weight layouts as gemv.wgsl (see there): w, x, bias, y, w2,
-// params. K must be a multiple of 4 (quantised rows are whole 32-value blocks anyway).
+// Bindings, Params, formats and byte reads: matmul_common.wgsl, prepended. K must be a
+// multiple of 4 (quantised rows are whole 32-value blocks anyway).
 //
 // Each workgroup computes a TM × TN tile of Y (TM rows of W, TN tokens). It walks K one
 // block (TK values) at a time: every thread dequantises eight weights and loads eight inputs
 // into workgroup memory, then accumulates a 4 × 4 patch of the tile from there. A weight is
 // read from memory once per TN tokens, where the GEMV reads it once per 4; two barriers per
-// block and pass keep the cost low on CPU implementations too. With the GLU
-// epilogue the gate (W) and up (W2) tiles take turns in the same shared memory.
+// block and pass keep the cost low on CPU implementations too. With the GLU epilogue the
+// gate (W) and up (W2) tiles take turns in the same workgroup memory.
 // Dispatch: (row tiles, flattened over x and y past maxComputeWorkgroupsPerDimension, as in
 // gemv.wgsl) × ⌈T / TN⌉.
 
@@ -16,58 +16,6 @@ const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 32u;
 const WG: u32 = 256u;
-
-struct Params {
-    n: u32,
-    k: u32,
-    row_bytes: u32,
-    flags: u32,
-    tokens: u32,
-    _a: u32,
-    _b: u32,
-    _c: u32,
-}
-
-@group(0) @binding(0) var<storage, read> w: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> w2: array<u32>;
-@group(0) @binding(5) var<uniform> params: Params;
-
-const HAS_BIAS: u32 = 1u;
-const ACCUMULATE: u32 = 2u;
-const GLU: u32 = 4u;
-
-// Which matrix is read: 0 for W, 1 for W2.
-var<private> which: u32;
-
-fn wl(i: u32) -> u32 {
-    if which == 0u {
-        return w[i];
-    }
-    return w2[i];
-}
-
-// Four bytes starting at byte offset `o`, which must be even.
-fn load_u32(o: u32) -> u32 {
-    let i = o >> 2u;
-    if (o & 2u) == 0u {
-        return wl(i);
-    }
-    return (wl(i) >> 16u) | (wl(i + 1u) << 16u);
-}
-
-// The f16 at byte offset `o` (even), widened.
-fn load_f16(o: u32) -> f32 {
-    let pair = unpack2x16float(wl(o >> 2u));
-    return select(pair.x, pair.y, (o & 2u) != 0u);
-}
-
-// Byte `i` (0..3) of `v` as a signed value.
-fn i8_at(v: u32, i: u32) -> f32 {
-    return f32(bitcast<i32>(v << (24u - 8u * i)) >> 24u);
-}
 
 // The nibbles of the four bytes of `q`, low (`hi` false) or high halves, as 0..15.
 fn nibbles(q: u32, hi: bool) -> vec4<f32> {

@@ -17,7 +17,10 @@ pub const TOKENS_PER_WORKGROUP: u32 = 4;
 
 const SHADER: Shader = Shader {
     name: "gemv.wgsl",
-    source: include_str!("gemv.wgsl"),
+    source: concat!(
+        include_str!("matmul_common.wgsl"),
+        include_str!("gemv.wgsl")
+    ),
 };
 
 /// Prompts of at least this many tokens use the tiled GEMM (`gemm.wgsl`).
@@ -27,7 +30,10 @@ const GEMM_TILE: u32 = 64;
 
 const GEMM: Shader = Shader {
     name: "gemm.wgsl",
-    source: include_str!("gemm.wgsl"),
+    source: concat!(
+        include_str!("matmul_common.wgsl"),
+        include_str!("gemm.wgsl")
+    ),
 };
 
 const DECODE: Shader = Shader {
@@ -173,7 +179,6 @@ pub fn encode_tokens(
             (GLU, None, Some(up.buffer()))
         }
     };
-    let caps = ctx.caps();
     let decode = if tokens == 1 {
         decode_entry(ctx, w)
     } else {
@@ -199,23 +204,7 @@ pub fn encode_tokens(
     } else {
         ROWS_PER_WORKGROUP
     };
-    let groups = (w.rows() as u32).div_ceil(per_wg);
-    let (gx, gy) =
-        dispatch_size(groups, caps.max_compute_workgroups_per_dimension).ok_or_else(|| {
-            GpuError::TooLarge {
-                what: format!("gemv over {} rows ({per_wg} per workgroup)", w.rows()),
-                bytes: w.rows() as u64,
-                limit: u64::from(caps.max_compute_workgroups_per_dimension).pow(2),
-            }
-        })?;
-    let gz = tokens.div_ceil(TOKENS_PER_WORKGROUP as usize);
-    if gz as u64 > u64::from(caps.max_compute_workgroups_per_dimension) {
-        return Err(GpuError::TooLarge {
-            what: format!("gemv over {tokens} tokens ({TOKENS_PER_WORKGROUP} per workgroup)"),
-            bytes: gz as u64,
-            limit: u64::from(caps.max_compute_workgroups_per_dimension),
-        });
-    }
+    let (gx, gy, gz) = grid(ctx, "gemv", w.rows(), per_wg, tokens, TOKENS_PER_WORKGROUP)?;
     if gx == 0 || tokens == 0 {
         return Ok(());
     }
@@ -248,7 +237,7 @@ pub fn encode_tokens(
             norm.map_or(&ctx.dummy, |n| n.weight),
         ][..if decode.is_some() { 6 } else { 5 }],
         &params,
-        (gx, gy, gz as u32),
+        (gx, gy, gz),
     )
 }
 
@@ -264,24 +253,7 @@ fn encode_gemm(
     tokens: usize,
 ) -> Result<(), GpuError> {
     let (flags, bias, w2) = epilogue;
-    let caps = ctx.caps();
-    let tiles = (w.rows() as u32).div_ceil(GEMM_TILE);
-    let (gx, gy) =
-        dispatch_size(tiles, caps.max_compute_workgroups_per_dimension).ok_or_else(|| {
-            GpuError::TooLarge {
-                what: format!("gemm over {} rows ({GEMM_TILE} per workgroup)", w.rows()),
-                bytes: w.rows() as u64,
-                limit: u64::from(caps.max_compute_workgroups_per_dimension).pow(2),
-            }
-        })?;
-    let gz = tokens.div_ceil(GEMM_TILE as usize);
-    if gz as u64 > u64::from(caps.max_compute_workgroups_per_dimension) {
-        return Err(GpuError::TooLarge {
-            what: format!("gemm over {tokens} tokens ({GEMM_TILE} per workgroup)"),
-            bytes: gz as u64,
-            limit: u64::from(caps.max_compute_workgroups_per_dimension),
-        });
-    }
+    let (gx, gy, gz) = grid(ctx, "gemm", w.rows(), GEMM_TILE, tokens, GEMM_TILE)?;
     let entry = match w.format() {
         QuantFormat::F32 => "gemm_f32",
         QuantFormat::F16 => "gemm_f16",
@@ -311,8 +283,36 @@ fn encode_gemm(
             w2.unwrap_or(&ctx.dummy),
         ],
         &params,
-        (gx, gy, gz as u32),
+        (gx, gy, gz),
     )
+}
+
+/// Workgroup counts for `rows` output rows, `per_row` a workgroup (flattened over x and y
+/// past the per-dimension limit), by `tokens` tokens, `per_token` a workgroup (z).
+fn grid(
+    ctx: &GpuContext,
+    op: &str,
+    rows: usize,
+    per_row: u32,
+    tokens: usize,
+    per_token: u32,
+) -> Result<(u32, u32, u32), GpuError> {
+    let limit = ctx.caps().max_compute_workgroups_per_dimension;
+    let groups = (rows as u32).div_ceil(per_row);
+    let (gx, gy) = dispatch_size(groups, limit).ok_or_else(|| GpuError::TooLarge {
+        what: format!("{op} over {rows} rows ({per_row} per workgroup)"),
+        bytes: rows as u64,
+        limit: u64::from(limit).pow(2),
+    })?;
+    let gz = tokens.div_ceil(per_token as usize);
+    if gz as u64 > u64::from(limit) {
+        return Err(GpuError::TooLarge {
+            what: format!("{op} over {tokens} tokens ({per_token} per workgroup)"),
+            bytes: gz as u64,
+            limit: u64::from(limit),
+        });
+    }
+    Ok((gx, gy, gz as u32))
 }
 
 impl GpuContext {
