@@ -153,16 +153,35 @@ pub fn run_until_ctrl_c(
         let bound = listener
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
+        // The handler is registered before `ready` announces the address, so a Ctrl-C sent
+        // right after the announcement is not lost (`ctrl_c()` registers only when polled).
+        #[cfg(unix)]
+        let mut interrupts =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
         ready(bound);
-        let ctrl_c = async {
+        let ctrl_c = async move {
+            #[cfg(unix)]
+            let got = match interrupts.as_mut() {
+                Some(s) => s.recv().await.is_some(),
+                None => false,
+            };
+            #[cfg(not(unix))]
+            let got = tokio::signal::ctrl_c().await.is_ok();
             // Without a signal handler the server runs until killed, which is fine too.
-            if tokio::signal::ctrl_c().await.is_err() {
+            if !got {
                 std::future::pending::<()>().await;
             }
             // Open downloads finish first; a second Ctrl-C does not wait for them.
             eprintln!("stopping (Ctrl-C again to quit at once)");
-            tokio::spawn(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
+            tokio::spawn(async move {
+                #[cfg(unix)]
+                let again = match interrupts.as_mut() {
+                    Some(s) => s.recv().await.is_some(),
+                    None => false,
+                };
+                #[cfg(not(unix))]
+                let again = tokio::signal::ctrl_c().await.is_ok();
+                if again {
                     std::process::exit(130);
                 }
             });
