@@ -193,7 +193,7 @@ impl Trace {
         n
     }
 
-    fn to_f32(&mut self, x: usize) -> usize {
+    fn as_float32(&mut self, x: usize) -> usize {
         self.g.cast(x, DataType::Float32)
     }
 
@@ -215,7 +215,7 @@ impl Trace {
         match w.kind {
             Stored::Float(id) => {
                 let n = self.stored(id, all);
-                Ok(self.to_f32(n))
+                Ok(self.as_float32(n))
             }
             Stored::Quantized {
                 q,
@@ -263,16 +263,11 @@ impl Backend for WebNnBackend {
         }
         let kind = match parts {
             Parts::Float(t) => Stored::Float(self.store(t)),
-            Parts::Quantized {
-                q,
-                scale,
-                zero_point,
-                min,
-            } => Stored::Quantized {
-                q: self.store(q),
-                scale: self.store(scale),
-                zero_point: self.store(zero_point),
-                min: min.map(|m| self.store(m)),
+            Parts::Quantized(qz) => Stored::Quantized {
+                q: self.store(qz.q),
+                scale: self.store(qz.scale),
+                zero_point: self.store(qz.zero_point),
+                min: qz.min.map(|m| self.store(m)),
             },
         };
         Ok(WeightMatrix {
@@ -325,7 +320,7 @@ impl Backend for WebNnBackend {
                 Stored::Float(id) => {
                     let w = t.stored(id, all);
                     let g = t.g.gather(w, ids, 1)?;
-                    t.to_f32(g)
+                    t.as_float32(g)
                 }
                 Stored::Quantized {
                     q,

@@ -44,13 +44,15 @@ impl Support {
 pub enum Parts {
     /// `[in, out]` float32 or float16 values.
     Float(HostTensor),
-    /// `(q − zero_point)·scale` per block, plus a per-block `min` for Q4_1.
-    Quantized {
-        q: HostTensor,
-        scale: HostTensor,
-        zero_point: HostTensor,
-        min: Option<HostTensor>,
-    },
+    Quantized(Box<Quantized>),
+}
+
+/// `(q − zero_point)·scale` per block, plus a per-block `min` for Q4_1.
+pub struct Quantized {
+    pub q: HostTensor,
+    pub scale: HostTensor,
+    pub zero_point: HostTensor,
+    pub min: Option<HostTensor>,
 }
 
 fn f16_bits(m: &Matrix, at: usize) -> f32 {
@@ -148,7 +150,7 @@ pub fn convert(m: &Matrix, name: &str, support: Support) -> Result<(Parts, bool)
                     }
                 }
             }
-            Parts::Quantized {
+            Parts::Quantized(Box::new(Quantized {
                 q: tensor(format!("{name}.q"), DataType::Int8, vec![cols, rows], q),
                 scale: tensor(
                     format!("{name}.scale"),
@@ -163,7 +165,7 @@ pub fn convert(m: &Matrix, name: &str, support: Support) -> Result<(Parts, bool)
                     vec![0; blocks * rows],
                 ),
                 min: None,
-            }
+            }))
         }
         _ => {
             let q4_1 = m.format == QuantFormat::Q4_1;
@@ -190,7 +192,7 @@ pub fn convert(m: &Matrix, name: &str, support: Support) -> Result<(Parts, bool)
             for i in 0..blocks * rows {
                 set_nibble(&mut zero, i, z);
             }
-            Parts::Quantized {
+            Parts::Quantized(Box::new(Quantized {
                 q: tensor(format!("{name}.q"), DataType::Uint4, vec![cols, rows], q),
                 scale: tensor(
                     format!("{name}.scale"),
@@ -212,7 +214,7 @@ pub fn convert(m: &Matrix, name: &str, support: Support) -> Result<(Parts, bool)
                         min,
                     )
                 }),
-            }
+            }))
         }
     };
     Ok((parts, false))
@@ -268,12 +270,13 @@ mod tests {
                     .chunks_exact(2)
                     .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
                     .collect(),
-                Parts::Quantized {
-                    q,
-                    scale,
-                    zero_point,
-                    min,
-                } => {
+                Parts::Quantized(qz) => {
+                    let Quantized {
+                        q,
+                        scale,
+                        zero_point,
+                        min,
+                    } = *qz;
                     let s = f32s(&scale.bytes);
                     let mins = min.map(|t| f32s(&t.bytes));
                     (0..rows * cols)

@@ -128,7 +128,7 @@ mod tests {
         let p = plan(35, 0, Some(16), None);
         let r: Vec<_> = p.iter().map(|d| (d.tokens.clone(), d.prefill)).collect();
         assert_eq!(r, [(0..16, true), (16..32, true), (32..35, true)]);
-        assert_eq!(plan(1, 7, Some(16), None)[0].prefill, false);
+        assert!(!plan(1, 7, Some(16), None)[0].prefill);
         assert_eq!(
             plan(17, 0, Some(16), None)[1],
             Dispatch {
