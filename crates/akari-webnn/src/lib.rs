@@ -18,3 +18,10 @@ pub use backend::WebNnBackend;
 pub use graph::{DataType, Graph};
 pub use layout::Support;
 pub use prepare::{plan, prepare, Dispatch, Prepared, PREFILL_ROWS};
+
+// WebNN objects are JavaScript objects, usable only on the thread that made them: the
+// runtime exists in the single-thread browser build only (see `runtime::WebNnModel`).
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+pub mod runtime;
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+mod sys;
