@@ -135,9 +135,25 @@ impl WebNnBackend {
 
     /// Ends the recording with `logits` and the cache outputs as the graph's outputs.
     pub fn end_trace(&self, logits: &Sym) -> Result<Graph> {
+        self.end_trace_with(&[("logits", logits)])
+    }
+
+    /// Ends the recording with these named outputs (besides the cache outputs).
+    pub fn end_trace_with(&self, outputs: &[(&str, &Sym)]) -> Result<Graph> {
         let mut t = self.state().trace.take().ok_or_else(not_tracing)?;
-        t.g.output("logits", logits.node);
+        for (name, x) in outputs {
+            t.g.output(name, x.node);
+        }
         Ok(t.g)
+    }
+
+    /// An activation `[rows, cols]` float32 input named `name`, for graphs of single ops
+    /// (the op-by-op tests); the decoder's own inputs come from its ops.
+    pub fn trace_input(&self, name: &str, rows: usize, cols: usize) -> Result<Sym> {
+        self.with_trace(|t, _| {
+            let node = t.g.input(name, DataType::Float32, &[rows, cols]);
+            Ok(Sym { node, rows, cols })
+        })
     }
 
     /// The stored tensors (weights, norms, biases), in input-name order; their bytes move

@@ -107,7 +107,7 @@ pub enum Op {
     },
     Reshape {
         x: usize,
-        shape: Vec<usize>,
+        new_shape: Vec<usize>,
     },
     Transpose {
         x: usize,
@@ -306,7 +306,7 @@ impl Graph {
         Ok(self.push(
             Op::Reshape {
                 x,
-                shape: shape.to_vec(),
+                new_shape: shape.to_vec(),
             },
             dt,
             shape.to_vec(),

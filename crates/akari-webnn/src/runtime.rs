@@ -143,7 +143,7 @@ async fn build(ctx: &MLContext, g: &Graph) -> Result<MLGraph> {
                 Unary::Sqrt => b.sqrt(o(*x)),
             },
             Op::Matmul { a, b: y } => b.matmul(o(*a), o(*y)),
-            Op::Reshape { x, shape } => b.reshape(o(*x), &dims(shape)),
+            Op::Reshape { x, new_shape } => b.reshape(o(*x), &dims(new_shape)),
             Op::Transpose { x, permutation } => {
                 let opts = Object::new();
                 set(&opts, "permutation", dims(permutation));
