@@ -28,7 +28,19 @@ function errorPayload(e) {
   return { code: 'device', message };
 }
 
-async function initWasm(wantThreads) {
+async function singleThreaded() {
+  const m = await import('./pkg/akari_web.js');
+  await m.default();
+  return m;
+}
+
+// WebNN runs in the single-thread build (its objects belong to the thread that made them).
+async function initWasm(wantThreads, device) {
+  if (device.startsWith('webnn')) {
+    if (!wasm || threads !== 1) wasm = await singleThreaded();
+    threads = 1;
+    return;
+  }
   if (wasm) return;
   const canThread = self.crossOriginIsolated === true && typeof SharedArrayBuffer !== 'undefined';
   if (canThread && wantThreads !== 1) {
@@ -53,9 +65,7 @@ async function initWasm(wantThreads) {
       console.warn('akari: the threaded engine did not start, using one thread:', e);
     }
   }
-  const m = await import('./pkg/akari_web.js');
-  await m.default();
-  wasm = m;
+  wasm = await singleThreaded();
   threads = 1;
 }
 
@@ -388,9 +398,13 @@ async function loadLocal(list, options, files) {
 }
 
 async function load(source, options) {
-  await initWasm(options.threads);
-  // Before any download: a device this build cannot use fails now.
-  wasm.checkDevice(options.device || 'auto');
+  const device = options.device || 'auto';
+  await initWasm(options.threads, device);
+  // Before any download: a device this build or this browser cannot use fails now.
+  wasm.checkDevice(device);
+  if (device.startsWith('webnn') && !(navigator.ml && typeof navigator.ml.createContext === 'function')) {
+    throw new WorkerError('unsupported', `device \`${device}\`: this browser has no WebNN (navigator.ml is missing); use \`wasm\` or \`webgpu\``);
+  }
   const isFiles = typeof source !== 'string';
   const list = isFiles ? (Array.isArray(source) ? source : [source]) : null;
   const name = isFiles ? (list.length === 1 ? list[0].name : localPath(list[0]).split('/')[0] || 'local files') : source;
@@ -403,10 +417,13 @@ async function load(source, options) {
     throw e;
   }
   progress({ stage: 'load' });
-  const device = options.device || 'auto';
+  if (engine) {
+    engine.free();
+    engine = null;
+  }
   // `files` is handed over to the engine (and freed with it).
   // The engine reports its own steps (reading, converting, uploading weights) as `load`.
-  engine = wasm.WebEngine.load(files, dtype, device, options.context ?? undefined, (step) => {
+  engine = await wasm.WebEngine.load(files, dtype, device, options.context ?? undefined, (step) => {
     if (step !== 'ready') progress({ stage: 'load', step });
   });
   const info = JSON.parse(engine.info());
@@ -424,7 +441,7 @@ async function chat(id, messages, options) {
       postMessage({ type: 'chunks', id, chunks: JSON.parse(engine.cancel()) });
       return;
     }
-    const chunks = JSON.parse(engine.step());
+    const chunks = JSON.parse(await engine.step());
     if (chunks.length) postMessage({ type: 'chunks', id, chunks });
     if (chunks.some((c) => c.kind === 'done')) return;
     await yieldToEvents();
@@ -443,6 +460,13 @@ self.onmessage = (ev) => {
     case 'chat':
       queue = queue.then(() => chat(m.id, m.messages, m.options).catch((e) =>
         postMessage({ type: 'error', id: m.id, error: errorPayload(e) })));
+      break;
+    case 'logits':
+      queue = queue.then(async () => {
+        if (!engine) throw new WorkerError('device', 'no model is loaded');
+        const logits = JSON.parse(await engine.logits(JSON.stringify(m.tokens), m.steps));
+        postMessage({ type: 'logits', id: m.id, logits });
+      }).catch((e) => postMessage({ type: 'error', id: m.id, error: errorPayload(e) }));
       break;
     case 'abort':
       aborted = true;

@@ -5,7 +5,7 @@ use akari_core::generate::{Completion, Event, GenerateOptions, Generation};
 use akari_core::sampler::SamplerConfig;
 use akari_core::template::Message;
 use akari_core::{Device, Dtype, Error};
-use akari_engine::{Engine, LoadOptions, MemoryFiles, Progress};
+use akari_engine::{Engine, LoadOptions, MemoryFiles, Progress, WebNnDevice};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 
@@ -162,6 +162,9 @@ pub struct ModelInfo {
     pub device: String,
     pub parameters: usize,
     pub context_length: usize,
+    /// What runs the model, e.g. `cpu (wasm simd128, …)` or `webnn (gpu)`, with a note when
+    /// WebNN weights were dequantised at load.
+    pub backend: String,
 }
 
 /// Maps the JS API's device names onto what this build runs.
@@ -171,7 +174,10 @@ fn device(name: &str) -> Result<Device> {
         "webgpu" | "gpu" => Ok(Device::Gpu),
         "webnn" | "webnn-gpu" | "webnn-cpu" | "webnn-npu" => Err(ChatError::new(
             ErrorCode::Unsupported,
-            format!("device `{name}`: WebNN is not available in this build; use `wasm`"),
+            format!(
+                "device `{name}`: WebNN runs only in the browser's single-thread engine, through \
+                 its asynchronous load; use `wasm`"
+            ),
         )),
         _ => Err(ChatError::new(
             ErrorCode::Unsupported,
@@ -183,8 +189,18 @@ fn device(name: &str) -> Result<Device> {
     }
 }
 
+/// Whether this build has the WebNN backend (the browser's single-thread build).
+const WEBNN_BUILT: bool = cfg!(all(target_arch = "wasm32", not(target_feature = "atomics")));
+
 /// Whether this build can run on `name`, so a page learns it before downloading a model.
 pub fn check_device(name: &str) -> Result<()> {
+    if WebNnDevice::from_name(name).is_some() {
+        return if WEBNN_BUILT {
+            Ok(())
+        } else {
+            device(name).map(|_| ())
+        };
+    }
     let d = device(name)?;
     if d == Device::Gpu && cfg!(target_arch = "wasm32") {
         return Err(ChatError::new(
@@ -222,6 +238,35 @@ impl Chat {
             ..Default::default()
         };
         let engine = Engine::load_memory(files, &opts, &mut |p: Progress<'_>| progress(p.stage))?;
+        Ok(Chat::new(engine, files, None))
+    }
+
+    /// [`Chat::load`] without blocking, for the devices whose setup is asynchronous in the
+    /// browser (WebNN); the others load as [`Chat::load`] does.
+    pub async fn load_async(
+        files: &MemoryFiles,
+        dtype: &str,
+        device_name: &str,
+        context: Option<usize>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Chat> {
+        let Some(webnn) = WebNnDevice::from_name(device_name) else {
+            return Chat::load(files, dtype, device_name, context, progress);
+        };
+        let opts = LoadOptions {
+            dtype: dtype.parse()?,
+            context,
+            ..Default::default()
+        };
+        let engine = Engine::load_memory_webnn(files, &opts, webnn, &mut |p: Progress<'_>| {
+            progress(p.stage)
+        })
+        .await?;
+        Ok(Chat::new(engine, files, Some(device_name)))
+    }
+
+    /// `device_name`: the device to report when the engine's own record is not it (WebNN).
+    fn new(engine: Engine, files: &MemoryFiles, device_name: Option<&str>) -> Chat {
         let i = engine.info();
         let info = ModelInfo {
             name: i
@@ -231,19 +276,21 @@ impl Chat {
                 .unwrap_or_else(|| files.name().to_string()),
             architecture: i.config.arch.name().to_string(),
             dtype: i.file_type.clone(),
-            device: match i.device {
-                Device::Gpu => "webgpu",
-                _ => "wasm",
+            device: match (device_name, i.device) {
+                (Some(name), _) => name,
+                (None, Device::Gpu) => "webgpu",
+                (None, _) => "wasm",
             }
             .to_string(),
             parameters: i.parameters,
             context_length: i.context,
+            backend: i.backend.clone(),
         };
-        Ok(Chat {
+        Chat {
             engine,
             info,
             generation: None,
-        })
+        }
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -316,6 +363,43 @@ impl Chat {
     pub fn reset(&mut self) {
         self.generation = None;
         self.engine.reset();
+    }
+
+    /// [`Chat::step`] without blocking, for backends whose results arrive through the event
+    /// loop (WebNN).
+    pub async fn step_async(&mut self) -> Result<Vec<Chunk>> {
+        let Some(generation) = self.generation.as_mut() else {
+            return Err(ChatError::new(
+                ErrorCode::Unsupported,
+                "no reply in progress: call chat first",
+            ));
+        };
+        let mut out = Vec::new();
+        let result = self
+            .engine
+            .step_async(generation, &mut |e| collect(&mut out, e))
+            .await;
+        match result {
+            Ok(Some(done)) => {
+                self.generation = None;
+                out.push(Chunk::Done {
+                    stats: Stats::from_completion(&done),
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.generation = None;
+                return Err(e.into());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last-position logits after `tokens` (from an empty cache) and after each of
+    /// `steps` greedy steps, for comparing devices; the conversation is forgotten.
+    pub async fn logits_async(&mut self, tokens: &[u32], steps: usize) -> Result<Vec<Vec<f32>>> {
+        self.generation = None;
+        Ok(self.engine.logits_async(tokens, steps).await?)
     }
 }
 

@@ -14,6 +14,8 @@ pub mod chat;
 use akari_core::weights::Bytes;
 use akari_engine::MemoryFiles;
 use chat::{Chat, ChatError, ChatMessage, ChatOptions, ErrorCode};
+use std::cell::RefCell;
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
 #[cfg(feature = "threads")]
@@ -155,70 +157,114 @@ impl Sha256 {
 }
 
 /// A loaded model, generating one token per [`WebEngine::step`].
+///
+/// The chat sits behind `Rc<RefCell<..>>` because a step is asynchronous (WebNN's results
+/// arrive through the event loop) and its promise must own what it uses. The worker runs one
+/// call at a time; a call made while a step is in flight gets an error.
 #[wasm_bindgen]
 pub struct WebEngine {
-    chat: Chat,
+    chat: Rc<RefCell<Chat>>,
+}
+
+fn busy_error() -> JsValue {
+    js_error(ChatError {
+        code: ErrorCode::Unsupported,
+        message: "the engine is busy with a step; wait for it to finish".into(),
+    })
+}
+
+impl WebEngine {
+    fn chat(&self) -> Result<std::cell::RefMut<'_, Chat>, JsValue> {
+        self.chat.try_borrow_mut().map_err(|_| busy_error())
+    }
 }
 
 #[wasm_bindgen]
 impl WebEngine {
     /// Loads the model in `files` (consumed). `dtype`, `device`: the JS API's names.
-    /// `progress(stage)` is called as loading goes on.
-    pub fn load(
+    /// `progress(stage)` is called as loading goes on. Resolves to the engine.
+    pub async fn load(
         files: ModelFiles,
-        dtype: &str,
-        device: &str,
+        dtype: String,
+        device: String,
         context: Option<u32>,
-        progress: &js_sys::Function,
+        progress: js_sys::Function,
     ) -> Result<WebEngine, JsValue> {
         let files = files.into_memory();
         let mut report = |stage: &str| {
             // A failing progress callback must not stop the load.
             let _ = progress.call1(&JsValue::NULL, &stage.into());
         };
-        let chat = Chat::load(
+        let chat = Chat::load_async(
             &files,
-            dtype,
-            device,
+            &dtype,
+            &device,
             context.map(|c| c as usize),
             &mut report,
         )
+        .await
         .map_err(js_error)?;
-        Ok(WebEngine { chat })
+        Ok(WebEngine {
+            chat: Rc::new(RefCell::new(chat)),
+        })
     }
 
     /// The JS API's `ModelInfo`, as JSON.
     pub fn info(&self) -> Result<String, JsValue> {
-        to_json(self.chat.info())
+        to_json(self.chat()?.info())
     }
 
     /// Starts a reply to `messages` (JSON `ChatMessage[]`) with `options` (JSON
     /// `ChatOptions`).
-    pub fn start(&mut self, messages: &str, options: &str) -> Result<(), JsValue> {
+    pub fn start(&self, messages: &str, options: &str) -> Result<(), JsValue> {
         let messages: Vec<ChatMessage> = from_json(messages, "messages")?;
         let options: ChatOptions = from_json(options, "chat options")?;
-        self.chat.start(&messages, &options).map_err(js_error)
+        self.chat()?.start(&messages, &options).map_err(js_error)
     }
 
-    /// One token; returns JSON `Chunk[]` (possibly empty; the last is `done` when the
+    /// One token; resolves to JSON `Chunk[]` (possibly empty; the last is `done` when the
     /// reply ends).
-    pub fn step(&mut self) -> Result<String, JsValue> {
-        let chunks = self.chat.step().map_err(js_error)?;
-        to_json(&chunks)
+    pub fn step(&self) -> js_sys::Promise {
+        let chat = self.chat.clone();
+        // Holding the borrow across the wait is the point: it marks the step in flight.
+        #[allow(clippy::await_holding_refcell_ref)]
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut chat = chat.try_borrow_mut().map_err(|_| busy_error())?;
+            let chunks = chat.step_async().await.map_err(js_error)?;
+            Ok(JsValue::from(to_json(&chunks)?))
+        })
+    }
+
+    /// Resolves to JSON `number[][]`: the logits after `tokens` (JSON `number[]`, fed from an
+    /// empty cache) and after each of `steps` greedy steps.
+    pub fn logits(&self, tokens: &str, steps: u32) -> js_sys::Promise {
+        let chat = self.chat.clone();
+        let tokens: Result<Vec<u32>, JsValue> = from_json(tokens, "token ids");
+        #[allow(clippy::await_holding_refcell_ref)]
+        wasm_bindgen_futures::future_to_promise(async move {
+            let tokens = tokens?;
+            let mut chat = chat.try_borrow_mut().map_err(|_| busy_error())?;
+            let logits = chat
+                .logits_async(&tokens, steps as usize)
+                .await
+                .map_err(js_error)?;
+            Ok(JsValue::from(to_json(&logits)?))
+        })
     }
 
     /// Ends the reply in progress; returns JSON `Chunk[]` ending with `done`.
-    pub fn cancel(&mut self) -> Result<String, JsValue> {
-        let chunks = self.chat.cancel().map_err(js_error)?;
+    pub fn cancel(&self) -> Result<String, JsValue> {
+        let chunks = self.chat()?.cancel().map_err(js_error)?;
         to_json(&chunks)
     }
 
-    pub fn busy(&self) -> bool {
-        self.chat.busy()
+    pub fn busy(&self) -> Result<bool, JsValue> {
+        Ok(self.chat()?.busy())
     }
 
     /// Forgets the conversation held in the cache.
-    pub fn reset(&mut self) {
-        self.chat.reset();
+    pub fn reset(&self) -> Result<(), JsValue> {
+        self.chat()?.reset();
+        Ok(())
     }
 }
