@@ -208,8 +208,13 @@
 
   // ---- Graph building ----
 
+  let uid = 0;
+
   class MLOperand {
-    constructor(builder, dataType, shape, kind, deps, compute) {
+    // `sig` names the op and its parameters; with the operands' own keys it identifies what
+    // the operand computes (see MLContext.dispatch).
+    constructor(builder, dataType, shape, kind, deps, compute, sig) {
+      this._sig = sig ?? `#${uid++}`;
       this._builder = builder;
       this._dataType = dataType;
       this._shape = shape;
@@ -241,8 +246,8 @@
       }
     }
 
-    _op(dataType, shape, deps, compute) {
-      return new MLOperand(this, dataType, shape, 'op', deps, compute);
+    _op(dataType, shape, deps, compute, sig) {
+      return new MLOperand(this, dataType, shape, 'op', deps, compute, `${sig}:${dataType}`);
     }
 
     input(name, descriptor) {
@@ -279,7 +284,7 @@
         const sb = broadcastStrides(b._shape, shape);
         forEachIndex(shape, [sa, sb], (i, [ia, ib]) => { out[i] = round(dt, f(x[ia], y[ib])); });
         return out;
-      });
+      }, name);
     }
 
     add(a, b) { return this._binary('add', a, b, (x, y) => x + y); }
@@ -291,7 +296,7 @@
       this._check(x);
       if (!FLOATS.includes(x.dataType)) fail(`${name}: needs a float operand, not ${x.dataType}`);
       const dt = x.dataType;
-      return this._op(dt, x._shape, [x], ([v]) => v.map((e) => round(dt, f(e))));
+      return this._op(dt, x._shape, [x], ([v]) => v.map((e) => round(dt, f(e))), name);
     }
 
     sigmoid(x) { return this._unary('sigmoid', x, (e) => 1 / (1 + Math.exp(-e))); }
@@ -331,7 +336,7 @@
           }
         });
         return out;
-      });
+      }, 'matmul');
     }
 
     reshape(x, newShape) {
@@ -339,7 +344,7 @@
       const shape = toDims(newShape, 'reshape');
       if (shape.some((d) => d === 0)) fail('reshape: dimensions must be positive');
       if (size(shape) !== size(x._shape)) fail(`reshape: [${x._shape}] cannot become [${shape}]`);
-      return this._op(x.dataType, shape, [x], ([v]) => v);
+      return this._op(x.dataType, shape, [x], ([v]) => v, `reshape[${shape}]`);
     }
 
     transpose(x, opts = {}) {
@@ -359,7 +364,7 @@
         const out = storage(dt, size(shape));
         forEachIndex(shape, [src], (i, [o]) => { out[i] = v[o]; });
         return out;
-      });
+      }, `transpose[${perm}]`);
     }
 
     slice(x, starts, sizes, opts = {}) {
@@ -382,7 +387,7 @@
         const out = storage(dt, size(shape));
         forEachIndex(shape, [step], (i, [o]) => { out[i] = v[base + o]; });
         return out;
-      });
+      }, `slice[${s}][${z}][${strides}]`);
     }
 
     concat(inputs, axis) {
@@ -416,7 +421,7 @@
           });
         }
         return out;
-      });
+      }, `concat[${axis}]`);
     }
 
     gather(input, indices, opts = {}) {
@@ -443,7 +448,7 @@
           }
         }
         return out;
-      });
+      }, `gather[${axis}]`);
     }
 
     softmax(x, axis) {
@@ -468,7 +473,7 @@
           }
         }
         return out;
-      });
+      }, `softmax[${axis}]`);
     }
 
     reduceMean(x, opts = {}) {
@@ -489,7 +494,7 @@
         const out = storage(dt, acc.length);
         for (let i = 0; i < acc.length; i++) out[i] = round(dt, acc[i] / count);
         return out;
-      });
+      }, `reduceMean[${axes}][${keep}]`);
     }
 
     cast(x, dataType) {
@@ -499,7 +504,7 @@
         const out = storage(dataType, v.length);
         for (let i = 0; i < v.length; i++) out[i] = round(dataType, v[i]);
         return out;
-      });
+      }, 'cast');
     }
 
     dequantizeLinear(input, scale, zeroPoint) {
@@ -518,20 +523,33 @@
       const shape = input._shape;
       const block = shape.map((d, i) => d / s[i]);
       const sst = stridesOf(s);
+      // Per dimension, each index's contribution to the block's flat index.
+      const contrib = shape.map((d, k) => Int32Array.from({ length: d }, (_, i) => Math.floor(i / block[k]) * sst[k]));
       return this._op(dt, shape, [input, scale, zeroPoint], ([x, sc, zp]) => {
         const out = storage(dt, x.length);
-        const idx = new Array(rank).fill(0);
-        for (let i = 0; i < x.length; i++) {
-          let b = 0;
-          for (let d = 0; d < rank; d++) b += Math.floor(idx[d] / block[d]) * sst[d];
-          out[i] = round(dt, (x[i] - zp[b]) * sc[b]);
-          for (let d = rank - 1; d >= 0; d--) {
-            if (++idx[d] < shape[d]) break;
+        if (rank === 0) {
+          out[0] = round(dt, (x[0] - zp[0]) * sc[0]);
+          return out;
+        }
+        const inner = contrib[rank - 1];
+        const outer = shape.slice(0, -1);
+        const idx = new Array(outer.length).fill(0);
+        const rows = size(outer);
+        let o = 0;
+        for (let r = 0; r < rows; r++) {
+          let base = 0;
+          for (let d = 0; d < outer.length; d++) base += contrib[d][idx[d]];
+          for (let c = 0; c < inner.length; c++, o++) {
+            const b = base + inner[c];
+            out[o] = round(dt, (x[o] - zp[b]) * sc[b]);
+          }
+          for (let d = outer.length - 1; d >= 0; d--) {
+            if (++idx[d] < outer[d]) break;
             idx[d] = 0;
           }
         }
         return out;
-      });
+      }, 'dequantizeLinear');
     }
 
     async build(outputs) {
@@ -578,6 +596,10 @@
       this._writable = desc.writable === true;
       this._values = storage(desc.dataType, size(desc.shape));
       this._destroyed = false;
+      this._uid = uid++;
+      // Writes so far; a dispatch's output counts as changing every time.
+      this._version = 0;
+      this._dispatched = false;
     }
     get dataType() { return this._dataType; }
     get shape() { return this._shape.slice(); }
@@ -593,6 +615,8 @@
     constructor(deviceType) {
       this._deviceType = deviceType;
       this._lost = false;
+      this._kept = new Map();
+      this._keys = new Map();
     }
 
     opSupportLimits() {
@@ -645,6 +669,7 @@
       const want = byteLength(tensor._dataType, tensor._shape);
       if (bytes.byteLength !== want) fail(`writeTensor: ${bytes.byteLength} bytes for a tensor of ${want}`);
       tensor._values = decode(tensor._dataType, bytes, size(tensor._shape));
+      tensor._version++;
     }
 
     async readTensor(tensor) {
@@ -677,15 +702,64 @@
         if (inputTensors.has(t)) fail(`dispatch: output "${name}" is also an input`);
         seen.add(t);
       }
+      // Ops that read only tensors written once and never by a dispatch (weights) give the
+      // same result every time: their results where they meet the rest of the graph are kept
+      // per context, keyed by what they compute, so weights are dequantised once and not at
+      // every step. Everything else is computed afresh.
+      const stable = new Map();
+      const key = new Map();
+      for (const x of graph._nodes) {
+        if (x._kind === 'input') {
+          const t = inputs[x._name];
+          stable.set(x._id, t._version === 1 && !t._dispatched);
+          key.set(x._id, `t${t._uid}v${t._version}`);
+        } else if (x._kind === 'constant') {
+          stable.set(x._id, true);
+          key.set(x._id, x._sig);
+        } else {
+          const st = x._deps.every((d) => stable.get(d._id));
+          stable.set(x._id, st);
+          if (st) {
+            // Interned, so a key stays short however deep the computation.
+            const full = `${x._sig}(${x._deps.map((d) => key.get(d._id)).join(',')})`;
+            if (!this._keys.has(full)) this._keys.set(full, `k${this._keys.size}`);
+            key.set(x._id, this._keys.get(full));
+          }
+        }
+      }
+      const kept = new Set();
+      for (const x of graph._nodes) {
+        if (stable.get(x._id)) continue;
+        for (const d of x._deps) if (d._kind === 'op' && stable.get(d._id)) kept.add(d._id);
+      }
+      for (const x of graph._outputs.values()) if (stable.get(x._id)) kept.add(x._id);
+      const cached = (x) => kept.has(x._id) && this._kept.has(key.get(x._id));
+      const needed = new Set();
+      const todo = [...graph._outputs.values()];
+      while (todo.length) {
+        const x = todo.pop();
+        if (needed.has(x._id)) continue;
+        needed.add(x._id);
+        if (!cached(x)) todo.push(...x._deps);
+      }
       const vals = new Map();
       for (const x of graph._nodes) {
-        const v = x._kind === 'input' ? inputs[x._name]._values : x._compute(x._deps.map((d) => vals.get(d._id)));
+        if (!needed.has(x._id)) continue;
+        let v;
+        if (x._kind === 'input') v = inputs[x._name]._values;
+        else if (cached(x)) v = this._kept.get(key.get(x._id));
+        else {
+          v = x._compute(x._deps.map((d) => vals.get(d._id)));
+          if (kept.has(x._id)) this._kept.set(key.get(x._id), v);
+        }
         vals.set(x._id, v);
       }
       for (const [name, t] of outs) {
         const v = vals.get(graph._outputs.get(name)._id);
         // Outputs are fresh copies: an output may be a view of an input (reshape).
         t._values = v.slice();
+        t._version++;
+        t._dispatched = true;
       }
     }
 

