@@ -228,3 +228,23 @@ test('a context that cannot be made: a plain error with the browser\'s reason', 
     standin.options = {};
   }
 });
+
+test('the chat app enables the webnn devices when the browser has WebNN', async () => {
+  const app = await browser.newPage();
+  try {
+    await app.addInitScript({ content: STANDIN });
+    await app.goto(`${server.url}/`);
+    const select = app.getByLabel('Device', { exact: true });
+    await select.waitFor();
+    // The app asks the API for the browser's capabilities before it lists the devices.
+    await app.waitForFunction(() => [...document.querySelectorAll('option')].some((o) => o.value === 'webnn-npu' && !o.disabled));
+    const devices = await select.locator('option')
+      .evaluateAll((os) => os.map((o) => ({ value: o.value, disabled: o.disabled })));
+    const webnn = devices.filter((d) => d.value.startsWith('webnn'));
+    assert.deepEqual(webnn.map((d) => d.value), ['webnn', 'webnn-gpu', 'webnn-cpu', 'webnn-npu']);
+    for (const d of webnn) assert.equal(d.disabled, false, d.value);
+    assert.match(await app.locator('footer').textContent(), /not on real WebNN hardware/);
+  } finally {
+    await app.close();
+  }
+});

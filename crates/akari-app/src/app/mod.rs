@@ -215,8 +215,12 @@ pub fn App() -> impl IntoView {
             <CachePanel s=s/>
             <footer class="about">
                 <p>
-                    "WebNN and WebGPU: this build of the engine runs on WebAssembly only; the WebNN and WebGPU devices are listed and shown as unavailable until their backends land. "
-                    "Chrome and Edge offer WebNN behind a flag or in an origin trial; other browsers do not ship it."
+                    "WebGPU: this build of the engine does not run on WebGPU yet; the device is listed and shown as unavailable. "
+                </p>
+                <p>
+                    "WebNN (webnn, webnn-gpu, webnn-cpu, webnn-npu) runs the model as WebNN graphs in the single-thread engine. "
+                    "It is checked against a spec-following stand-in for the WebNN API, not on real WebNN hardware. "
+                    "As of 2026 Chrome and Edge offer WebNN only behind a flag or in an origin trial; Firefox and Safari do not ship it."
                 </p>
             </footer>
         </main>
