@@ -4,7 +4,7 @@
 import { listCached as cacheList, deleteCached as cacheDelete } from './cache.js';
 
 // The devices this build of the engine has a backend for (besides WebAssembly).
-const ENGINE_DEVICES = { webgpu: false, webnn: true };
+const ENGINE_DEVICES = { webgpu: true, webnn: true };
 
 export class AkariError extends Error {
   constructor(code, message) {

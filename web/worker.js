@@ -6,7 +6,10 @@ import {
   addExtraToIndex, addToIndex, listingUrl, openCache, resolveUrl,
 } from './cache.js';
 
+// The engine module in use (the threaded build when it started, else the single-thread one)
+// and the single-thread module, which is the one with the WebGPU backend.
 let wasm = null;
+let single = null;
 let threads = 1;
 let engine = null;
 let aborted = false;
@@ -29,15 +32,20 @@ function errorPayload(e) {
 }
 
 async function singleThreaded() {
-  const m = await import('./pkg/akari_web.js');
-  await m.default();
-  return m;
+  if (!single) {
+    const m = await import('./pkg/akari_web.js');
+    await m.default();
+    single = m;
+  }
+  return single;
 }
 
-// WebNN runs in the single-thread build (its objects belong to the thread that made them).
+// The engine module for `device`: WebGPU and WebNN run in the single-thread build (the GPU or
+// the WebNN device does the work; their objects cannot be shared between threads), the CPU on
+// threads when it can.
 async function initWasm(wantThreads, device) {
-  if (device.startsWith('webnn')) {
-    if (!wasm || threads !== 1) wasm = await singleThreaded();
+  if (device === 'webgpu' || device === 'gpu' || device.startsWith('webnn')) {
+    wasm = await singleThreaded();
     threads = 1;
     return;
   }
@@ -402,6 +410,9 @@ async function load(source, options) {
   await initWasm(options.threads, device);
   // Before any download: a device this build or this browser cannot use fails now.
   wasm.checkDevice(device);
+  if ((device === 'webgpu' || device === 'gpu') && !navigator.gpu) {
+    throw new WorkerError('unsupported', `device \`${device}\`: this browser has no WebGPU (navigator.gpu is missing); use \`wasm\``);
+  }
   if (device.startsWith('webnn') && !(navigator.ml && typeof navigator.ml.createContext === 'function')) {
     throw new WorkerError('unsupported', `device \`${device}\`: this browser has no WebNN (navigator.ml is missing); use \`wasm\` or \`webgpu\``);
   }

@@ -134,6 +134,10 @@ before(async () => {
     args: [
       '--no-sandbox', '--disable-background-networking', '--disable-component-update',
       '--disable-sync', '--no-first-run',
+      // WebGPU on SwiftShader, Chromium's CPU implementation of Vulkan: real WebGPU
+      // without a GPU.
+      '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
+      '--use-webgpu-adapter=swiftshader',
     ],
   });
   browser = context;
@@ -187,6 +191,18 @@ test('SmolLM2 GGUF on wasm: the streamed greedy replies equal the native engine'
   assert.ok(entry, JSON.stringify(cached));
   assert.deepEqual(entry.files.map((f) => f.name), [SMOLLM2_FILE]);
   assert.equal(entry.bytes, (await fs.stat(smollm2)).size);
+});
+
+test('SmolLM2 GGUF on webgpu: the streamed greedy reply equals the native engine', async () => {
+  const want = nativeReply(smollm2, PROMPT, MAX_TOKENS);
+  const got = await loadAndChat(SMOLLM2_REPO, { dtype: 'q4', device: 'webgpu' },
+    [{ role: 'user', content: PROMPT }], { maxTokens: MAX_TOKENS });
+  console.log(`SmolLM2 on WebGPU: ${JSON.stringify(got.answer)}; stats ${JSON.stringify(got.done)}`);
+  assert.equal(got.info.device, 'webgpu');
+  assert.equal(got.info.threads, 1);
+  assert.equal(got.answer, want);
+  assert.equal(got.done.stopReason, 'end_of_turn');
+  assert.ok(got.done.decodeTokensPerSecond > 0);
 });
 
 test('after a reload the model loads from the cache with no request for model files', async () => {
@@ -251,6 +267,14 @@ test('tiny ONNX repository (q4), with a download cut halfway: resumed, and equal
   const fetched = server.log.filter((r) => r.path.includes('/resolve/')).map((r) => r.path.split('/resolve/main/')[1]);
   assert.deepEqual([...new Set(fetched)].sort(), ['config.json', 'generation_config.json', 'onnx/model_q4.onnx', 'tokenizer.json', 'tokenizer_config.json']);
   assert.equal(got.info.architecture, 'llama');
+});
+
+test('tiny ONNX repository (q4) on webgpu, from the cache: equal to native', async () => {
+  const want = nativeReply(path.join(repoRoot, 'fixtures/onnx/llama'), 'hello there', 20, ['--dtype', 'q4']);
+  const got = await loadAndChat(ONNX_REPO, { dtype: 'q4', device: 'webgpu' },
+    [{ role: 'user', content: 'hello there' }], { maxTokens: 20 });
+  assert.equal(got.info.device, 'webgpu');
+  assert.equal(got.answer, want);
 });
 
 test('a template that opens <think>: the reply streams as think chunks, as natively', async () => {
@@ -368,21 +392,21 @@ test('a file whose sha256 does not match is refused and not cached', async () =>
   assert.ok(server.log.some((r) => r.path === file));
 });
 
-test('unknown repositories, missing dtypes and WebGPU give coded errors; deleteCached forgets', async () => {
+test('unknown repositories, missing dtypes and WebNN give coded errors; deleteCached forgets', async () => {
   server.log.length = 0;
   const errs = await page.evaluate(async (repo) => {
     const codeOf = async (p) => p.then(() => null, (e) => ({ code: e.code, message: e.message }));
     return {
       missing: await codeOf(window.akari.load('nobody/nothing')),
       dtype: await codeOf(window.akari.load(repo, { dtype: 'fp32' })),
-      webgpu: await codeOf(window.akari.load(repo, { device: 'webgpu' })),
+      webnn: await codeOf(window.akari.load(repo, { device: 'webnn' })),
     };
   }, SMOLLM2_REPO);
   assert.equal(errs.missing.code, 'not-found', errs.missing.message);
   assert.equal(errs.dtype.code, 'not-found', errs.dtype.message);
   assert.match(errs.dtype.message, /F32/);
-  assert.equal(errs.webgpu.code, 'unsupported', errs.webgpu.message);
-  assert.match(errs.webgpu.message, /not available in this build/);
+  assert.equal(errs.webnn.code, 'unsupported', errs.webnn.message);
+  assert.match(errs.webnn.message, /WebNN is not available in this build/);
   // The device is refused before anything is fetched for it (only the two other loads ran).
   assert.equal(server.log.filter((r) => r.path.startsWith('/api/models/')).length, 1);
   const left = await page.evaluate(async (repo) => {

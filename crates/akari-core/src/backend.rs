@@ -133,6 +133,10 @@ pub trait Backend: Send + Sync {
         std::future::ready(self.read(x))
     }
 
+    /// Drops work recorded but not yet run: a forward pass failed before its read, and
+    /// what it left must not run later.
+    fn discard(&self) {}
+
     /// Runs one forward pass. A backend with worker threads enters its pool here once, rather
     /// than once per op.
     fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {

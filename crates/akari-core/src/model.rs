@@ -246,14 +246,14 @@ impl<B: Backend> LanguageModel for Model<B> {
 
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let backend = self.backend.clone();
-        let logits = backend.scope(|| self.forward_in_scope(tokens))?;
+        let logits = self.record(tokens)?;
         backend.read(&logits)
     }
 
     fn forward_async<'a>(&'a mut self, tokens: &'a [u32]) -> LocalFuture<'a, Result<Vec<f32>>> {
         Box::pin(async move {
             let backend = self.backend.clone();
-            let logits = backend.scope(|| self.forward_in_scope(tokens))?;
+            let logits = self.record(tokens)?;
             backend.read_async(&logits).await
         })
     }
@@ -264,6 +264,17 @@ impl<B: Backend> LanguageModel for Model<B> {
 }
 
 impl<B: Backend> Model<B> {
+    /// [`Model::forward_in_scope`] inside the backend's scope; a failure discards what it
+    /// recorded.
+    fn record(&mut self, tokens: &[u32]) -> Result<B::Tensor> {
+        let backend = self.backend.clone();
+        let logits = backend.scope(|| self.forward_in_scope(tokens));
+        if logits.is_err() {
+            backend.discard();
+        }
+        logits
+    }
+
     /// Feeds `tokens` and returns the logits after the last one, still in the backend.
     fn forward_in_scope(&mut self, tokens: &[u32]) -> Result<B::Tensor> {
         if tokens.is_empty() {

@@ -127,15 +127,37 @@ fn reading_progress(dtype: Dtype) -> Progress<'static> {
     }
 }
 
+/// A GPU opened before loading: the browser can only open one asynchronously.
+#[cfg(any(not(target_arch = "wasm32"), not(target_feature = "atomics")))]
+pub type GpuContext = akari_gpu::GpuContext;
+
+/// The threaded browser build has no GPU backend (wgpu's objects are not `Send` there).
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+pub enum GpuContext {}
+
 /// Every weight format runs on the GPU, with f32 activations.
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), not(target_feature = "atomics")))]
 fn load_gpu(
     cfg: ModelConfig,
     weights: akari_core::weights::ModelWeights,
     context: usize,
+    gpu: Option<GpuContext>,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Box<dyn LanguageModel>, String)> {
-    let backend = akari_gpu::GpuBackend::new()?;
+    let backend = match gpu {
+        Some(ctx) => akari_gpu::GpuBackend::with_context(ctx),
+        #[cfg(not(target_arch = "wasm32"))]
+        None => akari_gpu::GpuBackend::new()?,
+        #[cfg(target_arch = "wasm32")]
+        None => {
+            return Err(Error::Unsupported {
+                backend: "webgpu",
+                what: "loading without an open GPU (the browser opens it asynchronously: \
+                       use Engine::load_memory_async)"
+                    .into(),
+            })
+        }
+    };
     let backend_name = backend.description();
     progress(Progress {
         stage: "uploading weights",
@@ -146,18 +168,33 @@ fn load_gpu(
     Ok((Box::new(model), backend_name))
 }
 
-/// The browser build has no GPU backend yet.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
 fn load_gpu(
     _cfg: ModelConfig,
     _weights: akari_core::weights::ModelWeights,
     _context: usize,
+    _gpu: Option<GpuContext>,
     _progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Box<dyn LanguageModel>, String)> {
     Err(Error::Unsupported {
         backend: "webgpu",
-        what: "models in this build (the GPU backend is not compiled into the browser engine \
-               yet); use the wasm device"
+        what: "models in the threaded build of the browser engine (the single-thread build \
+               runs WebGPU)"
+            .into(),
+    })
+}
+
+#[cfg(any(not(target_arch = "wasm32"), not(target_feature = "atomics")))]
+async fn open_gpu() -> Result<GpuContext> {
+    Ok(akari_gpu::GpuContext::new_async().await?)
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+async fn open_gpu() -> Result<GpuContext> {
+    Err(Error::Unsupported {
+        backend: "webgpu",
+        what: "models in the threaded build of the browser engine (the single-thread build \
+               runs WebGPU)"
             .into(),
     })
 }
@@ -231,7 +268,7 @@ impl Engine {
         let dtype = opts.dtype;
         let src =
             akari_formats::open_with(path, dtype, &move |default| target_format(dtype, default))?;
-        Engine::from_source(src, &path.display().to_string(), opts, None, progress)
+        Engine::from_source(src, &path.display().to_string(), opts, None, None, progress)
     }
 
     /// As [`Engine::load`], from files held in memory: one `.gguf` file, or an ONNX
@@ -247,7 +284,32 @@ impl Engine {
         let src = akari_formats::open_memory(files, dtype, &move |default| {
             target_format(dtype, default)
         })?;
-        Engine::from_source(src, files.name(), opts, None, progress)
+        Engine::from_source(src, files.name(), opts, None, None, progress)
+    }
+
+    /// [`Engine::load_memory`] for the browser, where the GPU can only be opened
+    /// asynchronously; on other devices it is the same.
+    pub async fn load_memory_async(
+        files: &MemoryFiles,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Engine> {
+        let gpu = if opts.device == Device::Gpu {
+            progress(Progress {
+                stage: "opening the GPU",
+                done: 0,
+                total: 1,
+            });
+            Some(open_gpu().await?)
+        } else {
+            None
+        };
+        progress(reading_progress(opts.dtype));
+        let dtype = opts.dtype;
+        let src = akari_formats::open_memory(files, dtype, &move |default| {
+            target_format(dtype, default)
+        })?;
+        Engine::from_source(src, files.name(), opts, gpu, None, progress)
     }
 
     /// As [`Engine::load_memory`], on a WebNN context of `device` (the browser's
@@ -294,6 +356,7 @@ impl Engine {
             src,
             files.name(),
             &opts,
+            None,
             Some((Box::new(model), backend)),
             progress,
         )
@@ -314,12 +377,14 @@ impl Engine {
         })
     }
 
-    /// `prebuilt`: a model already made on its backend (WebNN, made asynchronously) with its
-    /// description; `opts.device` is then only recorded.
+    /// `gpu_ctx`: a GPU opened beforehand (the browser opens it asynchronously). `prebuilt`: a
+    /// model already made on its backend (WebNN, made asynchronously) with its description;
+    /// `opts.device` is then only recorded.
     fn from_source(
         mut src: akari_formats::ModelSource,
         label: &str,
         opts: &LoadOptions,
+        gpu_ctx: Option<GpuContext>,
         prebuilt: Option<(Box<dyn LanguageModel>, String)>,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Engine> {
@@ -390,7 +455,7 @@ impl Engine {
                 weights.take()
             };
             let w = w.ok_or_else(|| Error::InvalidArgument("weights already taken".into()))?;
-            match load_gpu(cfg.clone(), w, context, progress) {
+            match load_gpu(cfg.clone(), w, context, gpu_ctx, progress) {
                 Ok(m) => Some(m),
                 Err(e) if opts.device == Device::Auto => {
                     tracing::warn!("the GPU could not load the model, using the CPU: {e}");

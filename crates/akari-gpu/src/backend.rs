@@ -154,8 +154,14 @@ fn shape(tensor: &str, expected: Vec<usize>, got: Vec<usize>) -> Error {
 
 impl GpuBackend {
     /// Opens the default adapter ([`GpuContext::new`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<GpuBackend, GpuError> {
         Ok(GpuBackend::with_context(GpuContext::new()?))
+    }
+
+    /// Opens the default adapter without blocking ([`GpuContext::new_async`]).
+    pub async fn new_async() -> Result<GpuBackend, GpuError> {
+        Ok(GpuBackend::with_context(GpuContext::new_async().await?))
     }
 
     pub fn with_context(ctx: GpuContext) -> GpuBackend {
@@ -731,7 +737,21 @@ impl Backend for GpuBackend {
     }
 
     /// Submits everything recorded since the last submission and waits for `x`.
+    #[cfg(not(target_arch = "wasm32"))]
     fn read(&self, x: &GpuTensor) -> Result<Vec<f32>> {
+        pollster::block_on(self.read_async(x))
+    }
+
+    /// The browser cannot block on the GPU: [`Backend::read_async`] is the read there.
+    #[cfg(target_arch = "wasm32")]
+    fn read(&self, _x: &GpuTensor) -> Result<Vec<f32>> {
+        Err(Error::Unsupported {
+            backend: NAME,
+            what: "blocking reads in the browser (use the asynchronous step)".into(),
+        })
+    }
+
+    async fn read_async(&self, x: &GpuTensor) -> Result<Vec<f32>> {
         self.settle(x)?;
         let (rec, started, recording, dispatches) = {
             let mut p = self.pending();
@@ -744,7 +764,8 @@ impl Backend for GpuBackend {
         let t0 = web_time::Instant::now();
         let out = self
             .ctx
-            .submit_and_read("read", rec, x.buffer(), x.rows * x.cols)?;
+            .submit_and_read_async("read", rec, x.buffer(), x.rows * x.cols)
+            .await?;
         tracing::debug!(
             dispatches,
             total_us = started.map(|s| s.elapsed().as_micros()).unwrap_or(0) as u64,
@@ -755,10 +776,7 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
-    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let r = f();
-        // A pass that failed before its read leaves work recorded; it must not run later.
+    fn discard(&self) {
         self.pending().rec.take();
-        r
     }
 }

@@ -40,9 +40,7 @@ pub struct GpuContext {
     pub(crate) dummy: wgpu::Buffer,
     /// Per-kernel timing (`AKARI_GPU_PROFILE`).
     pub(crate) profiler: Option<crate::profile::Profiler>,
-    /// The last read-back buffer, reused while reads keep the same size (native reads only,
-    /// until the browser's asynchronous read lands).
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    /// The last read-back buffer, reused while reads keep the same size.
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Every other kernel's pipelines ([`crate::ops`]).
     pub(crate) pipelines: crate::ops::Pipelines,
@@ -287,6 +285,18 @@ impl GpuContext {
     pub fn submit_and_read(
         &self,
         op: &'static str,
+        rec: Recording,
+        src: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<f32>, GpuError> {
+        pollster::block_on(self.submit_and_read_async(op, rec, src, len))
+    }
+
+    /// [`GpuContext::submit_and_read`] without blocking. In the browser the mapping
+    /// completes through the event loop, so this is the only read there.
+    pub async fn submit_and_read_async(
+        &self,
+        op: &'static str,
         mut rec: Recording,
         src: &wgpu::Buffer,
         len: usize,
@@ -323,11 +333,14 @@ impl GpuContext {
         );
         self.check(op)?;
 
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            // The receiver outlives the wait below; a send can only fail after a timeout.
+            // The receiver is dropped only when the caller gave up waiting.
             let _ = tx.send(r);
         });
+        // Natively the map callback runs inside the poll that sees the submission finish;
+        // the browser runs it from its event loop.
+        #[cfg(not(target_arch = "wasm32"))]
         match self.device.poll(wgpu::PollType::Wait {
             submission_index: Some(index),
             timeout: Some(self.timeout),
@@ -341,13 +354,12 @@ impl GpuContext {
             }
             Err(source) => return Err(GpuError::Poll { op, source }),
         }
-        // The map callback runs inside the poll that saw the submission finish.
+        #[cfg(target_arch = "wasm32")]
+        let _ = index;
+        // wgpu drops the callback unrun only when the device goes away.
         let mapped = rx
-            .recv_timeout(self.timeout)
-            .map_err(|_| GpuError::Timeout {
-                op,
-                timeout: self.timeout,
-            })?;
+            .await
+            .map_err(|_| GpuError::DeviceLost(format!("{op}: the read-back was abandoned")))?;
         mapped.map_err(|source| GpuError::Map { op, source })?;
         self.check(op)?;
         let out = {

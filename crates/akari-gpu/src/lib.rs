@@ -20,37 +20,34 @@
 //!
 //! # What is here
 //!
-//! - [`GpuBackend`] (`backend.rs`, native only: `read` blocks): the
-//!   [`akari_core::backend::Backend`] the one decoder runs on (`--device gpu`). Tensors are
-//!   f32 storage buffers, weights [`GpuMatrix`], the KV cache two preallocated f32 buffers
-//!   per layer. Every op records a compute pass into one pending command encoder and
-//!   `read` submits it: one submission and one wait per forward pass.
-//! - [`ops::gemv`] (`ops/gemv.rs` + `ops/gemv.wgsl`): `y = W·x (+ bias)` for every weight
-//!   format, one workgroup per output row with a shared-memory reduction, 2-D dispatch past
-//!   `maxComputeWorkgroupsPerDimension`, one z-slice per token for prefill. Tested against
-//!   a dequantised f64 reference on a real Vulkan device (Mesa's lavapipe in CI).
-//! - [`ops::embed`] (rows of the embedding dequantised on the device from the GEMV's copy
-//!   of the matrix), [`ops::rms_norm`], [`ops::rope`] (rotate_half, tables uploaded once),
-//!   [`ops::attention`] (cache append, then one workgroup per (head, token) with an online
-//!   softmax), [`ops::elementwise`] (silu·mul, residual add). Simple and unfused.
+//! - [`GpuBackend`] (`backend.rs`): the [`akari_core::backend::Backend`] the one decoder runs
+//!   on (`--device gpu`, and `webgpu` in the browser). Tensors are pooled f32 storage buffers,
+//!   weights [`GpuMatrix`], the KV cache two preallocated f32 buffers per layer. Every op
+//!   records into one compute pass, submitted every few dozen dispatches; the read at the end
+//!   of a forward pass waits once — blocking natively, awaited in the browser
+//!   ([`GpuContext::submit_and_read_async`]). The browser's threaded build has no backend:
+//!   wgpu's objects are not `Send` there.
+//! - [`ops`]: the kernels, each WGSL file beside the Rust that dispatches it — GEMV for every
+//!   weight format with store/accumulate/GLU epilogues and a fused RMS norm, a one-token
+//!   GEMV on aligned words, embedding, RMS norm, rope (deferred into the KV store and the
+//!   attention's query load), split (flash-decoding) attention with a combine pass,
+//!   elementwise ops. Tested against f64 references on a real Vulkan device (Mesa's
+//!   lavapipe in CI) and, through the browser tests, on WebGPU (SwiftShader).
+//! - `profile.rs`: per-kernel GPU time from timestamp queries (`AKARI_GPU_PROFILE=1`).
 //!
 //! # What is next
 //!
-//! 1. Per-step overheads: bind groups, uniforms and activation buffers built once at load
-//!    and reused (today every op allocates its output, a uniform and a bind group).
-//! 2. Fused decode kernels: rms_norm into the following GEMV, q/k/v and gate/up as one
-//!    dispatch, silu·mul into the down projection; `subgroups` reductions and `shader-f16`
-//!    variants where the adapter has them; several rows per workgroup.
-//! 3. Tiled GEMM for prefill (many tokens per weight read; today W is read once per token).
-//! 4. Flash-decoding attention: split long sequences across workgroups and merge the
-//!    partial softmaxes.
-//! 5. Sampling on the GPU (argmax / top-k), reading back a few bytes instead of the logits.
-//! 6. Splitting tensors over several bindings where they exceed `maxStorageBufferBindingSize`
+//! 1. A faster 4-bit GEMV (repacked nibbles, packed integer dot products): decode is bound by
+//!    it, and by the fixed cost of each of the ~250 dispatches a token.
+//! 2. Tiled GEMM for prefill (today a prompt reuses the GEMV a few tokens at a time).
+//! 3. Sampling on the GPU (argmax / top-k), reading back a few bytes instead of the logits.
+//! 4. Splitting tensors over several bindings where they exceed `maxStorageBufferBindingSize`
 //!    (128 MiB by default on WebGPU; a 151936×1536 f16 embedding is 467 MB) — today such a
 //!    matrix fails to upload with [`GpuError::TooLarge`].
-//! 7. The browser: an async read-back, so the backend also builds for wasm32.
 
-#[cfg(not(target_arch = "wasm32"))]
+// wgpu's objects are `Send` in the browser only in a build without threads (wgpu's
+// `fragile-send-sync-non-atomic-wasm`), and the decoder's backends must be.
+#[cfg(any(not(target_arch = "wasm32"), not(target_feature = "atomics")))]
 mod backend;
 mod context;
 mod error;
@@ -58,7 +55,7 @@ mod matrix;
 pub mod ops;
 mod profile;
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), not(target_feature = "atomics")))]
 pub use backend::{GpuBackend, GpuKvCache, GpuRope, GpuTensor, GpuVector};
 pub use context::{GpuCaps, GpuContext, DEFAULT_TIMEOUT};
 pub use error::GpuError;

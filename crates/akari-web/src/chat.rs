@@ -4,7 +4,7 @@
 use akari_core::generate::{Completion, Event, GenerateOptions, Generation};
 use akari_core::sampler::SamplerConfig;
 use akari_core::template::Message;
-use akari_core::{Device, Dtype, Error};
+use akari_core::{Device, Error};
 use akari_engine::{Engine, LoadOptions, MemoryFiles, Progress, WebNnDevice};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
@@ -202,16 +202,46 @@ pub fn check_device(name: &str) -> Result<()> {
         };
     }
     let d = device(name)?;
-    if d == Device::Gpu && cfg!(target_arch = "wasm32") {
+    if d == Device::Gpu && cfg!(all(target_arch = "wasm32", target_feature = "atomics")) {
         return Err(ChatError::new(
             ErrorCode::Unsupported,
             format!(
-                "device `{name}`: the GPU backend is not available in this build of the browser \
-                 engine yet; use `wasm`"
+                "device `{name}`: the threaded build of the browser engine has no GPU backend; \
+                 the single-thread build runs WebGPU"
             ),
         ));
     }
     Ok(())
+}
+
+fn load_options(dtype: &str, device_name: &str, context: Option<usize>) -> Result<LoadOptions> {
+    Ok(LoadOptions {
+        device: device(device_name)?,
+        dtype: dtype.parse()?,
+        context,
+        ..Default::default()
+    })
+}
+
+fn no_reply() -> ChatError {
+    ChatError::new(
+        ErrorCode::Unsupported,
+        "no reply in progress: call chat first",
+    )
+}
+
+/// A GPU that cannot be opened is the browser's limit, said in its terms.
+fn device_error(device_name: &str, e: Error) -> ChatError {
+    match e {
+        Error::Backend { msg, .. } if msg.contains("no GPU adapter") => ChatError::new(
+            ErrorCode::Device,
+            format!(
+                "device `{device_name}`: this browser offers no WebGPU adapter (WebGPU is off, \
+                 unsupported here, or blocked for this GPU); use `wasm`"
+            ),
+        ),
+        e => e.into(),
+    }
 }
 
 /// A loaded model and the reply in progress, if any.
@@ -230,19 +260,13 @@ impl Chat {
         context: Option<usize>,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Chat> {
-        let dtype: Dtype = dtype.parse()?;
-        let opts = LoadOptions {
-            device: device(device_name)?,
-            dtype,
-            context,
-            ..Default::default()
-        };
+        let opts = load_options(dtype, device_name, context)?;
         let engine = Engine::load_memory(files, &opts, &mut |p: Progress<'_>| progress(p.stage))?;
         Ok(Chat::new(engine, files, None))
     }
 
-    /// [`Chat::load`] without blocking, for the devices whose setup is asynchronous in the
-    /// browser (WebNN); the others load as [`Chat::load`] does.
+    /// [`Chat::load`] without blocking: the browser opens its GPU asynchronously, and WebNN
+    /// makes its context, graphs and tensors asynchronously.
     pub async fn load_async(
         files: &MemoryFiles,
         dtype: &str,
@@ -250,19 +274,24 @@ impl Chat {
         context: Option<usize>,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Chat> {
-        let Some(webnn) = WebNnDevice::from_name(device_name) else {
-            return Chat::load(files, dtype, device_name, context, progress);
-        };
-        let opts = LoadOptions {
-            dtype: dtype.parse()?,
-            context,
-            ..Default::default()
-        };
-        let engine = Engine::load_memory_webnn(files, &opts, webnn, &mut |p: Progress<'_>| {
-            progress(p.stage)
-        })
-        .await?;
-        Ok(Chat::new(engine, files, Some(device_name)))
+        if let Some(webnn) = WebNnDevice::from_name(device_name) {
+            let opts = LoadOptions {
+                dtype: dtype.parse()?,
+                context,
+                ..Default::default()
+            };
+            let engine = Engine::load_memory_webnn(files, &opts, webnn, &mut |p: Progress<'_>| {
+                progress(p.stage)
+            })
+            .await?;
+            return Ok(Chat::new(engine, files, Some(device_name)));
+        }
+        let opts = load_options(dtype, device_name, context)?;
+        let engine =
+            Engine::load_memory_async(files, &opts, &mut |p: Progress<'_>| progress(p.stage))
+                .await
+                .map_err(|e| device_error(device_name, e))?;
+        Ok(Chat::new(engine, files, None))
     }
 
     /// `device_name`: the device to report when the engine's own record is not it (WebNN).
@@ -319,14 +348,28 @@ impl Chat {
 
     /// One token: the text it completes, and `Done` with the stats when the reply ends.
     pub fn step(&mut self) -> Result<Vec<Chunk>> {
-        let Some(generation) = self.generation.as_mut() else {
-            return Err(ChatError::new(
-                ErrorCode::Unsupported,
-                "no reply in progress: call chat first",
-            ));
-        };
+        let generation = self.generation.as_mut().ok_or_else(no_reply)?;
         let mut out = Vec::new();
         let result = self.engine.step(generation, &mut |e| collect(&mut out, e));
+        self.stepped(result, out)
+    }
+
+    /// [`Chat::step`] without blocking, for the browser's GPU.
+    pub async fn step_async(&mut self) -> Result<Vec<Chunk>> {
+        let generation = self.generation.as_mut().ok_or_else(no_reply)?;
+        let mut out = Vec::new();
+        let result = self
+            .engine
+            .step_async(generation, &mut |e| collect(&mut out, e))
+            .await;
+        self.stepped(result, out)
+    }
+
+    fn stepped(
+        &mut self,
+        result: akari_core::Result<Option<Completion>>,
+        mut out: Vec<Chunk>,
+    ) -> Result<Vec<Chunk>> {
         match result {
             Ok(Some(done)) => {
                 self.generation = None;
@@ -363,36 +406,6 @@ impl Chat {
     pub fn reset(&mut self) {
         self.generation = None;
         self.engine.reset();
-    }
-
-    /// [`Chat::step`] without blocking, for backends whose results arrive through the event
-    /// loop (WebNN).
-    pub async fn step_async(&mut self) -> Result<Vec<Chunk>> {
-        let Some(generation) = self.generation.as_mut() else {
-            return Err(ChatError::new(
-                ErrorCode::Unsupported,
-                "no reply in progress: call chat first",
-            ));
-        };
-        let mut out = Vec::new();
-        let result = self
-            .engine
-            .step_async(generation, &mut |e| collect(&mut out, e))
-            .await;
-        match result {
-            Ok(Some(done)) => {
-                self.generation = None;
-                out.push(Chunk::Done {
-                    stats: Stats::from_completion(&done),
-                });
-            }
-            Ok(None) => {}
-            Err(e) => {
-                self.generation = None;
-                return Err(e.into());
-            }
-        }
-        Ok(out)
     }
 
     /// The last-position logits after `tokens` (from an empty cache) and after each of

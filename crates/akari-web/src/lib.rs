@@ -158,9 +158,10 @@ impl Sha256 {
 
 /// A loaded model, generating one token per [`WebEngine::step`].
 ///
-/// The chat sits behind `Rc<RefCell<..>>` because a step is asynchronous (WebNN's results
-/// arrive through the event loop) and its promise must own what it uses. The worker runs one
-/// call at a time; a call made while a step is in flight gets an error.
+/// The chat sits behind `Rc<RefCell<..>>` because a step is asynchronous (the GPU's
+/// read-back and WebNN's results arrive through the event loop) and its promise must own what
+/// it uses. The worker runs one call at a time; a call made while a step is in flight gets an
+/// error.
 #[wasm_bindgen]
 pub struct WebEngine {
     chat: Rc<RefCell<Chat>>,

@@ -198,15 +198,20 @@ async function main() {
         console.error(`[round ${round}] ${engine.id}: ${line}`);
       }
     }
-    let webgpu = null;
-    if (WEBGPU && (ONLY.length === 0 || ONLY.includes('transformers.js-webgpu'))) {
-      const engine = { id: 'transformers.js-webgpu', cfg: { engine: 'transformers.js', model: ONNX_REPO, dtype: 'q4', device: 'webgpu' } };
+    // WebGPU runs on SwiftShader here (a CPU emulation of a GPU): seconds per token, so one
+    // short run of each engine, akari first, on the same ONNX q4 files.
+    const webgpu = [];
+    const WEBGPU_ENGINES = [
+      { id: 'akari-webgpu', cfg: { engine: 'akari', model: ONNX_REPO, dtype: 'q4', device: 'webgpu' } },
+      { id: 'transformers.js-webgpu', cfg: { engine: 'transformers.js', model: ONNX_REPO, dtype: 'q4', device: 'webgpu' } },
+    ].filter((e) => ONLY.length === 0 || ONLY.includes(e.id));
+    for (const engine of WEBGPU ? WEBGPU_ENGINES : []) {
       const r = await runOnce(server.url, engine, {
         webgpu: true,
         overrides: { maxTokens: WEBGPU_TOKENS, warmupTokens: 2 },
       });
-      webgpu = { engine: engine.id, round: 1, maxTokens: WEBGPU_TOKENS, ...r };
-      console.error(`transformers.js webgpu (SwiftShader): ${r.error ? `error: ${r.error}` : `prompt ${r.promptTokens} tok, gen ${r.generatedTokens} tok, ttft ${fmt(r.ttftMs, 0)} ms, decode ${fmt(r.decodeTps, 2)} tok/s`}`);
+      webgpu.push({ engine: engine.id, round: 1, maxTokens: WEBGPU_TOKENS, ...r });
+      console.error(`${engine.id} (SwiftShader): ${r.error ? `error: ${r.error}` : `prompt ${r.promptTokens} tok, gen ${r.generatedTokens} tok, ttft ${fmt(r.ttftMs, 0)} ms, prefill ${fmt(r.prefillTps, 2)} tok/s, decode ${fmt(r.decodeTps, 2)} tok/s`}`);
     }
 
     const medians = {};
@@ -267,11 +272,22 @@ async function main() {
     for (const p of pairs) {
       out.push(`| ${p.akari} | ${p.peer} | ${fmt(p.prefillTps, 2)}× | ${fmt(p.decodeTps, 2)}× | ${fmt(p.ttftMs, 2)}× | ${fmt(p.peakRssMiB, 2)}× |`);
     }
-    if (webgpu) {
+    if (webgpu.length) {
       out.push('');
-      out.push(webgpu.error
-        ? `transformers.js WebGPU (SwiftShader): did not run: ${webgpu.error}`
-        : `transformers.js WebGPU (SwiftShader, ${webgpu.generatedTokens} tokens, one run): prefill ${fmt(webgpu.prefillTps, 2)} tok/s, decode ${fmt(webgpu.decodeTps, 2)} tok/s, TTFT ${fmt(webgpu.ttftMs, 0)} ms`);
+      out.push(`WebGPU on SwiftShader, one run each, ${WEBGPU_TOKENS} tokens:`);
+      out.push('');
+      out.push('| engine | prompt tok | gen tok | prefill tok/s | decode tok/s | TTFT ms |');
+      out.push('|---|---|---|---|---|---|');
+      for (const w of webgpu) {
+        out.push(w.error
+          ? `| ${w.engine} | did not run: ${w.error} | | | | |`
+          : `| ${w.engine} | ${w.promptTokens} | ${w.generatedTokens} | ${fmt(w.prefillTps, 2)} | ${fmt(w.decodeTps, 3)} | ${fmt(w.ttftMs, 0)} |`);
+      }
+      const [a, p] = ['akari-webgpu', 'transformers.js-webgpu'].map((id) => webgpu.find((w) => w.engine === id && !w.error));
+      if (a && p) {
+        out.push('');
+        out.push(`akari ÷ transformers.js on WebGPU: prefill ${fmt(a.prefillTps / p.prefillTps, 2)}×, decode ${fmt(a.decodeTps / p.decodeTps, 2)}×, TTFT ${fmt(a.ttftMs / p.ttftMs, 2)}×`);
+      }
     }
     console.log(out.join('\n'));
     console.error(`results: ${file}`);

@@ -28,7 +28,7 @@ async function runAkari(cfg) {
   const akari = await import('/akari/akari.js');
   const t = now();
   const engine = await akari.load(cfg.model, {
-    device: 'wasm',
+    device: cfg.device || 'wasm',
     dtype: cfg.dtype,
     threads: cfg.threads,
     context: cfg.context,

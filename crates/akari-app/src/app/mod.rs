@@ -215,7 +215,7 @@ pub fn App() -> impl IntoView {
             <CachePanel s=s/>
             <footer class="about">
                 <p>
-                    "WebGPU: this build of the engine does not run on WebGPU yet; the device is listed and shown as unavailable. "
+                    "WebGPU runs the same WGSL kernels as akari's native GPU backend, in the single-thread engine (the GPU does the work). "
                 </p>
                 <p>
                     "WebNN (webnn, webnn-gpu, webnn-cpu, webnn-npu) runs the model as WebNN graphs in the single-thread engine. "

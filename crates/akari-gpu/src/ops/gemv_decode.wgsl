@@ -208,8 +208,11 @@ fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
     let lane = t % LANES;
     let live = row < params.n;
     let glu = (params.flags & GLU) != 0u;
-    normed = (params.flags & NORM) != 0u;
-    if normed {
+    // The branch holds barriers, so it must test a value WGSL's uniformity analysis can see
+    // is uniform: a private variable never counts as one.
+    let norm_on = (params.flags & NORM) != 0u;
+    normed = norm_on;
+    if norm_on {
         var ss = 0.0;
         for (var i = t; i < params.k / 4u; i += WG) {
             let v = x[i];
