@@ -451,6 +451,14 @@ impl WebNnModel {
     }
 }
 
+impl Drop for WebNnModel {
+    fn drop(&mut self) {
+        // The weights and cache may live in device memory that the garbage collector does not
+        // see; give it back now.
+        self.ctx.destroy();
+    }
+}
+
 fn missing(name: &str) -> Error {
     Error::Backend {
         backend: "webnn",

@@ -31,6 +31,9 @@ extern "C" {
     ) -> Result<(), JsValue>;
     #[wasm_bindgen(method, catch, js_name = opSupportLimits)]
     pub fn op_support_limits(this: &MLContext) -> Result<JsValue, JsValue>;
+    /// Releases the context and everything made on it.
+    #[wasm_bindgen(method)]
+    pub fn destroy(this: &MLContext);
 
     #[derive(Clone)]
     pub type MLTensor;
