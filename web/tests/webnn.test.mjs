@@ -224,6 +224,7 @@ test('a context that cannot be made: a plain error with the browser\'s reason', 
     assert.equal(err.code, 'device', JSON.stringify(err));
     assert.match(err.message, /could not create a WebNN context/);
     assert.match(err.message, /no NPU on this machine/);
+    assert.match(err.message, /use another device \(wasm, webgpu/);
   } finally {
     standin.options = {};
   }

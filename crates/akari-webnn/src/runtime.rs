@@ -276,7 +276,8 @@ pub async fn load(
     let cant = |e: JsValue| Error::Backend {
         backend: "webnn",
         msg: format!(
-            "could not create a WebNN context for {label}: {}",
+            "could not create a WebNN context for {label}: {}; use another device (wasm, \
+             webgpu, or another webnn device)",
             describe(&e)
         ),
     };
