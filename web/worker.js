@@ -217,15 +217,45 @@ async function fetchListing(cache, host, repo, revision, model) {
   return siblings.map((s) => s.rfilename).filter((p) => typeof p === 'string');
 }
 
+// The downloaded bytes kept for the cache, gathered into a Blob every 32 MiB: the browser
+// may keep Blobs on disk, so a large model is not held in memory twice while it downloads.
+const SPOOL_BYTES = 32 << 20;
+
+class Spool {
+  constructor() {
+    this.blobs = [];
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
+  push(chunk) {
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= SPOOL_BYTES) this.flush();
+  }
+
+  flush() {
+    if (!this.pending.length) return;
+    this.blobs.push(new Blob(this.pending));
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
+  blob() {
+    this.flush();
+    return new Blob(this.blobs);
+  }
+}
+
 // Streams `url` into the wasm-side `files` as `name`, resuming with a Range request after a
 // dropped connection, and checks its size and (when the host gives one) sha256. Returns the
-// chunks, for the cache.
+// bytes as a Blob, for the cache.
 async function download(url, name, files, signalProgress) {
   let received = 0;
   let total = null;
   let sha = null;
   let failures = 0;
-  const chunks = [];
+  const spool = new Spool();
   const hasher = new wasm.Sha256();
   const started = performance.now();
   let reserved = false;
@@ -283,7 +313,7 @@ async function download(url, name, files, signalProgress) {
           }
           hasher.update(chunk);
           if (reserved) files.append(chunk);
-          chunks.push(chunk);
+          spool.push(chunk);
           received += chunk.length;
           const now = performance.now();
           if (now - lastReport > 100) {
@@ -303,10 +333,13 @@ async function download(url, name, files, signalProgress) {
     if (total !== null && received !== total) {
       throw new WorkerError('corrupt', `${name}: received ${received} bytes, expected ${total}`);
     }
+    const body = spool.blob();
     if (!reserved) {
       // No size was announced: the bytes were kept here; hand them over now.
       files.addFile(name, received);
-      for (const c of chunks) files.append(c);
+      for (let o = 0; o < received; o += SPOOL_BYTES) {
+        files.append(new Uint8Array(await body.slice(o, o + SPOOL_BYTES).arrayBuffer()));
+      }
     }
     const digest = hasher.finishHex();
     if (sha !== null && digest !== sha) {
@@ -314,7 +347,7 @@ async function download(url, name, files, signalProgress) {
     }
     const seconds = (performance.now() - started) / 1000;
     signalProgress(received, received, received / Math.max(1e-3, seconds));
-    return { chunks, bytes: received, sha256: digest };
+    return { body, bytes: received, sha256: digest };
   } finally {
     hasher.free();
   }
@@ -363,7 +396,7 @@ async function loadFromHub(repo, options, files) {
     const got = await download(url, name, files, (loaded, total, bytesPerSecond) =>
       progress({ stage: 'download', file: name, loaded, total: total ?? undefined, bytesPerSecond }));
     if (cache) {
-      const body = new Blob(got.chunks);
+      const body = got.body;
       const headers = { 'content-length': String(got.bytes), 'x-akari-sha256': got.sha256 };
       try {
         await cache.put(url, new Response(body, { headers }));

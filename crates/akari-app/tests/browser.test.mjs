@@ -68,7 +68,10 @@ before(async () => {
     headless: true,
     viewport: { width: 1100, height: 1000 },
     args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run'],
+      '--disable-sync', '--no-first-run',
+      // WebGPU on SwiftShader (Chromium's CPU Vulkan): real WebGPU without a GPU.
+      '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
+      '--use-webgpu-adapter=swiftshader'],
   });
   page = browser.pages()[0] ?? await browser.newPage();
   page.on('pageerror', (e) => console.log(`[page error] ${e.message}`));
@@ -112,7 +115,7 @@ test('every control has its accessible name; unusable devices are disabled with 
     if (!caps.webnn.available) assert.match(d.text, /unavailable/);
   }
   assert.equal(devices.find((d) => d.value === 'webgpu').disabled, !caps.webgpu.available);
-  assert.match(await page.locator('footer').textContent(), /WebNN.*stand-in.*not on real WebNN hardware.*Chrome and Edge/s);
+  assert.match(await page.locator('footer').textContent(), /WebGPU runs the same WGSL kernels.*WebNN.*stand-in.*not on real WebNN hardware.*Chrome and Edge/s);
   assert.equal(await page.getByRole('button', { name: 'Send', exact: true }).isDisabled(), true, 'no model yet');
   await page.screenshot({ path: path.join(artifacts, 'app-start.png'), fullPage: true });
 });
@@ -180,6 +183,19 @@ test('Max new tokens reaches the engine', async () => {
   await lastReply().locator('.stats', { hasText: /first token/ }).waitFor({ timeout: SLOW });
   assert.match(await lastReply().locator('.stats').textContent(), / \+ 5 generated tokens · stopped at the token limit$/);
   await page.getByLabel('Max new tokens').fill('');
+  await page.getByRole('button', { name: 'Reset', exact: true }).click();
+});
+
+test('the same model on the webgpu device answers the same question', async () => {
+  await page.getByLabel('Device', { exact: true }).selectOption('webgpu');
+  await page.getByRole('button', { name: 'Load', exact: true }).click();
+  await page.locator('.loaded', { hasText: 'webgpu' }).waitFor({ timeout: SLOW });
+  assert.match(await page.locator('.loaded').textContent(), /llama .* webgpu .* parameters/);
+  await page.getByLabel('Message', { exact: true }).fill('What is the capital of France?');
+  await page.getByRole('button', { name: 'Send', exact: true }).click();
+  await lastReply().locator('.stats', { hasText: /first token/ }).waitFor({ timeout: SLOW });
+  assert.match(await lastReply().locator('.answer').textContent(), /Paris/);
+  await page.screenshot({ path: path.join(artifacts, 'app-webgpu.png'), fullPage: true });
   await page.getByRole('button', { name: 'Reset', exact: true }).click();
 });
 

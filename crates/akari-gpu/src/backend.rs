@@ -481,7 +481,10 @@ impl Backend for GpuBackend {
     ) -> Result<Vec<GpuTensor>> {
         self.settle(x)?;
         // One token: each GEMV normalises its input itself (no rms_norm dispatch).
-        if x.rows != 1 || norm.len != x.cols || !ws.iter().all(|(w, _)| gemv::fuses_norm(w)) {
+        if x.rows != 1
+            || norm.len != x.cols
+            || !ws.iter().all(|(w, _)| gemv::fuses_norm(&self.ctx, w))
+        {
             let h = self.rms_norm(x, norm, eps)?;
             return self.matmul_many(&h, ws);
         }
@@ -515,7 +518,7 @@ impl Backend for GpuBackend {
         self.settle(x)?;
         let fused = x.rows == 1
             && norm.len == x.cols
-            && gemv::fuses_norm(gate)
+            && gemv::fuses_norm(&self.ctx, gate)
             && up.format() == gate.format()
             && up.rows() == gate.rows()
             && up.cols() == gate.cols();

@@ -23,6 +23,9 @@ pub struct GpuCaps {
     pub subgroups: bool,
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
+    /// The adapter is a CPU implementation (lavapipe, SwiftShader, a browser's fallback
+    /// adapter).
+    pub software: bool,
 }
 
 /// A wgpu device and queue with akari's kernels. Pipelines are compiled once, on first use,
@@ -36,6 +39,8 @@ pub struct GpuContext {
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     timeout: Duration,
+    /// One-token GEMVs use `gemv_decode.wgsl` ([`GpuContext::set_decode_kernels`]).
+    decode_kernels: bool,
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
     /// Per-kernel timing (`AKARI_GPU_PROFILE`).
@@ -151,6 +156,10 @@ impl GpuContext {
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,
+            software: info.device_type == wgpu::DeviceType::Cpu
+                || ["llvmpipe", "swiftshader"]
+                    .iter()
+                    .any(|n| info.name.to_lowercase().contains(n)),
         };
         tracing::info!(
             adapter = %info.name,
@@ -159,6 +168,7 @@ impl GpuContext {
             ?caps,
             "GPU device ready"
         );
+        let decode_kernels = decode_kernels_default(&caps);
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("akari.dummy"),
             size: 16,
@@ -175,6 +185,7 @@ impl GpuContext {
             error,
             lost,
             timeout: DEFAULT_TIMEOUT,
+            decode_kernels,
             dummy,
             staging: Mutex::new(None),
             pipelines: Default::default(),
@@ -198,6 +209,18 @@ impl GpuContext {
     }
 
     /// Changes how long blocking waits may take (default [`DEFAULT_TIMEOUT`]).
+    /// Whether one-token GEMVs use the decode kernel (wide workgroups reading aligned words,
+    /// with the RMS norm fused) rather than the general GEMV. On by default on hardware; off
+    /// on CPU implementations, where its workgroup barriers cost more than the reads it saves
+    /// (4.5× slower decode on SwiftShader). `AKARI_GPU_DECODE_KERNELS=0|1` overrides natively.
+    pub fn set_decode_kernels(&mut self, on: bool) {
+        self.decode_kernels = on;
+    }
+
+    pub fn decode_kernels(&self) -> bool {
+        self.decode_kernels
+    }
+
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
@@ -377,5 +400,13 @@ impl GpuContext {
         }
         *self.staging.lock().unwrap_or_else(|p| p.into_inner()) = Some(staging);
         Ok(out)
+    }
+}
+
+fn decode_kernels_default(caps: &GpuCaps) -> bool {
+    match std::env::var("AKARI_GPU_DECODE_KERNELS").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => !caps.software,
     }
 }

@@ -12,7 +12,10 @@ use std::sync::OnceLock;
 fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
     CTX.get_or_init(|| match GpuContext::new() {
-        Ok(ctx) => {
+        Ok(mut ctx) => {
+            // The decode kernels are tested on software adapters too, where they are off by
+            // default.
+            ctx.set_decode_kernels(true);
             let info = ctx.adapter_info();
             eprintln!(
                 "adapter: {} ({:?}, {:?}, driver {} {})\ncaps: {:?}",
@@ -184,13 +187,17 @@ fn rows_past_the_dispatch_limit_use_a_second_dimension() {
     check(QuantFormat::Q4_0, rows, 32, true);
 }
 
-/// The batched GEMV (one x row per token, several tokens per workgroup) gives each token
-/// what the one-token GEMV gives it, to f32 rounding.
+/// The batched GEMV (one x row per token, several tokens per workgroup) and the tiled GEMM
+/// (from `GEMM_MIN_TOKENS` tokens; here over two token tiles and two row tiles, neither
+/// full) give each token what the one-token GEMV gives it, to f32 rounding.
 #[test]
 fn tokens_in_one_dispatch_match_one_at_a_time() {
     let ctx = ctx();
-    for format in QuantFormat::ALL {
-        let (rows, cols, tokens) = (13, 96, 6);
+    for (format, (rows, tokens)) in QuantFormat::ALL
+        .into_iter()
+        .flat_map(|f| [(f, (13, 6)), (f, (70, 70))])
+    {
+        let cols = 96;
         let bytes = quantized(format, rows, cols, 11);
         let w = ctx.upload_matrix_bytes(format, rows, cols, &bytes).unwrap();
         let x = sample(tokens * cols, 12);
@@ -238,7 +245,8 @@ fn fused_epilogues_match_the_reference() {
     for format in QuantFormat::ALL {
         // 96 columns are 3 blocks (the general kernel for Q4_0/Q8_0 at one token), 128 are 4
         // (the aligned-pair decode kernel).
-        for (tokens, cols) in [(1, 96), (1, 128), (5, 96), (5, 128)] {
+        // 37 tokens take the tiled GEMM.
+        for (tokens, cols) in [(1, 96), (1, 128), (5, 96), (5, 128), (37, 96), (37, 128)] {
             let rows = 21;
             let wb = quantized(format, rows, cols, 21);
             let ub = quantized(format, rows, cols, 22);
@@ -312,7 +320,7 @@ fn fused_norm_matches_the_reference() {
         let (rows, cols, eps) = (37, 128, 1e-5f32);
         let wb = quantized(format, rows, cols, 31);
         let w = ctx.upload_matrix_bytes(format, rows, cols, &wb).unwrap();
-        if !fuses_norm(&w) {
+        if !fuses_norm(ctx, &w) {
             continue;
         }
         let x = sample(cols, 32);

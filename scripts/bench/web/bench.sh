@@ -11,8 +11,9 @@
 # target/web-bench/results.json, and a markdown table on stdout.
 #
 # Environment: BENCH_ROUNDS (3), BENCH_THREADS (the machine's cores), BENCH_TOKENS (64),
-# BENCH_WEBGPU (1: one short transformers.js WebGPU run on SwiftShader), BENCH_ONLY (comma
-# list of akari-gguf, akari-onnx, transformers.js, wllama, transformers.js-webgpu),
+# BENCH_WEBGPU (1: one short WebGPU run each of akari and transformers.js on SwiftShader),
+# BENCH_WEBGPU_TOKENS (4), BENCH_ONLY (comma list of akari-gguf, akari-onnx, transformers.js,
+# wllama, akari-webgpu, transformers.js-webgpu),
 # BENCH_RESULTS (results.json: the file name under target/web-bench), BENCH_SKIP_BUILD=1 (use
 # the bundle and binary already built), BENCH_TJS_VERSION / BENCH_WLLAMA_VERSION (the peers'
 # npm versions).

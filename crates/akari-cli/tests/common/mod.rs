@@ -28,9 +28,15 @@ impl Run {
 }
 
 pub fn akari(args: &[&str]) -> Run {
+    akari_env(args, &[])
+}
+
+/// [`akari`] with extra environment variables.
+pub fn akari_env(args: &[&str], envs: &[(&str, &str)]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_akari"))
         .args(args)
         .env("AKARI_LOG", "error")
+        .envs(envs.iter().copied())
         .output()
         .expect("the akari binary runs");
     let run = Run {
@@ -106,6 +112,16 @@ pub struct LogitComparison {
 /// Runs `akari logits MODEL` on a reference case (`prompt_tokens`, `steps[]`) with `extra`
 /// arguments and compares every step.
 pub fn compare_logits(model: &std::path::Path, case: &Value, extra: &[&str]) -> LogitComparison {
+    compare_logits_env(model, case, extra, &[])
+}
+
+/// [`compare_logits`] with extra environment variables for `akari`.
+pub fn compare_logits_env(
+    model: &std::path::Path,
+    case: &Value,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> LogitComparison {
     let prompt: Vec<String> = ids(&case["prompt_tokens"])
         .iter()
         .map(|t| t.to_string())
@@ -124,7 +140,7 @@ pub fn compare_logits(model: &std::path::Path, case: &Value, extra: &[&str]) -> 
         "2",
     ];
     args.extend_from_slice(extra);
-    let got = akari(&args).json();
+    let got = akari_env(&args, envs).json();
     let got = got["steps"].as_array().expect("steps in output");
     assert_eq!(got.len(), steps.len());
     let mut cmp = LogitComparison {

@@ -17,7 +17,23 @@ pub const TOKENS_PER_WORKGROUP: u32 = 4;
 
 const SHADER: Shader = Shader {
     name: "gemv.wgsl",
-    source: include_str!("gemv.wgsl"),
+    source: concat!(
+        include_str!("matmul_common.wgsl"),
+        include_str!("gemv.wgsl")
+    ),
+};
+
+/// Prompts of at least this many tokens use the tiled GEMM (`gemm.wgsl`).
+pub const GEMM_MIN_TOKENS: usize = 8;
+/// W rows and tokens per GEMM workgroup; must match `TM` and `TN` in `gemm.wgsl`.
+const GEMM_TILE: u32 = 64;
+
+const GEMM: Shader = Shader {
+    name: "gemm.wgsl",
+    source: concat!(
+        include_str!("matmul_common.wgsl"),
+        include_str!("gemm.wgsl")
+    ),
 };
 
 const DECODE: Shader = Shader {
@@ -38,7 +54,10 @@ fn decode_lanes(w: &GpuMatrix) -> u32 {
 
 /// The entry point of `gemv_decode.wgsl` for a one-token GEMV of `w`, when its rows suit it
 /// (whole word-aligned pairs of blocks, or 8-value groups of f16).
-fn decode_entry(w: &GpuMatrix) -> Option<&'static str> {
+fn decode_entry(ctx: &GpuContext, w: &GpuMatrix) -> Option<&'static str> {
+    if !ctx.decode_kernels() {
+        return None;
+    }
     let blocks = w.cols() / 32;
     match w.format() {
         QuantFormat::Q4_0 if blocks.is_multiple_of(2) => Some("decode_q4_0"),
@@ -73,8 +92,8 @@ pub struct Norm<'a> {
 }
 
 /// Whether a one-token GEMV of `w` can normalise its input itself.
-pub fn fuses_norm(w: &GpuMatrix) -> bool {
-    decode_entry(w).is_some()
+pub fn fuses_norm(ctx: &GpuContext, w: &GpuMatrix) -> bool {
+    decode_entry(ctx, w).is_some()
 }
 
 /// What a GEMV does with its result.
@@ -160,8 +179,11 @@ pub fn encode_tokens(
             (GLU, None, Some(up.buffer()))
         }
     };
-    let caps = ctx.caps();
-    let decode = if tokens == 1 { decode_entry(w) } else { None };
+    let decode = if tokens == 1 {
+        decode_entry(ctx, w)
+    } else {
+        None
+    };
     if norm.is_some() && decode.is_none() {
         return Err(GpuError::Shape {
             op: OP,
@@ -173,29 +195,16 @@ pub fn encode_tokens(
     if let Some(n) = norm {
         need("norm weight length", n.weight, w.cols())?;
     }
+    if decode.is_none() && tokens >= GEMM_MIN_TOKENS && w.cols().is_multiple_of(4) {
+        return encode_gemm(ctx, rec, w, x, (flags, bias, w2), y, tokens);
+    }
     let lanes = decode_lanes(w);
     let per_wg = if decode.is_some() {
         256 / lanes
     } else {
         ROWS_PER_WORKGROUP
     };
-    let groups = (w.rows() as u32).div_ceil(per_wg);
-    let (gx, gy) =
-        dispatch_size(groups, caps.max_compute_workgroups_per_dimension).ok_or_else(|| {
-            GpuError::TooLarge {
-                what: format!("gemv over {} rows ({per_wg} per workgroup)", w.rows()),
-                bytes: w.rows() as u64,
-                limit: u64::from(caps.max_compute_workgroups_per_dimension).pow(2),
-            }
-        })?;
-    let gz = tokens.div_ceil(TOKENS_PER_WORKGROUP as usize);
-    if gz as u64 > u64::from(caps.max_compute_workgroups_per_dimension) {
-        return Err(GpuError::TooLarge {
-            what: format!("gemv over {tokens} tokens ({TOKENS_PER_WORKGROUP} per workgroup)"),
-            bytes: gz as u64,
-            limit: u64::from(caps.max_compute_workgroups_per_dimension),
-        });
-    }
+    let (gx, gy, gz) = grid(ctx, "gemv", w.rows(), per_wg, tokens, TOKENS_PER_WORKGROUP)?;
     if gx == 0 || tokens == 0 {
         return Ok(());
     }
@@ -228,8 +237,82 @@ pub fn encode_tokens(
             norm.map_or(&ctx.dummy, |n| n.weight),
         ][..if decode.is_some() { 6 } else { 5 }],
         &params,
-        (gx, gy, gz as u32),
+        (gx, gy, gz),
     )
+}
+
+/// The tiled GEMM for `tokens` rows of `x` (see `gemm.wgsl`); `epilogue` is the flags,
+/// bias and second matrix [`encode_tokens`] worked out.
+fn encode_gemm(
+    ctx: &GpuContext,
+    rec: &mut Recording,
+    w: &GpuMatrix,
+    x: &wgpu::Buffer,
+    epilogue: (u32, Option<&wgpu::Buffer>, Option<&wgpu::Buffer>),
+    y: &wgpu::Buffer,
+    tokens: usize,
+) -> Result<(), GpuError> {
+    let (flags, bias, w2) = epilogue;
+    let (gx, gy, gz) = grid(ctx, "gemm", w.rows(), GEMM_TILE, tokens, GEMM_TILE)?;
+    let entry = match w.format() {
+        QuantFormat::F32 => "gemm_f32",
+        QuantFormat::F16 => "gemm_f16",
+        QuantFormat::Q8_0 => "gemm_q8_0",
+        QuantFormat::Q4_0 => "gemm_q4_0",
+        QuantFormat::Q4_1 => "gemm_q4_1",
+    };
+    let params = [
+        w.rows() as u32,
+        w.cols() as u32,
+        w.format().row_bytes(w.cols()) as u32,
+        flags,
+        tokens as u32,
+        0,
+        0,
+        0,
+    ];
+    ctx.dispatch(
+        rec,
+        &GEMM,
+        entry,
+        &[
+            w.buffer(),
+            x,
+            bias.unwrap_or(&ctx.dummy),
+            y,
+            w2.unwrap_or(&ctx.dummy),
+        ],
+        &params,
+        (gx, gy, gz),
+    )
+}
+
+/// Workgroup counts for `rows` output rows, `per_row` a workgroup (flattened over x and y
+/// past the per-dimension limit), by `tokens` tokens, `per_token` a workgroup (z).
+fn grid(
+    ctx: &GpuContext,
+    op: &str,
+    rows: usize,
+    per_row: u32,
+    tokens: usize,
+    per_token: u32,
+) -> Result<(u32, u32, u32), GpuError> {
+    let limit = ctx.caps().max_compute_workgroups_per_dimension;
+    let groups = (rows as u32).div_ceil(per_row);
+    let (gx, gy) = dispatch_size(groups, limit).ok_or_else(|| GpuError::TooLarge {
+        what: format!("{op} over {rows} rows ({per_row} per workgroup)"),
+        bytes: rows as u64,
+        limit: u64::from(limit).pow(2),
+    })?;
+    let gz = tokens.div_ceil(per_token as usize);
+    if gz as u64 > u64::from(limit) {
+        return Err(GpuError::TooLarge {
+            what: format!("{op} over {tokens} tokens ({per_token} per workgroup)"),
+            bytes: gz as u64,
+            limit: u64::from(limit),
+        });
+    }
+    Ok((gx, gy, gz as u32))
 }
 
 impl GpuContext {
