@@ -25,7 +25,7 @@ rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
-cargo clippy -p akari-core -p akari-cpu -p akari-gpu -p akari-engine -p akari-web -p akari-hub -p akari-serve --target wasm32-unknown-unknown -- -D warnings
+cargo clippy -p akari-core -p akari-cpu -p akari-gpu -p akari-webnn -p akari-engine -p akari-web -p akari-hub -p akari-serve --target wasm32-unknown-unknown -- -D warnings
 cargo clippy -p akari-app --target wasm32-unknown-unknown --release -- -D warnings
 
 # Unit and integration tests (the crates have no doctests). The summary line totals every

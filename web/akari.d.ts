@@ -31,7 +31,9 @@ export interface Stats { promptTokens: number; generatedTokens: number; timeToFi
 /** `think`: text of the model's `<think>` block; `answer`: the reply; `done`: always last. */
 export type Chunk = { kind: 'think' | 'answer'; text: string } | { kind: 'done'; stats: Stats };
 
-export interface ModelInfo { name: string; architecture: string; dtype: string; device: string; parameters: number; contextLength: number; }
+/** `backend`: what runs the model, e.g. `webnn (gpu)`; for WebNN it says when quantised weights
+ * were dequantised at load (the context's `dequantizeLinear` lacked their data type). */
+export interface ModelInfo { name: string; architecture: string; dtype: string; device: string; parameters: number; contextLength: number; backend: string; }
 
 export class AkariError extends Error { code: 'download' | 'not-found' | 'corrupt' | 'unsupported' | 'out-of-memory' | 'device' | 'aborted' | 'context'; }
 
@@ -39,7 +41,10 @@ export class AkariError extends Error { code: 'download' | 'not-found' | 'corrup
  * reply in progress: its stream ends with a `done` chunk whose `stopReason` is `cancelled`.
  * The conversation stays in the cache, so sending it again with a new message only feeds the
  * new part; `reset()` forgets it. `unload()` stops the worker and frees the model. */
-export interface Engine { readonly info: ModelInfo; chat(messages: ChatMessage[], options?: ChatOptions): AsyncIterable<Chunk>; abort(): void; reset(): Promise<void>; unload(): Promise<void>; }
+export interface Engine { readonly info: ModelInfo; chat(messages: ChatMessage[], options?: ChatOptions): AsyncIterable<Chunk>; abort(): void; reset(): Promise<void>; unload(): Promise<void>;
+  /** Last-position logits after `tokens` (fed from an empty cache) and after each of `steps`
+   * greedy steps, for checking one device against another; forgets the conversation. */
+  logits(tokens: number[], steps?: number): Promise<number[][]>; }
 
 export function load(source: ModelSource, options?: LoadOptions): Promise<Engine>;
 

@@ -4,7 +4,7 @@
 import { listCached as cacheList, deleteCached as cacheDelete } from './cache.js';
 
 // The devices this build of the engine has a backend for (besides WebAssembly).
-const ENGINE_DEVICES = { webgpu: true, webnn: false };
+const ENGINE_DEVICES = { webgpu: true, webnn: true };
 
 export class AkariError extends Error {
   constructor(code, message) {
@@ -173,6 +173,21 @@ class WorkerEngine {
         resolve();
       });
       this.#worker.postMessage({ type: 'reset', id });
+    });
+  }
+
+  // The logits after `tokens` (token ids, fed from an empty cache) and after each of `steps`
+  // greedy steps: for checking one device against another. Forgets the conversation.
+  logits(tokens, steps = 0) {
+    this.#check();
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#handlers.set(id, (m) => {
+        this.#handlers.delete(id);
+        if (m.type === 'logits') resolve(m.logits);
+        else reject(m.error instanceof AkariError ? m.error : new AkariError(m.error.code, m.error.message));
+      });
+      this.#worker.postMessage({ type: 'logits', id, tokens: Array.from(tokens), steps });
     });
   }
 

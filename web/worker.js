@@ -40,10 +40,11 @@ async function singleThreaded() {
   return single;
 }
 
-// The engine module for `device`: WebGPU runs in the single-thread build (the GPU does the
-// work; wgpu's objects cannot be shared between threads), the CPU on threads when it can.
+// The engine module for `device`: WebGPU and WebNN run in the single-thread build (the GPU or
+// the WebNN device does the work; their objects cannot be shared between threads), the CPU on
+// threads when it can.
 async function initWasm(wantThreads, device) {
-  if (device === 'webgpu' || device === 'gpu') {
+  if (device === 'webgpu' || device === 'gpu' || device.startsWith('webnn')) {
     wasm = await singleThreaded();
     threads = 1;
     return;
@@ -445,6 +446,9 @@ async function load(source, options) {
   if ((device === 'webgpu' || device === 'gpu') && !navigator.gpu) {
     throw new WorkerError('unsupported', `device \`${device}\`: this browser has no WebGPU (navigator.gpu is missing); use \`wasm\``);
   }
+  if (device.startsWith('webnn') && !(navigator.ml && typeof navigator.ml.createContext === 'function')) {
+    throw new WorkerError('unsupported', `device \`${device}\`: this browser has no WebNN (navigator.ml is missing); use \`wasm\` or \`webgpu\``);
+  }
   const isFiles = typeof source !== 'string';
   const list = isFiles ? (Array.isArray(source) ? source : [source]) : null;
   const name = isFiles ? (list.length === 1 ? list[0].name : localPath(list[0]).split('/')[0] || 'local files') : source;
@@ -500,6 +504,13 @@ self.onmessage = (ev) => {
     case 'chat':
       queue = queue.then(() => chat(m.id, m.messages, m.options).catch((e) =>
         postMessage({ type: 'error', id: m.id, error: errorPayload(e) })));
+      break;
+    case 'logits':
+      queue = queue.then(async () => {
+        if (!engine) throw new WorkerError('device', 'no model is loaded');
+        const logits = JSON.parse(await engine.logits(JSON.stringify(m.tokens), m.steps));
+        postMessage({ type: 'logits', id: m.id, logits });
+      }).catch((e) => postMessage({ type: 'error', id: m.id, error: errorPayload(e) }));
       break;
     case 'abort':
       aborted = true;

@@ -145,6 +145,11 @@ pub fn model_info(info: &ModelInfo) -> String {
     if info.context_length > 0 {
         parts.push(format!("context {}", info.context_length));
     }
+    // The engine notes after `; ` what it had to change, e.g. WebNN weights dequantised at
+    // load because the browser's dequantizeLinear lacks their data type.
+    if let Some((_, note)) = info.backend.split_once("; ") {
+        parts.push(note.to_string());
+    }
     parts.join(" · ")
 }
 
@@ -234,10 +239,21 @@ mod tests {
             device: "wasm".into(),
             parameters: 134_515_008.0,
             context_length: 8192,
+            backend: "cpu (wasm simd128, 1 threads, int16 activations)".into(),
         };
         assert_eq!(
             model_info(&info),
             "SmolLM2-135M-Instruct · llama · q4_1 · wasm · 135 M parameters · context 8192"
         );
+        let webnn = ModelInfo {
+            device: "webnn-npu".into(),
+            backend: "webnn (npu); 211 quantised matrices dequantised to fp16 at load".into(),
+            context_length: 1024,
+            ..info
+        };
+        assert!(model_info(&webnn).ends_with(
+            "webnn-npu · 135 M parameters · context 1024 · 211 quantised matrices dequantised to \
+             fp16 at load"
+        ));
     }
 }

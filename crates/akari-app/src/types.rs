@@ -95,6 +95,8 @@ pub struct ModelInfo {
     pub device: String,
     pub parameters: f64,
     pub context_length: u64,
+    /// What runs the model; on WebNN with a note when weights were dequantised at load.
+    pub backend: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

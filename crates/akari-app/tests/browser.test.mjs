@@ -115,7 +115,7 @@ test('every control has its accessible name; unusable devices are disabled with 
     if (!caps.webnn.available) assert.match(d.text, /unavailable/);
   }
   assert.equal(devices.find((d) => d.value === 'webgpu').disabled, !caps.webgpu.available);
-  assert.match(await page.locator('footer').textContent(), /WebGPU runs the same WGSL kernels.*WebNN.*no WebNN backend.*Chrome and Edge/s);
+  assert.match(await page.locator('footer').textContent(), /WebGPU runs the same WGSL kernels.*WebNN.*stand-in.*not on real WebNN hardware.*Chrome and Edge/s);
   assert.equal(await page.getByRole('button', { name: 'Send', exact: true }).isDisabled(), true, 'no model yet');
   await page.screenshot({ path: path.join(artifacts, 'app-start.png'), fullPage: true });
 });

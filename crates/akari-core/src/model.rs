@@ -174,6 +174,20 @@ impl<B: Backend> Model<B> {
         &self.backend
     }
 
+    /// Runs the decoder once over `tokens` placeholder tokens at position 0 and returns the
+    /// logits tensor of the last row without reading it, leaving the position as it was.
+    ///
+    /// For backends that record a graph instead of computing (WebNN): their ops ignore the
+    /// token ids and positions the decoder passes and take them from graph inputs instead,
+    /// so one trace serves every call with that many tokens. Other backends never need it.
+    pub fn trace(&mut self, tokens: usize) -> Result<B::Tensor> {
+        let saved = self.pos;
+        self.pos = 0;
+        let out = self.forward_in_scope(&vec![0; tokens]);
+        self.pos = saved;
+        out
+    }
+
     /// Runs `tokens` (at most one chunk) and returns the hidden state of the last one.
     fn step(&mut self, tokens: &[u32]) -> Result<B::Tensor> {
         let be = &self.backend;

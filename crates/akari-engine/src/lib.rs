@@ -35,6 +35,42 @@ pub const DEFAULT_CONTEXT: usize = 4096;
 /// failure (the KV cache and rope tables grow with it).
 pub const MAX_CONTEXT: usize = 1 << 20;
 
+/// Default cache size on WebNN: its graphs have static shapes, so every step attends over
+/// (and copies) the whole cache, however little of it is used.
+pub const DEFAULT_WEBNN_CONTEXT: usize = 1024;
+
+/// A WebNN device: the browser's default context, or one of a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebNnDevice {
+    Default,
+    Gpu,
+    Cpu,
+    Npu,
+}
+
+impl WebNnDevice {
+    /// The JS API's names: `webnn`, `webnn-gpu`, `webnn-cpu`, `webnn-npu`.
+    pub fn from_name(name: &str) -> Option<WebNnDevice> {
+        match name {
+            "webnn" => Some(WebNnDevice::Default),
+            "webnn-gpu" => Some(WebNnDevice::Gpu),
+            "webnn-cpu" => Some(WebNnDevice::Cpu),
+            "webnn-npu" => Some(WebNnDevice::Npu),
+            _ => None,
+        }
+    }
+
+    /// `deviceType` for `createContext` (none for the default context).
+    pub fn device_type(self) -> Option<&'static str> {
+        match self {
+            WebNnDevice::Default => None,
+            WebNnDevice::Gpu => Some("gpu"),
+            WebNnDevice::Cpu => Some("cpu"),
+            WebNnDevice::Npu => Some("npu"),
+        }
+    }
+}
+
 /// Progress of a slow step, for a progress bar.
 #[derive(Clone, Debug)]
 pub struct Progress<'a> {
@@ -175,6 +211,20 @@ fn hardware_gpu() -> bool {
     false
 }
 
+/// The cache size: `requested`, else the model's trained context capped at
+/// [`DEFAULT_CONTEXT`].
+fn context_size(cfg: &ModelConfig, requested: Option<usize>) -> Result<usize> {
+    let context = requested
+        .unwrap_or(cfg.max_position_embeddings.min(DEFAULT_CONTEXT))
+        .max(1);
+    if context > MAX_CONTEXT {
+        return Err(Error::InvalidArgument(format!(
+            "a context of {context} tokens is more than akari supports ({MAX_CONTEXT})"
+        )));
+    }
+    Ok(context)
+}
+
 fn target_format(dtype: Dtype, file: QuantFormat) -> QuantFormat {
     match dtype {
         Dtype::Auto => file,
@@ -218,7 +268,7 @@ impl Engine {
         let dtype = opts.dtype;
         let src =
             akari_formats::open_with(path, dtype, &move |default| target_format(dtype, default))?;
-        Engine::from_source(src, &path.display().to_string(), opts, None, progress)
+        Engine::from_source(src, &path.display().to_string(), opts, None, None, progress)
     }
 
     /// As [`Engine::load`], from files held in memory: one `.gguf` file, or an ONNX
@@ -234,7 +284,7 @@ impl Engine {
         let src = akari_formats::open_memory(files, dtype, &move |default| {
             target_format(dtype, default)
         })?;
-        Engine::from_source(src, files.name(), opts, None, progress)
+        Engine::from_source(src, files.name(), opts, None, None, progress)
     }
 
     /// [`Engine::load_memory`] for the browser, where the GPU can only be opened
@@ -259,14 +309,83 @@ impl Engine {
         let src = akari_formats::open_memory(files, dtype, &move |default| {
             target_format(dtype, default)
         })?;
-        Engine::from_source(src, files.name(), opts, gpu, progress)
+        Engine::from_source(src, files.name(), opts, gpu, None, progress)
     }
 
+    /// As [`Engine::load_memory`], on a WebNN context of `device` (the browser's
+    /// single-thread build only: WebNN objects live on the thread that made them). Making the
+    /// context, building the graphs and uploading the weights are asynchronous.
+    #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+    pub async fn load_memory_webnn(
+        files: &MemoryFiles,
+        opts: &LoadOptions,
+        device: WebNnDevice,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Engine> {
+        progress(reading_progress(opts.dtype));
+        let dtype = opts.dtype;
+        let src = akari_formats::open_memory(files, dtype, &move |default| {
+            target_format(dtype, default)
+        })?;
+        let context = context_size(&src.config, opts.context.or(Some(DEFAULT_WEBNN_CONTEXT)))?;
+        // The matrices are shared views of the files' bytes: the clone copies norms only.
+        let (model, report) = akari_webnn::runtime::load(
+            src.config.clone(),
+            src.weights.clone(),
+            context,
+            device.device_type(),
+            &mut |stage, done, total| progress(Progress { stage, done, total }),
+        )
+        .await?;
+        if let Some(note) = &report.dequantized {
+            progress(Progress {
+                stage: note,
+                done: 1,
+                total: 1,
+            });
+        }
+        let backend = match report.dequantized {
+            Some(note) => format!("{}; {note}", report.backend),
+            None => report.backend,
+        };
+        let opts = LoadOptions {
+            context: Some(context),
+            ..opts.clone()
+        };
+        Engine::from_source(
+            src,
+            files.name(),
+            &opts,
+            None,
+            Some((Box::new(model), backend)),
+            progress,
+        )
+    }
+
+    /// WebNN runs only in the browser's single-thread build.
+    #[cfg(not(all(target_arch = "wasm32", not(target_feature = "atomics"))))]
+    pub async fn load_memory_webnn(
+        _files: &MemoryFiles,
+        _opts: &LoadOptions,
+        _device: WebNnDevice,
+        _progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Engine> {
+        Err(Error::Unsupported {
+            backend: "webnn",
+            what: "models outside the browser's single-thread engine (WebNN is a browser API)"
+                .into(),
+        })
+    }
+
+    /// `gpu_ctx`: a GPU opened beforehand (the browser opens it asynchronously). `prebuilt`: a
+    /// model already made on its backend (WebNN, made asynchronously) with its description;
+    /// `opts.device` is then only recorded.
     fn from_source(
         mut src: akari_formats::ModelSource,
         label: &str,
         opts: &LoadOptions,
         gpu_ctx: Option<GpuContext>,
+        prebuilt: Option<(Box<dyn LanguageModel>, String)>,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Engine> {
         // Auto stays on the CPU for now: a software Vulkan driver would be slower than it.
@@ -319,20 +438,15 @@ impl Engine {
         stop_ids.dedup();
 
         let cfg = src.config.clone();
-        let context = opts
-            .context
-            .unwrap_or(cfg.max_position_embeddings.min(DEFAULT_CONTEXT))
-            .max(1);
-        if context > MAX_CONTEXT {
-            return Err(Error::InvalidArgument(format!(
-                "a context of {context} tokens is more than akari supports ({MAX_CONTEXT})"
-            )));
-        }
+        let context = context_size(&cfg, opts.context)?;
         let weights = std::mem::take(&mut src.weights);
         // `auto` falls back to the CPU when the GPU cannot take the model (too little memory,
         // a tensor past the device's limits); an explicit `gpu` reports why.
         let mut weights = Some(weights);
-        let gpu = if device == Device::Gpu {
+        let prebuilt_device = prebuilt.as_ref().map(|_| opts.device);
+        let gpu = if prebuilt.is_some() {
+            prebuilt
+        } else if device == Device::Gpu {
             // Only `auto` needs the weights again after a failed upload; the matrices are
             // shared views, so the copy is the norms and biases.
             let w = if opts.device == Device::Auto {
@@ -352,10 +466,10 @@ impl Engine {
         } else {
             None
         };
-        let device = if gpu.is_some() {
-            Device::Gpu
-        } else {
-            Device::Cpu
+        let device = match prebuilt_device {
+            Some(d) => d,
+            None if gpu.is_some() => Device::Gpu,
+            None => Device::Cpu,
         };
         let (model, backend_name): (Box<dyn LanguageModel>, String) = if let Some(m) = gpu {
             m
@@ -512,6 +626,26 @@ impl Engine {
         let decode = t1.elapsed().as_secs_f64();
         self.session.reset();
         Ok((prefill, decode))
+    }
+
+    /// [`Engine::logits`] for backends whose results arrive asynchronously (the browser's).
+    pub async fn logits_async(&mut self, tokens: &[u32], steps: usize) -> Result<Vec<Vec<f32>>> {
+        self.session.reset();
+        let model: &mut dyn LanguageModel = self.session.model_mut();
+        if tokens.len() + steps > model.max_seq() {
+            return Err(Error::ContextOverflow {
+                prompt: tokens.len(),
+                context: model.max_seq(),
+                reserve: steps,
+            });
+        }
+        let mut out = vec![model.forward_async(tokens).await?];
+        for _ in 0..steps {
+            let next = akari_core::sampler::argmax(out.last().map(Vec::as_slice).unwrap_or(&[]));
+            out.push(model.forward_async(&[next]).await?);
+        }
+        self.session.reset();
+        Ok(out)
     }
 
     /// Feeds `tokens` from an empty cache, then takes `steps` greedy steps. Returns the

@@ -5,7 +5,7 @@ use akari_core::generate::{Completion, Event, GenerateOptions, Generation};
 use akari_core::sampler::SamplerConfig;
 use akari_core::template::Message;
 use akari_core::{Device, Error};
-use akari_engine::{Engine, LoadOptions, MemoryFiles, Progress};
+use akari_engine::{Engine, LoadOptions, MemoryFiles, Progress, WebNnDevice};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 
@@ -162,6 +162,9 @@ pub struct ModelInfo {
     pub device: String,
     pub parameters: usize,
     pub context_length: usize,
+    /// What runs the model, e.g. `cpu (wasm simd128, …)` or `webnn (gpu)`, with a note when
+    /// WebNN weights were dequantised at load.
+    pub backend: String,
 }
 
 /// Maps the JS API's device names onto what this build runs.
@@ -171,7 +174,10 @@ fn device(name: &str) -> Result<Device> {
         "webgpu" | "gpu" => Ok(Device::Gpu),
         "webnn" | "webnn-gpu" | "webnn-cpu" | "webnn-npu" => Err(ChatError::new(
             ErrorCode::Unsupported,
-            format!("device `{name}`: WebNN is not available in this build; use `wasm`"),
+            format!(
+                "device `{name}`: WebNN runs only in the browser's single-thread engine, through \
+                 its asynchronous load; use `wasm`"
+            ),
         )),
         _ => Err(ChatError::new(
             ErrorCode::Unsupported,
@@ -183,8 +189,18 @@ fn device(name: &str) -> Result<Device> {
     }
 }
 
+/// Whether this build has the WebNN backend (the browser's single-thread build).
+const WEBNN_BUILT: bool = cfg!(all(target_arch = "wasm32", not(target_feature = "atomics")));
+
 /// Whether this build can run on `name`, so a page learns it before downloading a model.
 pub fn check_device(name: &str) -> Result<()> {
+    if WebNnDevice::from_name(name).is_some() {
+        return if WEBNN_BUILT {
+            Ok(())
+        } else {
+            device(name).map(|_| ())
+        };
+    }
     let d = device(name)?;
     if d == Device::Gpu && cfg!(all(target_arch = "wasm32", target_feature = "atomics")) {
         return Err(ChatError::new(
@@ -246,10 +262,11 @@ impl Chat {
     ) -> Result<Chat> {
         let opts = load_options(dtype, device_name, context)?;
         let engine = Engine::load_memory(files, &opts, &mut |p: Progress<'_>| progress(p.stage))?;
-        Ok(Chat::new(engine, files))
+        Ok(Chat::new(engine, files, None))
     }
 
-    /// [`Chat::load`] without blocking: the browser opens its GPU asynchronously.
+    /// [`Chat::load`] without blocking: the browser opens its GPU asynchronously, and WebNN
+    /// makes its context, graphs and tensors asynchronously.
     pub async fn load_async(
         files: &MemoryFiles,
         dtype: &str,
@@ -257,15 +274,28 @@ impl Chat {
         context: Option<usize>,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Chat> {
+        if let Some(webnn) = WebNnDevice::from_name(device_name) {
+            let opts = LoadOptions {
+                dtype: dtype.parse()?,
+                context,
+                ..Default::default()
+            };
+            let engine = Engine::load_memory_webnn(files, &opts, webnn, &mut |p: Progress<'_>| {
+                progress(p.stage)
+            })
+            .await?;
+            return Ok(Chat::new(engine, files, Some(device_name)));
+        }
         let opts = load_options(dtype, device_name, context)?;
         let engine =
             Engine::load_memory_async(files, &opts, &mut |p: Progress<'_>| progress(p.stage))
                 .await
                 .map_err(|e| device_error(device_name, e))?;
-        Ok(Chat::new(engine, files))
+        Ok(Chat::new(engine, files, None))
     }
 
-    fn new(engine: Engine, files: &MemoryFiles) -> Chat {
+    /// `device_name`: the device to report when the engine's own record is not it (WebNN).
+    fn new(engine: Engine, files: &MemoryFiles, device_name: Option<&str>) -> Chat {
         let i = engine.info();
         let info = ModelInfo {
             name: i
@@ -275,13 +305,15 @@ impl Chat {
                 .unwrap_or_else(|| files.name().to_string()),
             architecture: i.config.arch.name().to_string(),
             dtype: i.file_type.clone(),
-            device: match i.device {
-                Device::Gpu => "webgpu",
-                _ => "wasm",
+            device: match (device_name, i.device) {
+                (Some(name), _) => name,
+                (None, Device::Gpu) => "webgpu",
+                (None, _) => "wasm",
             }
             .to_string(),
             parameters: i.parameters,
             context_length: i.context,
+            backend: i.backend.clone(),
         };
         Chat {
             engine,
@@ -374,6 +406,13 @@ impl Chat {
     pub fn reset(&mut self) {
         self.generation = None;
         self.engine.reset();
+    }
+
+    /// The last-position logits after `tokens` (from an empty cache) and after each of
+    /// `steps` greedy steps, for comparing devices; the conversation is forgotten.
+    pub async fn logits_async(&mut self, tokens: &[u32], steps: usize) -> Result<Vec<Vec<f32>>> {
+        self.generation = None;
+        Ok(self.engine.logits_async(tokens, steps).await?)
     }
 }
 

@@ -159,8 +159,9 @@ impl Sha256 {
 /// A loaded model, generating one token per [`WebEngine::step`].
 ///
 /// The chat sits behind `Rc<RefCell<..>>` because a step is asynchronous (the GPU's
-/// read-back arrives through the event loop) and its promise must own what it uses. The
-/// worker runs one call at a time; a call made while a step is in flight gets an error.
+/// read-back and WebNN's results arrive through the event loop) and its promise must own what
+/// it uses. The worker runs one call at a time; a call made while a step is in flight gets an
+/// error.
 #[wasm_bindgen]
 pub struct WebEngine {
     chat: Rc<RefCell<Chat>>,
@@ -232,6 +233,23 @@ impl WebEngine {
             let mut chat = chat.try_borrow_mut().map_err(|_| busy_error())?;
             let chunks = chat.step_async().await.map_err(js_error)?;
             Ok(JsValue::from(to_json(&chunks)?))
+        })
+    }
+
+    /// Resolves to JSON `number[][]`: the logits after `tokens` (JSON `number[]`, fed from an
+    /// empty cache) and after each of `steps` greedy steps.
+    pub fn logits(&self, tokens: &str, steps: u32) -> js_sys::Promise {
+        let chat = self.chat.clone();
+        let tokens: Result<Vec<u32>, JsValue> = from_json(tokens, "token ids");
+        #[allow(clippy::await_holding_refcell_ref)]
+        wasm_bindgen_futures::future_to_promise(async move {
+            let tokens = tokens?;
+            let mut chat = chat.try_borrow_mut().map_err(|_| busy_error())?;
+            let logits = chat
+                .logits_async(&tokens, steps as usize)
+                .await
+                .map_err(js_error)?;
+            Ok(JsValue::from(to_json(&logits)?))
         })
     }
 

@@ -218,8 +218,9 @@ pub fn App() -> impl IntoView {
                     "WebGPU runs the same WGSL kernels as akari's native GPU backend, in the single-thread engine (the GPU does the work). "
                 </p>
                 <p>
-                    "WebNN: this build of the engine has no WebNN backend yet; the WebNN devices are listed and shown as unavailable. "
-                    "Chrome and Edge offer WebNN behind a flag or in an origin trial; other browsers do not ship it."
+                    "WebNN (webnn, webnn-gpu, webnn-cpu, webnn-npu) runs the model as WebNN graphs in the single-thread engine. "
+                    "It is checked against a spec-following stand-in for the WebNN API, not on real WebNN hardware. "
+                    "As of 2026 Chrome and Edge offer WebNN only behind a flag or in an origin trial; Firefox and Safari do not ship it."
                 </p>
             </footer>
         </main>
