@@ -81,6 +81,16 @@ impl ModelFiles {
     /// reserved now so appending never moves it.
     #[wasm_bindgen(js_name = addFile)]
     pub fn add_file(&mut self, path: String, size: usize) -> Result<(), JsValue> {
+        // One allocation holds a file, and wasm32 caps allocations at isize::MAX.
+        if size > isize::MAX as usize {
+            return Err(js_error(ChatError {
+                code: ErrorCode::OutOfMemory,
+                message: format!(
+                    "{path}: {size} bytes is more than the browser engine can hold as one file \
+                     (2 GiB); models whose files are larger are not supported in the browser yet"
+                ),
+            }));
+        }
         let mut data = Vec::new();
         data.try_reserve_exact(size).map_err(|_| {
             js_error(ChatError {
