@@ -258,6 +258,17 @@ fn hf_tokenizer(json: &[u8], src: &akari_formats::ModelSource) -> Result<Tokeniz
     Ok(tok)
 }
 
+/// Reads a model from files in memory, converting weights to `opts.dtype`.
+fn read_memory(
+    files: &MemoryFiles,
+    opts: &LoadOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<akari_formats::ModelSource> {
+    progress(reading_progress(opts.dtype));
+    let dtype = opts.dtype;
+    akari_formats::open_memory(files, dtype, &move |default| target_format(dtype, default))
+}
+
 impl Engine {
     pub fn load(
         path: &Path,
@@ -279,11 +290,7 @@ impl Engine {
         opts: &LoadOptions,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Engine> {
-        progress(reading_progress(opts.dtype));
-        let dtype = opts.dtype;
-        let src = akari_formats::open_memory(files, dtype, &move |default| {
-            target_format(dtype, default)
-        })?;
+        let src = read_memory(files, opts, progress)?;
         Engine::from_source(src, files.name(), opts, None, None, progress)
     }
 
@@ -304,11 +311,7 @@ impl Engine {
         } else {
             None
         };
-        progress(reading_progress(opts.dtype));
-        let dtype = opts.dtype;
-        let src = akari_formats::open_memory(files, dtype, &move |default| {
-            target_format(dtype, default)
-        })?;
+        let src = read_memory(files, opts, progress)?;
         Engine::from_source(src, files.name(), opts, gpu, None, progress)
     }
 
@@ -322,11 +325,7 @@ impl Engine {
         device: WebNnDevice,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Engine> {
-        progress(reading_progress(opts.dtype));
-        let dtype = opts.dtype;
-        let src = akari_formats::open_memory(files, dtype, &move |default| {
-            target_format(dtype, default)
-        })?;
+        let src = read_memory(files, opts, progress)?;
         let context = context_size(&src.config, opts.context.or(Some(DEFAULT_WEBNN_CONTEXT)))?;
         // The matrices are shared views of the files' bytes: the clone copies norms only.
         let (model, report) = akari_webnn::runtime::load(
