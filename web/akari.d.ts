@@ -33,7 +33,8 @@ export type Chunk = { kind: 'think' | 'answer'; text: string } | { kind: 'done';
 
 /** `backend`: what runs the model, e.g. `webnn (gpu)`; for WebNN it says when quantised weights
  * were dequantised at load (the context's `dequantizeLinear` lacked their data type). */
-export interface ModelInfo { name: string; architecture: string; dtype: string; device: string; parameters: number; contextLength: number; backend: string; }
+/** `heapBytes`: the WebAssembly heap's size after loading (its peak so far). */
+export interface ModelInfo { name: string; architecture: string; dtype: string; device: string; parameters: number; contextLength: number; backend: string; heapBytes: number | null; }
 
 export class AkariError extends Error { code: 'download' | 'not-found' | 'corrupt' | 'unsupported' | 'out-of-memory' | 'device' | 'aborted' | 'context'; }
 

@@ -217,8 +217,9 @@ async function fetchListing(cache, host, repo, revision, model) {
   return siblings.map((s) => s.rfilename).filter((p) => typeof p === 'string');
 }
 
-// The downloaded bytes kept for the cache, gathered into a Blob every 32 MiB: the browser
-// may keep Blobs on disk, so a large model is not held in memory twice while it downloads.
+// A download's bytes, gathered into a Blob every 32 MiB: the browser may keep Blobs on disk,
+// so a large model is not held in memory while it downloads. The engine reads the final Blob
+// and the cache stores it.
 const SPOOL_BYTES = 32 << 20;
 
 class Spool {
@@ -247,10 +248,10 @@ class Spool {
   }
 }
 
-// Streams `url` into the wasm-side `files` as `name`, resuming with a Range request after a
-// dropped connection, and checks its size and (when the host gives one) sha256. Returns the
-// bytes as a Blob, for the cache.
-async function download(url, name, files, signalProgress) {
+// Downloads `url` into a Blob, resuming with a Range request after a dropped connection, and
+// checks its size and (when the host gives one) sha256. The engine reads the Blob a range at
+// a time, so the file never has to fit in the wasm heap whole.
+async function download(url, name, signalProgress) {
   let received = 0;
   let total = null;
   let sha = null;
@@ -258,7 +259,6 @@ async function download(url, name, files, signalProgress) {
   const spool = new Spool();
   const hasher = new wasm.Sha256();
   const started = performance.now();
-  let reserved = false;
   let lastReport = 0;
   try {
     for (;;) {
@@ -292,10 +292,6 @@ async function download(url, name, files, signalProgress) {
         // The server ignored the range: skip what we already have.
         skip = received;
       }
-      if (!reserved && total !== null) {
-        files.addFile(name, total);
-        reserved = true;
-      }
       const reader = res.body.getReader();
       try {
         for (;;) {
@@ -312,7 +308,6 @@ async function download(url, name, files, signalProgress) {
             throw new WorkerError('corrupt', `${name}: the server sent more than the ${total} bytes it announced`);
           }
           hasher.update(chunk);
-          if (reserved) files.append(chunk);
           spool.push(chunk);
           received += chunk.length;
           const now = performance.now();
@@ -334,13 +329,6 @@ async function download(url, name, files, signalProgress) {
       throw new WorkerError('corrupt', `${name}: received ${received} bytes, expected ${total}`);
     }
     const body = spool.blob();
-    if (!reserved) {
-      // No size was announced: the bytes were kept here; hand them over now.
-      files.addFile(name, received);
-      for (let o = 0; o < received; o += SPOOL_BYTES) {
-        files.append(new Uint8Array(await body.slice(o, o + SPOOL_BYTES).arrayBuffer()));
-      }
-    }
     const digest = hasher.finishHex();
     if (sha !== null && digest !== sha) {
       throw new WorkerError('corrupt', `${name}: sha256 ${digest} does not match the expected ${sha}`);
@@ -353,32 +341,20 @@ async function download(url, name, files, signalProgress) {
   }
 }
 
-async function fromCache(cache, url, name, files, signalProgress) {
+// The cached copy of `url` as a Blob (the browser keeps it on disk; nothing is read yet), or
+// null when there is none.
+async function fromCache(cache, url, name, signalProgress) {
   const res = cache ? await cache.match(url) : undefined;
-  if (!res) return false;
+  if (!res) return null;
   const size = Number(res.headers.get('content-length'));
-  if (!Number.isFinite(size) || size <= 0) return false;
-  files.addFile(name, size);
-  const reader = res.body.getReader();
-  let loaded = 0;
+  if (!Number.isFinite(size) || size <= 0) return null;
   const started = performance.now();
-  let lastReport = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    files.append(value);
-    loaded += value.length;
-    const now = performance.now();
-    if (now - lastReport > 100) {
-      lastReport = now;
-      signalProgress(loaded, size, loaded / Math.max(1e-3, (now - started) / 1000));
-    }
+  const body = await res.blob();
+  if (body.size !== size) {
+    throw new WorkerError('corrupt', `${name}: the cached copy has ${body.size} bytes, expected ${size}; delete it and reload`);
   }
-  if (loaded !== size) {
-    throw new WorkerError('corrupt', `${name}: the cached copy has ${loaded} bytes, expected ${size}; delete it and reload`);
-  }
-  signalProgress(loaded, size, loaded / Math.max(1e-3, (performance.now() - started) / 1000));
-  return true;
+  signalProgress(size, size, size / Math.max(1e-3, (performance.now() - started) / 1000));
+  return body;
 }
 
 async function loadFromHub(repo, options, files) {
@@ -390,11 +366,15 @@ async function loadFromHub(repo, options, files) {
   const chosen = selectFiles(repo, paths, dtype, options.file);
   for (const name of chosen) {
     const url = resolveUrl(host, repo, revision, name);
-    const cached = await fromCache(cache, url, name, files, (loaded, total, bytesPerSecond) =>
+    const cached = await fromCache(cache, url, name, (loaded, total, bytesPerSecond) =>
       progress({ stage: 'cache', file: name, loaded, total, bytesPerSecond }));
-    if (cached) continue;
-    const got = await download(url, name, files, (loaded, total, bytesPerSecond) =>
+    if (cached) {
+      files.addBlob(name, cached);
+      continue;
+    }
+    const got = await download(url, name, (loaded, total, bytesPerSecond) =>
       progress({ stage: 'download', file: name, loaded, total: total ?? undefined, bytesPerSecond }));
+    files.addBlob(name, got.body);
     if (cache) {
       const body = got.body;
       const headers = { 'content-length': String(got.bytes), 'x-akari-sha256': got.sha256 };
@@ -424,16 +404,9 @@ async function loadLocal(list, options, files) {
   const chosen = selectFiles('the chosen files', [...byPath.keys()], options.dtype || 'auto', options.file);
   for (const name of chosen) {
     const f = byPath.get(name);
-    files.addFile(name, f.size);
-    const reader = f.stream().getReader();
-    let loaded = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      files.append(value);
-      loaded += value.length;
-      progress({ stage: 'load', file: name, loaded, total: f.size });
-    }
+    // A File is a Blob: the engine reads it from disk as it needs it.
+    files.addBlob(name, f);
+    progress({ stage: 'load', file: name, loaded: f.size, total: f.size });
   }
   return 'auto';
 }

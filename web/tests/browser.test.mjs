@@ -201,6 +201,11 @@ test('SmolLM2 GGUF on webgpu: the streamed greedy reply equals the native engine
   assert.equal(got.info.device, 'webgpu');
   assert.equal(got.info.threads, 1);
   assert.equal(got.answer, want);
+  // The file is read from its Blob tensor by tensor into GPU buffers: the wasm heap never
+  // holds it whole.
+  const fileBytes = (await fs.stat(smollm2)).size;
+  assert.ok(got.info.heapBytes > 0 && got.info.heapBytes < fileBytes,
+    `wasm heap ${got.info.heapBytes} bytes for a ${fileBytes}-byte file`);
   assert.equal(got.done.stopReason, 'end_of_turn');
   assert.ok(got.done.decodeTokensPerSecond > 0);
 });

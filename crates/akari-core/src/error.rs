@@ -43,6 +43,9 @@ pub enum Error {
     InvalidArgument(String),
     #[error("generation was cancelled")]
     Cancelled,
+    /// Host memory ran out, or a file is larger than this build can hold at once.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     /// A backend's device failed (a GPU error, device loss, out of memory, a timeout).
     #[error("{backend} backend: {msg}")]
     Backend { backend: &'static str, msg: String },

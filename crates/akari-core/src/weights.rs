@@ -230,19 +230,96 @@ impl fmt::Display for TensorKey {
     }
 }
 
-/// Every tensor of a model, in canonical form: matrices in a backend format, vectors (norms,
-/// biases) in f32.
+/// A matrix not read yet: its file is read a tensor at a time (a browser's `Blob`), so the
+/// bytes are fetched only when a backend takes the matrix, and dropped once it has uploaded
+/// them. Cloning shares the reader.
+#[derive(Clone)]
+pub struct DeferredMatrix {
+    pub format: QuantFormat,
+    pub rows: usize,
+    pub cols: usize,
+    read: Arc<dyn Fn() -> Result<Matrix> + Send + Sync>,
+}
+
+impl DeferredMatrix {
+    pub fn new(
+        format: QuantFormat,
+        rows: usize,
+        cols: usize,
+        read: impl Fn() -> Result<Matrix> + Send + Sync + 'static,
+    ) -> DeferredMatrix {
+        DeferredMatrix {
+            format,
+            rows,
+            cols,
+            read: Arc::new(read),
+        }
+    }
+
+    /// Bytes the matrix will take.
+    pub fn byte_len(&self) -> usize {
+        self.rows * self.format.row_bytes(self.cols)
+    }
+
+    /// Reads the matrix, checking it is what was promised.
+    pub fn read(&self, key: TensorKey) -> Result<Matrix> {
+        let m = (self.read)()?;
+        if (m.format, m.rows, m.cols) != (self.format, self.rows, self.cols) {
+            return Err(Error::InvalidArgument(format!(
+                "tensor `{key}`: read as {}x{} {}, announced as {}x{} {}",
+                m.rows, m.cols, m.format, self.rows, self.cols, self.format
+            )));
+        }
+        Ok(m)
+    }
+}
+
+impl fmt::Debug for DeferredMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DeferredMatrix({}x{} {})",
+            self.rows, self.cols, self.format
+        )
+    }
+}
+
+/// Every tensor of a model, in canonical form: matrices in a backend format (in memory, or
+/// deferred until taken), vectors (norms, biases) in f32.
 #[derive(Clone, Default, Debug)]
 pub struct ModelWeights {
     pub matrices: HashMap<TensorKey, Matrix>,
+    pub deferred: HashMap<TensorKey, DeferredMatrix>,
     pub vectors: HashMap<TensorKey, Vec<f32>>,
 }
 
 impl ModelWeights {
+    /// The matrix `key`, read now if it was deferred.
     pub fn take_matrix(&mut self, key: TensorKey) -> Result<Matrix> {
-        self.matrices
-            .remove(&key)
-            .ok_or_else(|| Error::MissingTensor(key.to_string()))
+        if let Some(m) = self.matrices.remove(&key) {
+            return Ok(m);
+        }
+        match self.deferred.remove(&key) {
+            Some(d) => d.read(key),
+            None => Err(Error::MissingTensor(key.to_string())),
+        }
+    }
+
+    pub fn has_matrix(&self, key: TensorKey) -> bool {
+        self.matrices.contains_key(&key) || self.deferred.contains_key(&key)
+    }
+
+    /// `(format, rows, cols, bytes)` of every matrix, read or not.
+    pub fn matrix_shapes(&self) -> impl Iterator<Item = (QuantFormat, usize, usize, usize)> + '_ {
+        let read = self
+            .matrices
+            .values()
+            .map(|m| (m.format, m.rows, m.cols, m.bytes.len()));
+        let deferred = self
+            .deferred
+            .values()
+            .map(|d| (d.format, d.rows, d.cols, d.byte_len()));
+        read.chain(deferred)
     }
 
     pub fn take_vector(&mut self, key: TensorKey, len: usize) -> Result<Vec<f32>> {

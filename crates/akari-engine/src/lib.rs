@@ -11,7 +11,9 @@ use akari_core::tokenizer::Tokenizer;
 use akari_core::{Device, Dtype, Error, ModelConfig, QuantFormat, Result};
 pub use akari_cpu::Activations;
 use akari_cpu::CpuBackend;
-pub use akari_formats::MemoryFiles;
+#[cfg(not(target_arch = "wasm32"))]
+pub use akari_formats::FileSource;
+pub use akari_formats::{ByteSource, FileData, MemoryFiles};
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -396,12 +398,12 @@ impl Engine {
         let mut formats: Vec<(QuantFormat, usize)> = Vec::new();
         let mut weight_bytes = 0;
         let mut parameters: usize = src.weights.vectors.values().map(Vec::len).sum();
-        for m in src.weights.matrices.values() {
-            weight_bytes += m.bytes.len();
-            parameters += m.rows * m.cols;
-            match formats.iter_mut().find(|(f, _)| *f == m.format) {
+        for (format, rows, cols, bytes) in src.weights.matrix_shapes() {
+            weight_bytes += bytes;
+            parameters += rows * cols;
+            match formats.iter_mut().find(|(f, _)| *f == format) {
                 Some((_, n)) => *n += 1,
-                None => formats.push((m.format, 1)),
+                None => formats.push((format, 1)),
             }
         }
         formats.sort_by_key(|(f, _)| f.name());

@@ -1,24 +1,170 @@
 //! Where a model repository's files come from: a folder on disk (memory-mapped), or files
-//! already in memory (what a browser hands over after a download or a file picker).
+//! handed over by a browser after a download or a file picker: in memory, or as a
+//! [`ByteSource`] read a range at a time.
 
 use akari_core::weights::Bytes;
 use akari_core::{Error, Result};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-/// Files held in memory, keyed by their path in the repository (`config.json`,
+/// A file read a range at a time and never held whole: a browser's `Blob` (which may live on
+/// disk), or a file on disk ([`FileSource`]). A model larger than the wasm32 heap can still
+/// be loaded from one, tensor by tensor, straight into GPU buffers.
+pub trait ByteSource: Send + Sync {
+    /// The file's length in bytes.
+    fn len(&self) -> u64;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `len` bytes from `offset`; a range past the end is an error.
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>>;
+}
+
+/// One file of a [`MemoryFiles`].
+#[derive(Clone)]
+pub enum FileData {
+    Bytes(Bytes),
+    Source(Arc<dyn ByteSource>),
+}
+
+impl FileData {
+    pub fn len(&self) -> u64 {
+        match self {
+            FileData::Bytes(b) => b.len() as u64,
+            FileData::Source(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `len` bytes from `offset`, copied out of the file.
+    pub fn read_at(&self, offset: u64, len: usize, name: &str) -> Result<Vec<u8>> {
+        match self {
+            FileData::Bytes(b) => usize::try_from(offset)
+                .ok()
+                .and_then(|s| Some(s..s.checked_add(len)?))
+                .and_then(|r| b.get(r))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| {
+                    Error::format(name, format!("{len} bytes at {offset}: past the end"))
+                }),
+            FileData::Source(s) => s.read_at(offset, len),
+        }
+    }
+
+    /// The whole file in memory (read in full from a source).
+    pub fn to_bytes(&self, name: &str) -> Result<Bytes> {
+        match self {
+            FileData::Bytes(b) => Ok(b.clone()),
+            FileData::Source(s) => {
+                let len = usize::try_from(s.len())
+                    .ok()
+                    .filter(|&n| n <= isize::MAX as usize)
+                    .ok_or_else(|| too_large(name, s.len()))?;
+                let mut v = Vec::new();
+                v.try_reserve_exact(len)
+                    .map_err(|_| too_large(name, s.len()))?;
+                v.extend_from_slice(&s.read_at(0, len)?);
+                Ok(Bytes::from_vec(v))
+            }
+        }
+    }
+}
+
+fn too_large(name: &str, len: u64) -> Error {
+    Error::OutOfMemory(format!(
+        "{name}: {len} bytes cannot be held in memory at once; only GGUF files are read \
+         tensor by tensor"
+    ))
+}
+
+impl fmt::Debug for FileData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileData::Bytes(b) => write!(f, "{b:?}"),
+            FileData::Source(s) => write!(f, "ByteSource({} bytes)", s.len()),
+        }
+    }
+}
+
+impl From<Bytes> for FileData {
+    fn from(b: Bytes) -> FileData {
+        FileData::Bytes(b)
+    }
+}
+
+/// A file on disk as a [`ByteSource`]: what the browser's `Blob` reader does, natively, so
+/// the path that loads a model tensor by tensor runs in native tests too.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct FileSource {
+    path: PathBuf,
+    file: std::sync::Mutex<std::fs::File>,
+    len: u64,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl FileSource {
+    pub fn open(path: &Path) -> Result<FileSource> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        Ok(FileSource {
+            path: path.to_path_buf(),
+            file: std::sync::Mutex::new(file),
+            len,
+        })
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ByteSource for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        if offset.saturating_add(len as u64) > self.len {
+            return Err(Error::format(
+                self.path.display().to_string(),
+                format!("{len} bytes at {offset}: past the end of the file"),
+            ));
+        }
+        let mut buf = vec![0u8; len];
+        // A poisoned lock only means another read panicked; the file handle is still good.
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(buf)
+    }
+}
+
+/// Files handed over in memory, keyed by their path in the repository (`config.json`,
 /// `onnx/model_q4.onnx`). Cloning shares the bytes.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryFiles {
     name: String,
-    files: Arc<BTreeMap<String, Bytes>>,
+    files: Arc<BTreeMap<String, FileData>>,
 }
 
 impl MemoryFiles {
     /// `name` names the repository in messages and model info. Paths are relative, with `/`
     /// separators; a leading `./` or `/` is dropped.
     pub fn new(name: impl Into<String>, files: impl IntoIterator<Item = (String, Bytes)>) -> Self {
+        MemoryFiles::with_data(name, files.into_iter().map(|(p, b)| (p, b.into())))
+    }
+
+    /// As [`MemoryFiles::new`], where some files may be [`ByteSource`]s.
+    pub fn with_data(
+        name: impl Into<String>,
+        files: impl IntoIterator<Item = (String, FileData)>,
+    ) -> Self {
         let files = files.into_iter().map(|(p, b)| (normalise(&p), b)).collect();
         MemoryFiles {
             name: name.into(),
@@ -30,7 +176,7 @@ impl MemoryFiles {
         &self.name
     }
 
-    pub fn get(&self, path: &str) -> Option<&Bytes> {
+    pub fn get(&self, path: &str) -> Option<&FileData> {
         self.files.get(&normalise(path))
     }
 
@@ -84,8 +230,8 @@ impl RepoFiles {
             RepoFiles::Dir(d) => crate::map_file(&d.join(rel)),
             RepoFiles::Memory(m) => m
                 .get(rel)
-                .cloned()
-                .ok_or_else(|| Error::format(self.display(rel), "file is missing")),
+                .ok_or_else(|| Error::format(self.display(rel), "file is missing"))?
+                .to_bytes(&self.display(rel)),
         }
     }
 

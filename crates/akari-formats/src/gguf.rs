@@ -10,11 +10,13 @@ pub mod keys;
 pub mod load;
 pub mod writer;
 
+use crate::files::{ByteSource, FileData};
 use crate::ggml::GgmlType;
 use akari_core::weights::Bytes;
 use akari_core::{Error, Result};
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 pub const MAGIC: &[u8; 4] = b"GGUF";
 
@@ -270,16 +272,20 @@ pub struct GgufFile {
     pub alignment: usize,
     /// Where the data section starts, from the start of the file.
     pub data_start: usize,
-    bytes: Bytes,
+    data: FileData,
     meta_index: HashMap<String, usize>,
     tensor_index: HashMap<String, usize>,
 }
 
-/// A bounds-checked little-endian cursor.
+/// A bounds-checked little-endian cursor over the start of a file of `len` bytes (`buf` may
+/// be only the first part of it).
 struct Reader<'a> {
     buf: &'a [u8],
+    len: usize,
     pos: usize,
     file: &'a str,
+    /// Set when a read went past `buf` but not past the file: read a longer prefix.
+    short: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -287,8 +293,9 @@ impl<'a> Reader<'a> {
         Error::format(self.file, msg)
     }
 
+    /// Bytes left in the file (not only in `buf`).
     fn remaining(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
+        self.len.saturating_sub(self.pos)
     }
 
     fn take(&mut self, n: usize, what: &dyn Fn() -> String) -> Result<&'a [u8]> {
@@ -298,6 +305,14 @@ impl<'a> Reader<'a> {
                 what(),
                 self.pos,
                 self.remaining()
+            )));
+        }
+        if n > self.buf.len().saturating_sub(self.pos) {
+            self.short = true;
+            return Err(self.err(format!(
+                "{} lies past the first {} bytes read",
+                what(),
+                self.buf.len()
             )));
         }
         let s = &self.buf[self.pos..self.pos + n];
@@ -406,12 +421,48 @@ impl GgufFile {
     /// Parses and validates the header of a GGUF file held in `bytes`. `file_name` appears in
     /// every error.
     pub fn parse(bytes: Bytes, file_name: &str) -> Result<GgufFile> {
-        let buf: &[u8] = &bytes;
+        let len = bytes.len();
+        GgufFile::parse_prefix(&bytes, len, file_name, FileData::Bytes(bytes.clone()))
+            .map_err(|(e, _)| e)
+    }
+
+    /// As [`GgufFile::parse`], for a file read a range at a time: only the header is read now,
+    /// and [`GgufFile::tensor_data`] reads each tensor when asked.
+    pub fn parse_source(source: Arc<dyn ByteSource>, file_name: &str) -> Result<GgufFile> {
+        let len = usize::try_from(source.len()).unwrap_or(usize::MAX);
+        // Most headers (with their vocabulary) fit in a few MiB; read more while they do not.
+        let mut want = (4 << 20).min(len);
+        loop {
+            let prefix = source.read_at(0, want)?;
+            match GgufFile::parse_prefix(&prefix, len, file_name, FileData::Source(source.clone()))
+            {
+                Ok(f) => return Ok(f),
+                Err((_, true)) if want < len => want = want.saturating_mul(4).min(len),
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// The header of a `len`-byte file from its first bytes, `buf`; `data` is the whole file.
+    /// The flag on an error says whether more of the file would have helped.
+    fn parse_prefix(
+        buf: &[u8],
+        len: usize,
+        file_name: &str,
+        data: FileData,
+    ) -> std::result::Result<GgufFile, (Error, bool)> {
         let mut r = Reader {
             buf,
+            len,
             pos: 0,
             file: file_name,
+            short: false,
         };
+        GgufFile::parse_header(&mut r, data).map_err(|e| (e, r.short))
+    }
+
+    fn parse_header(r: &mut Reader<'_>, data: FileData) -> Result<GgufFile> {
+        let file_name = r.file;
         let magic = r.array::<4>(&|| "the GGUF magic".into())?;
         if &magic != MAGIC {
             return Err(r.err(format!(
@@ -443,7 +494,7 @@ impl GgufFile {
         if need.is_none_or(|need| need > r.remaining() as u64) {
             return Err(r.err(format!(
                 "header claims {n_tensors} tensors and {n_kv} metadata entries, more than the {}-byte file can hold",
-                buf.len()
+                r.len
             )));
         }
         let (n_tensors, n_kv) = (n_tensors as usize, n_kv as usize);
@@ -483,7 +534,7 @@ impl GgufFile {
         let mut tensor_index = HashMap::with_capacity(n_tensors);
         for i in 0..n_tensors {
             let name = r.strict_string(&|| format!("tensor name #{i}"))?;
-            let t = read_tensor_info(&mut r, name)?;
+            let t = read_tensor_info(r, name)?;
             if tensor_index.insert(t.name.clone(), tensors.len()).is_some() {
                 return Err(r.err(format!("duplicate tensor name `{}`", t.name)));
             }
@@ -501,13 +552,13 @@ impl GgufFile {
             let end = (data_start as u64)
                 .checked_add(t.offset)
                 .and_then(|s| s.checked_add(t.n_bytes));
-            if end.is_none_or(|end| end > buf.len() as u64) {
+            if end.is_none_or(|end| end > r.len as u64) {
                 return Err(r.err(format!(
                     "tensor `{}`: tensor offsets past the end of the file ({} bytes at data offset {}, data starts at {data_start}, file is {} bytes)",
                     t.name,
                     t.n_bytes,
                     t.offset,
-                    buf.len()
+                    r.len
                 )));
             }
         }
@@ -519,7 +570,7 @@ impl GgufFile {
             tensors,
             alignment,
             data_start,
-            bytes,
+            data,
             meta_index,
             tensor_index,
         })
@@ -538,30 +589,54 @@ impl GgufFile {
             .and_then(|&i| self.tensors.get(i))
     }
 
-    /// The bytes of a tensor of this file: a slice of the file, not a copy.
+    /// The bytes of a tensor of this file: a slice of the file in memory, not a copy, or
+    /// read from its [`ByteSource`].
     pub fn tensor_data(&self, t: &TensorInfo) -> Result<Bytes> {
-        let start = (self.data_start as u64).checked_add(t.offset);
-        let end = start.and_then(|s| s.checked_add(t.n_bytes));
-        start
-            .zip(end)
-            .and_then(|(s, e)| {
-                self.bytes
-                    .slice(usize::try_from(s).ok()?..usize::try_from(e).ok()?)
-            })
-            .ok_or_else(|| {
-                Error::format(
-                    &self.file_name,
-                    format!(
-                        "tensor `{}`: tensor offsets past the end of the file",
-                        t.name
-                    ),
-                )
-            })
+        let past_end = || {
+            Error::format(
+                &self.file_name,
+                format!(
+                    "tensor `{}`: tensor offsets past the end of the file",
+                    t.name
+                ),
+            )
+        };
+        let start = (self.data_start as u64)
+            .checked_add(t.offset)
+            .ok_or_else(past_end)?;
+        let len = usize::try_from(t.n_bytes).map_err(|_| past_end())?;
+        match &self.data {
+            FileData::Bytes(b) => usize::try_from(start)
+                .ok()
+                .and_then(|s| b.slice(s..s.checked_add(len)?))
+                .ok_or_else(past_end),
+            FileData::Source(src) => {
+                if start.saturating_add(t.n_bytes) > src.len() {
+                    return Err(past_end());
+                }
+                src.read_at(start, len).map(Bytes::from_vec)
+            }
+        }
     }
 
-    /// The whole file.
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
+    /// This file without its metadata and tensor table: what [`GgufFile::tensor_data`] needs.
+    pub(crate) fn data_only(&self) -> GgufFile {
+        GgufFile {
+            file_name: self.file_name.clone(),
+            version: self.version,
+            metadata: Vec::new(),
+            tensors: Vec::new(),
+            alignment: self.alignment,
+            data_start: self.data_start,
+            data: self.data.clone(),
+            meta_index: HashMap::new(),
+            tensor_index: HashMap::new(),
+        }
+    }
+
+    /// Whether tensors are read from a [`ByteSource`] when asked, not held in memory.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.data, FileData::Source(_))
     }
 
     /// A format error naming this file.

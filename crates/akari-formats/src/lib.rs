@@ -40,7 +40,9 @@ use akari_core::{Dtype, Error, ModelConfig, Result};
 use std::path::Path;
 use std::sync::Arc;
 
-pub use files::MemoryFiles;
+#[cfg(not(target_arch = "wasm32"))]
+pub use files::FileSource;
+pub use files::{ByteSource, FileData, MemoryFiles};
 pub use gguf::GgufFile;
 
 /// A model as read from a file: hyper-parameters, canonical weights, tokenizer, template.
@@ -135,9 +137,10 @@ pub fn open_with(path: &Path, dtype: Dtype, target: &gguf::load::ConvertTo) -> R
     }
 }
 
-/// Opens a model from files held in memory (a browser's downloads or picked files): one
+/// Opens a model from files handed over in memory (a browser's downloads or picked files): one
 /// `.gguf` file, or an ONNX repository's files (the `.onnx` file chosen by `dtype`, as in
-/// [`open_with`]). GGUF matrices are stored as `target(the reader's format)`.
+/// [`open_with`]). GGUF matrices are stored as `target(the reader's format)`; a GGUF file given
+/// as a [`ByteSource`] is read a tensor at a time, its matrices deferred until taken.
 pub fn open_memory(
     files: &MemoryFiles,
     dtype: Dtype,
@@ -149,14 +152,16 @@ pub fn open_memory(
     }
     match ggufs.as_slice() {
         [one] => {
-            let bytes = files
+            let data = files
                 .get(one)
-                .cloned()
                 .ok_or_else(|| Error::format(*one, "file is missing"))?;
-            if bytes.len() < 4 || &bytes[..4] != gguf::MAGIC {
+            if data.len() < 4 || data.read_at(0, 4, one)? != gguf::MAGIC {
                 return Err(Error::format(*one, "not a GGUF file (bad magic)"));
             }
-            let file = GgufFile::parse(bytes, one)?;
+            let file = match data {
+                FileData::Bytes(bytes) => GgufFile::parse(bytes.clone(), one)?,
+                FileData::Source(source) => GgufFile::parse_source(source.clone(), one)?,
+            };
             gguf::load::model_source_with(&file, target)
         }
         [] => Err(Error::format(

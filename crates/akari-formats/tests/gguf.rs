@@ -508,13 +508,8 @@ fn llama_biases_are_unpermuted() {
 
 #[test]
 fn phi3_fused_tensors_are_split_in_place() {
-    let mut w = Tiny::new("phi3").writer();
-    let long: Vec<f32> = (0..HEAD_DIM / 2).map(|i| 1.0 + i as f32).collect();
-    let short: Vec<f32> = (0..HEAD_DIM / 2).map(|i| 1.0 + i as f32 / 10.0).collect();
-    put_vector(&mut w, "rope_factors_long.weight", &long);
-    put_vector(&mut w, "rope_factors_short.weight", &short);
-    w.u32("phi3.rope.scaling.original_context_length", 1024);
-    let bytes = Bytes::from_vec(w.to_bytes());
+    let bytes = Bytes::from_vec(phi3_bytes());
+    let (long, short) = phi3_factors();
     let m = read_gguf(bytes.clone(), "phi.gguf").unwrap();
     assert_eq!(m.config.arch, Arch::Phi3);
     assert!(!m.config.qkv_bias);
@@ -1002,4 +997,184 @@ fn vocab_arrays() {
     }
     let m = read(w.to_bytes()).unwrap();
     assert!(m.vocab.is_none() && m.chat_template.is_none());
+}
+
+// ---- files read a range at a time (a browser's Blob) ----
+
+/// A file read a range at a time, recording each read.
+struct Counted {
+    data: Vec<u8>,
+    reads: std::sync::Mutex<Vec<std::ops::Range<usize>>>,
+}
+
+impl Counted {
+    fn new(data: Vec<u8>) -> std::sync::Arc<Counted> {
+        std::sync::Arc::new(Counted {
+            data,
+            reads: Default::default(),
+        })
+    }
+
+    fn reads(&self) -> Vec<std::ops::Range<usize>> {
+        self.reads.lock().unwrap().clone()
+    }
+}
+
+impl akari_formats::ByteSource for Counted {
+    fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> akari_core::Result<Vec<u8>> {
+        let r = offset as usize..offset as usize + len;
+        self.reads.lock().unwrap().push(r.clone());
+        self.data
+            .get(r)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| Error::format("counted", "past the end"))
+    }
+}
+
+/// Phi-3's long and short rope factors.
+fn phi3_factors() -> (Vec<f32>, Vec<f32>) {
+    let long = (0..HEAD_DIM / 2).map(|i| 1.0 + i as f32).collect();
+    let short = (0..HEAD_DIM / 2).map(|i| 1.0 + i as f32 / 10.0).collect();
+    (long, short)
+}
+
+/// A Phi-3 file: fused QKV and gate/up, long-rope factors.
+fn phi3_bytes() -> Vec<u8> {
+    let mut w = Tiny::new("phi3").writer();
+    let (long, short) = phi3_factors();
+    put_vector(&mut w, "rope_factors_long.weight", &long);
+    put_vector(&mut w, "rope_factors_short.weight", &short);
+    w.u32("phi3.rope.scaling.original_context_length", 1024);
+    w.to_bytes()
+}
+
+#[test]
+fn streamed_files_defer_every_matrix_and_read_it_when_taken() {
+    // A K-quant tensor is converted on the way; llama's Q/K are unpermuted; phi3's fused
+    // tensors are cut; a tied embedding.
+    let mut converted = Tiny::new("llama").skip("blk.0.ffn_down.weight").writer();
+    let kq: Vec<u8> = (0..HIDDEN * GgmlType::Q6_K.block_bytes())
+        .map(|i| match i % GgmlType::Q6_K.block_bytes() {
+            208 => 0x00,
+            209 => 0x20,
+            j => (j * 37 % 251) as u8,
+        })
+        .collect();
+    converted.tensor(
+        "blk.0.ffn_down.weight",
+        &[FF as u64, HIDDEN as u64],
+        GgmlType::Q6_K,
+        kq,
+    );
+    let tied = Tiny {
+        tied: true,
+        ..Tiny::new("qwen2")
+    };
+    let files = [
+        ("llama", Tiny::new("llama").bytes()),
+        ("llama with a Q6_K tensor", converted.to_bytes()),
+        ("qwen2 tied", tied.bytes()),
+        ("phi3", phi3_bytes()),
+    ];
+    for (what, bytes) in files {
+        let eager = read(bytes.clone()).unwrap();
+        let source = Counted::new(bytes.clone());
+        let file = GgufFile::parse_source(source.clone(), "tiny.gguf").unwrap();
+        assert!(file.is_streamed());
+        let header_reads = source.reads().len();
+        let mut lazy = akari_formats::gguf::load::model_source(&file).unwrap();
+        assert_eq!(lazy.config, eager.config, "{what}");
+        assert_eq!(lazy.weights.vectors, eager.weights.vectors, "{what}");
+        assert!(lazy.weights.matrices.is_empty(), "{what}");
+        assert_eq!(
+            lazy.weights.deferred.len(),
+            eager.weights.matrices.len(),
+            "{what}"
+        );
+
+        // Reading the model read the header and the vectors, and no matrix.
+        let matrix_ranges: Vec<_> = file
+            .tensors
+            .iter()
+            .filter(|t| t.shape().len() == 2)
+            .map(|t| {
+                let s = file.data_start + t.offset as usize;
+                s..s + t.n_bytes as usize
+            })
+            .collect();
+        let overlaps = |a: &std::ops::Range<usize>, b: &std::ops::Range<usize>| {
+            a.start < b.end && b.start < a.end
+        };
+        for r in &source.reads()[header_reads..] {
+            assert!(
+                !matrix_ranges.iter().any(|m| overlaps(m, r)),
+                "{what}: read {r:?} before any matrix was taken"
+            );
+        }
+
+        let mut keys: Vec<_> = eager.weights.matrices.keys().copied().collect();
+        keys.sort_by_key(|k| k.to_string());
+        for key in keys {
+            let before = source.reads().len();
+            let got = lazy.weights.take_matrix(key).unwrap();
+            let want = &eager.weights.matrices[&key];
+            assert_eq!(
+                (got.format, got.rows, got.cols),
+                (want.format, want.rows, want.cols),
+                "{what} {key}"
+            );
+            assert_eq!(&got.bytes[..], &want.bytes[..], "{what} {key}");
+            let reads = &source.reads()[before..];
+            assert_eq!(reads.len(), 1, "{what} {key}: one read per take");
+            assert!(
+                matrix_ranges.contains(&reads[0]),
+                "{what} {key}: read {:?}, not a whole tensor",
+                reads[0]
+            );
+        }
+        assert!(lazy.weights.deferred.is_empty());
+    }
+}
+
+#[test]
+fn streamed_headers_longer_than_the_first_read_are_read_whole() {
+    let mut w = Tiny::new("llama").writer();
+    // Past the first read of the header (4 MiB).
+    w.string("general.description", &"x".repeat(9 << 20));
+    let bytes = w.to_bytes();
+    let source = Counted::new(bytes.clone());
+    let file = GgufFile::parse_source(source.clone(), "big-header.gguf").unwrap();
+    let eager = GgufFile::parse(Bytes::from_vec(bytes.clone()), "big-header.gguf").unwrap();
+    assert_eq!(file.data_start, eager.data_start);
+    assert_eq!(file.metadata, eager.metadata);
+    let reads = source.reads();
+    assert!(
+        reads.len() > 1 && reads.iter().all(|r| r.start == 0),
+        "{reads:?}"
+    );
+    assert!(reads.last().unwrap().end <= bytes.len());
+}
+
+#[test]
+fn streamed_truncated_files_give_the_errors_of_files_in_memory() {
+    let full = Tiny::new("llama").bytes();
+    let data_start = GgufFile::parse(Bytes::from_vec(full.clone()), "t")
+        .unwrap()
+        .data_start;
+    let cuts = (0..data_start + 64).chain((data_start + 64..full.len()).step_by(97));
+    for cut in cuts {
+        let part = full[..cut].to_vec();
+        let eager = GgufFile::parse(Bytes::from_vec(part.clone()), "t.gguf")
+            .and_then(|f| akari_formats::gguf::load::model_source(&f).map(|_| ()));
+        let streamed = GgufFile::parse_source(Counted::new(part), "t.gguf")
+            .and_then(|f| akari_formats::gguf::load::model_source(&f).map(|_| ()));
+        match (eager, streamed) {
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "cut at {cut}"),
+            (a, b) => panic!("cut at {cut}: {a:?} vs {b:?}"),
+        }
+    }
 }

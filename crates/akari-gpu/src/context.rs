@@ -244,13 +244,7 @@ impl GpuContext {
     /// spare word (kernels read 4 bytes at any even offset). Fails when it would not fit in
     /// one binding.
     /// A storage buffer of `size` bytes, refused with `TooLarge` past `limit`.
-    fn new_storage(
-        &self,
-        label: &str,
-        size: u64,
-        limit: u64,
-        mapped: bool,
-    ) -> Result<wgpu::Buffer, GpuError> {
+    fn new_storage(&self, label: &str, size: u64, limit: u64) -> Result<wgpu::Buffer, GpuError> {
         if size > limit {
             return Err(GpuError::TooLarge {
                 what: label.to_string(),
@@ -264,7 +258,7 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: mapped,
+            mapped_at_creation: false,
         }))
     }
 
@@ -274,15 +268,22 @@ impl GpuContext {
             .caps
             .max_storage_buffer_binding_size
             .min(self.caps.max_buffer_size);
-        let buffer = self.new_storage(label, size, limit, true)?;
-        {
-            let mut view = buffer
-                .get_mapped_range_mut(..)
-                .expect("a buffer mapped at creation can be viewed");
-            view.slice(..bytes.len()).copy_from_slice(bytes);
-            view.slice(bytes.len()..).fill(0);
+        let buffer = self.new_storage(label, size, limit)?;
+        // `write_buffer`, not a buffer mapped at creation: in the browser a mapped range is a
+        // copy in the wasm heap, and the heap must not hold a second copy of a weight tensor.
+        // Copies are whole words; the rest of the buffer is already zero.
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.queue.write_buffer(&buffer, 0, &bytes[..whole]);
         }
-        buffer.unmap();
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(&buffer, whole as u64, &tail);
+        }
+        // Hands the staged bytes to the device now, so uploading a model never holds all of
+        // them at once.
+        self.queue.submit(std::iter::empty());
         self.check(label)?;
         Ok(buffer)
     }
@@ -291,7 +292,7 @@ impl GpuContext {
     pub fn f32_buffer(&self, label: &str, len: usize) -> Result<wgpu::Buffer, GpuError> {
         let size = (len.max(1) * 4) as u64;
         let limit = self.caps.max_storage_buffer_binding_size;
-        let buffer = self.new_storage(label, size, limit, false)?;
+        let buffer = self.new_storage(label, size, limit)?;
         self.check(label)?;
         Ok(buffer)
     }

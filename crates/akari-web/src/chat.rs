@@ -67,6 +67,7 @@ impl From<Error> for ChatError {
             | Error::InvalidArgument(_) => ErrorCode::Unsupported,
             Error::ContextOverflow { .. } => ErrorCode::Context,
             Error::Cancelled => ErrorCode::Aborted,
+            Error::OutOfMemory(_) => ErrorCode::OutOfMemory,
             Error::Backend { .. } => ErrorCode::Device,
         };
         ChatError::new(code, e.to_string())
@@ -165,6 +166,21 @@ pub struct ModelInfo {
     /// What runs the model, e.g. `cpu (wasm simd128, …)` or `webnn (gpu)`, with a note when
     /// WebNN weights were dequantised at load.
     pub backend: String,
+    /// The WebAssembly heap's size once the model is loaded (it never shrinks, so this is its
+    /// peak so far); `None` outside WebAssembly.
+    pub heap_bytes: Option<u64>,
+}
+
+/// The size of this module's linear memory.
+fn heap_bytes() -> Option<u64> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        Some(core::arch::wasm32::memory_size(0) as u64 * 65536)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        None
+    }
 }
 
 /// Maps the JS API's device names onto what this build runs.
@@ -314,6 +330,7 @@ impl Chat {
             parameters: i.parameters,
             context_length: i.context,
             backend: i.backend.clone(),
+            heap_bytes: heap_bytes(),
         };
         Chat {
             engine,

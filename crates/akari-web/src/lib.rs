@@ -1,9 +1,9 @@
 //! akari-web: the engine inside a browser Web Worker.
 //!
-//! `web/worker.js` downloads (or reads from the cache) a model's files, streams their bytes
-//! into a [`ModelFiles`] chunk by chunk, so each file is held once in the wasm heap and no
-//! second copy is made (weights the CPU runs as stored are used in place), then loads a
-//! [`WebEngine`]. A reply is generated one token per [`WebEngine::step`] call, so the worker
+//! `web/worker.js` downloads (or reads from the cache) a model's files and hands them over as
+//! `Blob`s in a [`ModelFiles`]; the engine reads a GGUF file from its Blob tensor by tensor,
+//! so a model larger than the wasm heap loads on WebGPU, and on the CPU the heap holds the
+//! weights once. Then it loads a [`WebEngine`]. A reply is generated one token per [`WebEngine::step`] call, so the worker
 //! handles an abort message between tokens.
 //!
 //! Everything with logic lives in [`chat`], plain Rust the native tests drive; this file only
@@ -11,11 +11,12 @@
 
 pub mod chat;
 
-use akari_core::weights::Bytes;
-use akari_engine::MemoryFiles;
+use akari_engine::{ByteSource, FileData, MemoryFiles};
 use chat::{Chat, ChatError, ChatMessage, ChatOptions, ErrorCode};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 
 #[cfg(feature = "threads")]
@@ -59,11 +60,14 @@ fn from_json<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T
     })
 }
 
-/// A model's files, filled chunk by chunk as they arrive.
+/// A model's files, as the browser holds them: `Blob`s (a download's spooled bytes, a cached
+/// response, a picked `File`), which may live on disk. The engine reads them a range at a
+/// time, so a file never has to fit in the wasm heap whole: a GGUF file is read tensor by
+/// tensor, each tensor dropped from the heap once the backend has it.
 #[wasm_bindgen]
 pub struct ModelFiles {
     name: String,
-    files: Vec<(String, Vec<u8>)>,
+    files: Vec<(String, BlobSource)>,
 }
 
 #[wasm_bindgen]
@@ -77,63 +81,116 @@ impl ModelFiles {
         }
     }
 
-    /// Starts the file `path` (its path in the repository) of `size` bytes; its memory is
-    /// reserved now so appending never moves it.
-    #[wasm_bindgen(js_name = addFile)]
-    pub fn add_file(&mut self, path: String, size: usize) -> Result<(), JsValue> {
-        // One allocation holds a file, and wasm32 caps allocations at isize::MAX.
-        if size > isize::MAX as usize {
-            return Err(js_error(ChatError {
-                code: ErrorCode::OutOfMemory,
-                message: format!(
-                    "{path}: {size} bytes is more than the browser engine can hold as one file \
-                     (2 GiB); models whose files are larger are not supported in the browser yet"
-                ),
-            }));
-        }
-        let mut data = Vec::new();
-        data.try_reserve_exact(size).map_err(|_| {
-            js_error(ChatError {
-                code: ErrorCode::OutOfMemory,
-                message: format!(
-                    "{path}: cannot reserve {size} bytes in the WebAssembly heap (4 GiB at most)"
-                ),
-            })
-        })?;
+    /// Adds the file `path` (its path in the repository), its bytes in `blob`.
+    #[wasm_bindgen(js_name = addBlob)]
+    pub fn add_blob(&mut self, path: String, blob: web_sys::Blob) {
         self.files.retain(|(p, _)| *p != path);
-        self.files.push((path, data));
-        Ok(())
+        let source = BlobSource::new(&path, blob);
+        self.files.push((path, source));
     }
 
-    /// Appends `chunk` to the file started last.
-    pub fn append(&mut self, chunk: &[u8]) -> Result<(), JsValue> {
-        let Some((path, data)) = self.files.last_mut() else {
-            return Err(js_error(ChatError {
-                code: ErrorCode::Unsupported,
-                message: "append before addFile".into(),
-            }));
-        };
-        if data.len() + chunk.len() > data.capacity() {
-            return Err(js_error(ChatError {
-                code: ErrorCode::Corrupt,
-                message: format!("{path}: more bytes than the {} announced", data.capacity()),
-            }));
-        }
-        data.extend_from_slice(chunk);
-        Ok(())
-    }
-
-    /// Bytes held so far, over all files.
+    /// Bytes over all files.
     #[wasm_bindgen(js_name = totalBytes)]
     pub fn total_bytes(&self) -> f64 {
-        self.files.iter().map(|(_, d)| d.len() as f64).sum()
+        self.files.iter().map(|(_, b)| b.len as f64).sum()
     }
 }
 
 impl ModelFiles {
     fn into_memory(self) -> MemoryFiles {
-        let files = self.files.into_iter().map(|(p, d)| (p, Bytes::from_vec(d)));
-        MemoryFiles::new(self.name, files)
+        let files = self
+            .files
+            .into_iter()
+            .map(|(p, b)| (p, FileData::Source(Arc::new(b))));
+        MemoryFiles::with_data(self.name, files)
+    }
+}
+
+thread_local! {
+    /// The Blobs behind live [`BlobSource`]s, by id. JS objects never leave the thread that
+    /// made them, while a `ByteSource` must be `Send + Sync`; so the Blob stays here and the
+    /// source holds its number. Loading runs on the worker's own thread.
+    static BLOBS: RefCell<HashMap<u32, web_sys::Blob>> = RefCell::new(HashMap::new());
+    static NEXT_BLOB: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A `Blob` read a range at a time with `FileReaderSync` (which Web Workers have).
+struct BlobSource {
+    id: u32,
+    len: u64,
+    name: String,
+}
+
+impl BlobSource {
+    fn new(name: &str, blob: web_sys::Blob) -> BlobSource {
+        let id = NEXT_BLOB.with(|n| {
+            let id = n.get();
+            n.set(id.wrapping_add(1));
+            id
+        });
+        // Blob sizes are whole numbers of bytes, well inside f64's exact range.
+        let len = blob.size() as u64;
+        BLOBS.with(|b| b.borrow_mut().insert(id, blob));
+        BlobSource {
+            id,
+            len,
+            name: name.to_string(),
+        }
+    }
+
+    fn error(&self, what: String) -> akari_core::Error {
+        akari_core::Error::Io {
+            path: self.name.clone().into(),
+            source: std::io::Error::other(what),
+        }
+    }
+}
+
+impl Drop for BlobSource {
+    fn drop(&mut self) {
+        // Dropped off the worker's thread, the entry stays until the worker ends.
+        let _ = BLOBS.try_with(|b| b.borrow_mut().remove(&self.id));
+    }
+}
+
+impl ByteSource for BlobSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> akari_core::Result<Vec<u8>> {
+        let end = offset.saturating_add(len as u64);
+        if end > self.len {
+            return Err(self.error(format!(
+                "{len} bytes at {offset}: past the end of the {}-byte file",
+                self.len
+            )));
+        }
+        let blob = BLOBS
+            .with(|b| b.borrow().get(&self.id).cloned())
+            .ok_or_else(|| self.error("the file can only be read on the worker's thread".into()))?;
+        let js = |e: JsValue| {
+            self.error(format!(
+                "cannot read {len} bytes at {offset}: {}",
+                e.as_string()
+                    .or_else(|| js_sys::Error::from(e).message().as_string())
+                    .unwrap_or_default()
+            ))
+        };
+        let part = blob
+            .slice_with_f64_and_f64(offset as f64, end as f64)
+            .map_err(js)?;
+        let buffer = web_sys::FileReaderSync::new()
+            .and_then(|r| r.read_as_array_buffer(&part))
+            .map_err(js)?;
+        let bytes = js_sys::Uint8Array::new(&buffer);
+        if bytes.length() as usize != len {
+            return Err(self.error(format!(
+                "read {} bytes at {offset}, asked for {len}: the file changed while it was read",
+                bytes.length()
+            )));
+        }
+        Ok(bytes.to_vec())
     }
 }
 

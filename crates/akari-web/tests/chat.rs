@@ -5,6 +5,7 @@
 use akari_core::generate::GenerateOptions;
 use akari_core::template::Message;
 use akari_core::weights::Bytes;
+use akari_core::Device;
 use akari_engine::{Engine, LoadOptions, MemoryFiles};
 use akari_web::chat::{Chat, ChatMessage, ChatOptions, Chunk, ErrorCode};
 use std::ops::ControlFlow;
@@ -164,4 +165,73 @@ fn damaged_and_unsupported_inputs_give_coded_errors() {
         .unwrap();
     assert_eq!(err.code, ErrorCode::Unsupported);
     assert!(err.message.contains("WebNN"), "{}", err.message);
+}
+
+/// The model file as the browser hands it over: read a range at a time, never whole.
+fn source_files(path: &Path) -> MemoryFiles {
+    let source = akari_engine::FileSource::open(path).unwrap();
+    MemoryFiles::with_data(
+        "streamed",
+        [(
+            "model.gguf".to_string(),
+            akari_engine::FileData::Source(std::sync::Arc::new(source)),
+        )],
+    )
+}
+
+#[test]
+fn gguf_read_tensor_by_tensor_gives_the_logits_of_the_file_on_disk() {
+    let tokens = [1u32, 5, 9, 2, 7];
+    // Unpermuted Q/K (llama), fused and cut tensors (phi3), a K-quant converted on the way,
+    // biases (qwen2); on the CPU and on the GPU.
+    let cases = [
+        ("llama-q4_0", Device::Cpu),
+        ("phi3-q8_0", Device::Cpu),
+        ("llamak-q6_k", Device::Cpu),
+        ("qwen2-q4_0", Device::Gpu),
+        ("phi3-f32", Device::Gpu),
+    ];
+    for (fixture, device) in cases {
+        let path = root()
+            .join("fixtures/tiny")
+            .join(fixture)
+            .join("model.gguf");
+        let opts = LoadOptions {
+            device,
+            context: Some(64),
+            ..Default::default()
+        };
+        let mut on_disk = Engine::load(&path, &opts, &mut |_| {}).unwrap();
+        let mut streamed = Engine::load_memory(&source_files(&path), &opts, &mut |_| {}).unwrap();
+        assert_eq!(streamed.info().weight_bytes, on_disk.info().weight_bytes);
+        assert_eq!(streamed.info().parameters, on_disk.info().parameters);
+        assert_eq!(
+            streamed.logits(&tokens, 3).unwrap(),
+            on_disk.logits(&tokens, 3).unwrap(),
+            "{fixture} on {device:?}"
+        );
+    }
+}
+
+#[test]
+fn a_file_that_shrinks_while_it_is_read_gives_a_readable_error() {
+    let path = root().join("fixtures/tiny/llama-q8_0/model.gguf");
+    let dir = std::env::temp_dir().join(format!("akari-shrink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("model.gguf");
+    std::fs::copy(&path, &copy).unwrap();
+    // Opened at its full length, then cut: a picked file can change on disk before it is read.
+    let files = source_files(&copy);
+    let len = std::fs::metadata(&copy).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+    f.set_len(len / 2).unwrap();
+    let err = Chat::load(&files, "auto", "wasm", None, &mut |_| {})
+        .err()
+        .expect("a cut file must not load");
+    assert!(
+        err.message.contains("model.gguf"),
+        "the error names the file: {}",
+        err.message
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

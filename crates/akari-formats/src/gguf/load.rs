@@ -6,14 +6,17 @@ use crate::ggml::{self, GgmlType};
 use crate::ModelSource;
 use akari_core::config::longrope_attention_factor;
 use akari_core::tokenizer::VocabSpec;
-use akari_core::weights::{LayerTensor, Matrix, ModelWeights, TensorKey};
+use akari_core::weights::{DeferredMatrix, LayerTensor, Matrix, ModelWeights, TensorKey};
 use akari_core::{Arch, Error, ModelConfig, QuantFormat, Result, RopeScaling};
 use std::collections::{hash_map::Entry, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
 
 /// Picks the format a matrix is stored as, given the one the reader would choose.
 pub type ConvertTo = dyn Fn(QuantFormat) -> QuantFormat + Sync;
 
-/// Builds a model from a parsed file. Tensors the backends run are used in place.
+/// Builds a model from a parsed file. Tensors the backends run are used in place; from a
+/// streamed file ([`GgufFile::is_streamed`]) matrices are deferred, each read when taken.
 pub fn model_source(f: &GgufFile) -> Result<ModelSource> {
     model_source_with(f, &|default| default)
 }
@@ -34,6 +37,7 @@ pub fn model_source_with(f: &GgufFile, target: &ConvertTo) -> Result<ModelSource
 
     let mut loader = Loader {
         f,
+        streamed: f.is_streamed().then(|| Arc::new(f.data_only())),
         target,
         config: &config,
         weights: ModelWeights::default(),
@@ -44,7 +48,7 @@ pub fn model_source_with(f: &GgufFile, target: &ConvertTo) -> Result<ModelSource
     }
     let weights = loader.weights;
 
-    config.tie_word_embeddings = !weights.matrices.contains_key(&TensorKey::Output);
+    config.tie_word_embeddings = !weights.has_matrix(TensorKey::Output);
     let bias_keys = [LayerTensor::QBias, LayerTensor::KBias, LayerTensor::VBias];
     config.qkv_bias = weights
         .vectors
@@ -55,7 +59,7 @@ pub fn model_source_with(f: &GgufFile, target: &ConvertTo) -> Result<ModelSource
 
     // Everything the decoder needs is there (shapes were checked on the way in).
     let missing = |key: TensorKey, file_name: String| -> Result<()> {
-        if weights.matrices.contains_key(&key) || weights.vectors.contains_key(&key) {
+        if weights.has_matrix(key) || weights.vectors.contains_key(&key) {
             Ok(())
         } else {
             Err(Error::MissingTensor(file_name))
@@ -434,6 +438,8 @@ impl Meta<'_> {
 
 struct Loader<'a> {
     f: &'a GgufFile,
+    /// The file's tensor data (no metadata), for deferred reads, when it is streamed.
+    streamed: Option<Arc<GgufFile>>,
     target: &'a ConvertTo,
     config: &'a ModelConfig,
     weights: ModelWeights,
@@ -467,8 +473,15 @@ impl Loader<'_> {
         Ok(())
     }
 
-    /// A matrix tensor, its shape checked against `[rows, cols]`.
-    fn matrix(&self, t: &TensorInfo, rows: usize, cols: usize) -> Result<Matrix> {
+    /// Puts the matrices `cuts` takes from tensor `t`, its shape checked against
+    /// `[rows, cols]`: now, or deferred when the file is streamed.
+    fn put_cuts(
+        &mut self,
+        t: &TensorInfo,
+        rows: usize,
+        cols: usize,
+        cuts: Vec<(TensorKey, Cut)>,
+    ) -> Result<()> {
         match t.matrix_shape() {
             Some([r, c]) if r == rows && c == cols => {}
             _ => {
@@ -479,8 +492,54 @@ impl Loader<'_> {
                 })
             }
         }
-        let data = self.f.tensor_data(t)?;
-        ggml::to_matrix_as(&t.name, t.ggml_type, rows, cols, data, self.target)
+        let Some(file) = self.streamed.clone() else {
+            let data = self.f.tensor_data(t)?;
+            let m = ggml::to_matrix_as(&t.name, t.ggml_type, rows, cols, data, self.target)?;
+            for (key, cut) in cuts {
+                let part = cut.apply(&m, &t.name, self.f)?;
+                self.put_matrix(key, &t.name, part)?;
+            }
+            return Ok(());
+        };
+        // The checks `to_matrix_as` makes on the data, made now so a bad file fails at once.
+        let format = (self.target)(t.ggml_type.backend_format().ok_or_else(|| {
+            Error::UnsupportedWeightType {
+                tensor: t.name.clone(),
+                kind: format!("{} (ggml type {})", t.ggml_type, t.ggml_type.id()),
+            }
+        })?);
+        if cols % format.block_size() != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "tensor `{}`: rows of {cols} cannot be stored as {format} (block size {})",
+                t.name,
+                format.block_size()
+            )));
+        }
+        for (key, cut) in cuts {
+            self.claim(key, &t.name)?;
+            let out_rows = cut.rows.as_ref().map_or(rows, |r| r.len());
+            let (file, t) = (file.clone(), t.clone());
+            let read = move || {
+                let data = file.tensor_data(&t)?;
+                let m = ggml::to_matrix_as(&t.name, t.ggml_type, rows, cols, data, &|_| format)?;
+                cut.apply(&m, &t.name, &file)
+            };
+            self.weights
+                .deferred
+                .insert(key, DeferredMatrix::new(format, out_rows, cols, read));
+        }
+        Ok(())
+    }
+
+    /// The whole of tensor `t` as `key`.
+    fn put_whole(
+        &mut self,
+        key: TensorKey,
+        t: &TensorInfo,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        self.put_cuts(t, rows, cols, vec![(key, Cut::default())])
     }
 
     /// A vector tensor as f32, its length checked.
@@ -502,14 +561,8 @@ impl Loader<'_> {
             (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
         let name = t.name.as_str();
         match name {
-            keys::TOKEN_EMBD => {
-                let m = self.matrix(t, c.vocab_size, hidden)?;
-                return self.put_matrix(TensorKey::Embed, name, m);
-            }
-            keys::OUTPUT => {
-                let m = self.matrix(t, c.vocab_size, hidden)?;
-                return self.put_matrix(TensorKey::Output, name, m);
-            }
+            keys::TOKEN_EMBD => return self.put_whole(TensorKey::Embed, t, c.vocab_size, hidden),
+            keys::OUTPUT => return self.put_whole(TensorKey::Output, t, c.vocab_size, hidden),
             keys::OUTPUT_NORM => {
                 let v = self.vector(t, hidden)?;
                 return self.put_vector(TensorKey::OutputNorm, name, v);
@@ -562,66 +615,48 @@ impl Loader<'_> {
                     } else {
                         (kv_dim, c.num_kv_heads)
                     };
-                    let mut m = self.matrix(t, rows, hidden)?;
-                    if llama {
-                        m = m.permute_rows(&unpermute_order(rows, heads));
-                    }
-                    self.put_matrix(key(lt), name, m)?;
+                    let cut = Cut {
+                        rows: None,
+                        unpermute: llama.then_some(heads),
+                    };
+                    self.put_cuts(t, rows, hidden, vec![(key(lt), cut)])?;
                 }
-                LayerTensor::V => {
-                    let m = self.matrix(t, kv_dim, hidden)?;
-                    self.put_matrix(key(lt), name, m)?;
-                }
-                LayerTensor::O => {
-                    let m = self.matrix(t, hidden, q_dim)?;
-                    self.put_matrix(key(lt), name, m)?;
-                }
-                LayerTensor::Gate => {
-                    let m = self.matrix(t, ff, hidden)?;
-                    self.put_matrix(key(lt), name, m)?;
-                }
+                LayerTensor::V => self.put_whole(key(lt), t, kv_dim, hidden)?,
+                LayerTensor::O => self.put_whole(key(lt), t, hidden, q_dim)?,
+                LayerTensor::Gate => self.put_whole(key(lt), t, ff, hidden)?,
                 LayerTensor::Up => {
                     // Phi-3 stores gate_up_proj, `[gate; up]`, as ffn_up with twice the rows.
                     let fused = t
                         .matrix_shape()
                         .is_some_and(|[r, _]| Some(r) == ff.checked_mul(2));
                     if fused {
-                        let m = self.matrix(t, 2 * ff, hidden)?;
-                        let (gate, up) = split2(&m, ff, name, self.f)?;
-                        self.put_matrix(key(LayerTensor::Gate), name, gate)?;
-                        self.put_matrix(key(LayerTensor::Up), name, up)?;
+                        let cuts = vec![
+                            (key(LayerTensor::Gate), Cut::rows(0..ff, None)),
+                            (key(LayerTensor::Up), Cut::rows(ff..2 * ff, None)),
+                        ];
+                        self.put_cuts(t, 2 * ff, hidden, cuts)?;
                     } else {
-                        let m = self.matrix(t, ff, hidden)?;
-                        self.put_matrix(key(lt), name, m)?;
+                        self.put_whole(key(lt), t, ff, hidden)?;
                     }
                 }
-                LayerTensor::Down => {
-                    let m = self.matrix(t, hidden, ff)?;
-                    self.put_matrix(key(lt), name, m)?;
-                }
+                LayerTensor::Down => self.put_whole(key(lt), t, hidden, ff)?,
             },
             BlockTensor::FusedQkv => {
-                let m = self.matrix(t, q_dim + 2 * kv_dim, hidden)?;
-                let part = |r: std::ops::Range<usize>| {
-                    m.rows(r)
-                        .ok_or_else(|| self.f.err(format!("tensor `{name}`: cannot split")))
-                };
-                let (q, k, v) = (
-                    part(0..q_dim)?,
-                    part(q_dim..q_dim + kv_dim)?,
-                    part(q_dim + kv_dim..q_dim + 2 * kv_dim)?,
-                );
-                let (q, k) = if llama {
+                let cuts = vec![
                     (
-                        q.permute_rows(&unpermute_order(q_dim, c.num_heads)),
-                        k.permute_rows(&unpermute_order(kv_dim, c.num_kv_heads)),
-                    )
-                } else {
-                    (q, k)
-                };
-                self.put_matrix(key(LayerTensor::Q), name, q)?;
-                self.put_matrix(key(LayerTensor::K), name, k)?;
-                self.put_matrix(key(LayerTensor::V), name, v)?;
+                        key(LayerTensor::Q),
+                        Cut::rows(0..q_dim, llama.then_some(c.num_heads)),
+                    ),
+                    (
+                        key(LayerTensor::K),
+                        Cut::rows(q_dim..q_dim + kv_dim, llama.then_some(c.num_kv_heads)),
+                    ),
+                    (
+                        key(LayerTensor::V),
+                        Cut::rows(q_dim + kv_dim..q_dim + 2 * kv_dim, None),
+                    ),
+                ];
+                self.put_cuts(t, q_dim + 2 * kv_dim, hidden, cuts)?;
             }
             BlockTensor::FusedQkvBias => {
                 let v = self.vector(t, q_dim + 2 * kv_dim)?;
@@ -647,11 +682,39 @@ impl Loader<'_> {
     }
 }
 
-fn split2(m: &Matrix, at: usize, name: &str, f: &GgufFile) -> Result<(Matrix, Matrix)> {
-    let a = m.rows(0..at);
-    let b = m.rows(at..m.rows);
-    a.zip(b)
-        .ok_or_else(|| f.err(format!("tensor `{name}`: cannot split at row {at}")))
+/// How one canonical matrix is cut from a file tensor: some of its rows (fused projections),
+/// with llama.cpp's rotary permutation undone.
+#[derive(Clone, Default)]
+struct Cut {
+    /// The rows taken; all when `None`.
+    rows: Option<Range<usize>>,
+    /// Undo the rotary permutation over this many heads.
+    unpermute: Option<usize>,
+}
+
+impl Cut {
+    fn rows(rows: Range<usize>, unpermute: Option<usize>) -> Cut {
+        Cut {
+            rows: Some(rows),
+            unpermute,
+        }
+    }
+
+    fn apply(&self, m: &Matrix, name: &str, f: &GgufFile) -> Result<Matrix> {
+        let part = match &self.rows {
+            Some(r) => m.rows(r.clone()).ok_or_else(|| {
+                f.err(format!(
+                    "tensor `{name}`: cannot take rows {r:?} of {}",
+                    m.rows
+                ))
+            })?,
+            None => m.clone(),
+        };
+        Ok(match self.unpermute {
+            Some(heads) => part.permute_rows(&unpermute_order(part.rows, heads)),
+            None => part,
+        })
+    }
 }
 
 /// The row order that undoes llama.cpp's rotary permutation of Q/K.
