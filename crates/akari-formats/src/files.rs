@@ -79,8 +79,8 @@ impl FileData {
 
 fn too_large(name: &str, len: u64) -> Error {
     Error::OutOfMemory(format!(
-        "{name}: {len} bytes cannot be held in memory at once; only GGUF files are read \
-         tensor by tensor"
+        "{name}: {len} bytes cannot be held in memory at once; only GGUF files and ONNX \
+         external data files are read tensor by tensor"
     ))
 }
 
@@ -232,6 +232,17 @@ impl RepoFiles {
                 .get(rel)
                 .ok_or_else(|| Error::format(self.display(rel), "file is missing"))?
                 .to_bytes(&self.display(rel)),
+        }
+    }
+
+    /// `rel` as it is held: mapped from a directory, or in memory or a [`ByteSource`].
+    pub fn data(&self, rel: &str) -> Result<FileData> {
+        match self {
+            RepoFiles::Dir(d) => crate::map_file(&d.join(rel)).map(FileData::Bytes),
+            RepoFiles::Memory(m) => m
+                .get(rel)
+                .cloned()
+                .ok_or_else(|| Error::format(self.display(rel), "file is missing")),
         }
     }
 

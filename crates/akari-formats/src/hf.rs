@@ -473,7 +473,7 @@ fn split(
 
 /// Every tensor the decoder needs is there, named as this architecture's files name it.
 pub(crate) fn check_complete(w: &ModelWeights, c: &ModelConfig) -> Result<()> {
-    let has = |k: TensorKey| w.matrices.contains_key(&k) || w.vectors.contains_key(&k);
+    let has = |k: TensorKey| w.has_matrix(k) || w.vectors.contains_key(&k);
     for k in [TensorKey::Embed, TensorKey::OutputNorm] {
         if !has(k) {
             return Err(Error::MissingTensor(k.to_string()));

@@ -6,31 +6,42 @@ use akari_core::generate::GenerateOptions;
 use akari_core::template::Message;
 use akari_core::weights::Bytes;
 use akari_core::Device;
-use akari_engine::{Engine, LoadOptions, MemoryFiles};
+use akari_engine::{Engine, FileData, LoadOptions, MemoryFiles};
 use akari_web::chat::{Chat, ChatMessage, ChatOptions, Chunk, ErrorCode};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Every file under `dir`, keyed by its path relative to `dir`.
-fn memory_files(dir: &Path) -> MemoryFiles {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, Bytes)>) {
+/// Every file under `dir`, keyed by its path relative to `dir`: in memory, or (`streamed`)
+/// read a range at a time as the browser reads its Blobs.
+fn dir_files(dir: &Path, streamed: bool) -> MemoryFiles {
+    fn walk(base: &Path, dir: &Path, streamed: bool, out: &mut Vec<(String, FileData)>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
             if p.is_dir() {
-                walk(base, &p, out);
+                walk(base, &p, streamed, out);
             } else {
                 let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
-                out.push((rel, Bytes::from_vec(std::fs::read(&p).unwrap())));
+                let data = if streamed {
+                    FileData::Source(Arc::new(akari_engine::FileSource::open(&p).unwrap()))
+                } else {
+                    FileData::Bytes(Bytes::from_vec(std::fs::read(&p).unwrap()))
+                };
+                out.push((rel, data));
             }
         }
     }
     let mut files = Vec::new();
-    walk(dir, dir, &mut files);
-    MemoryFiles::new("test-model", files)
+    walk(dir, dir, streamed, &mut files);
+    MemoryFiles::with_data("test-model", files)
+}
+
+fn memory_files(dir: &Path) -> MemoryFiles {
+    dir_files(dir, false)
 }
 
 fn run_steps(chat: &mut Chat, prompt: &str, max_tokens: usize) -> (String, Vec<Chunk>) {
@@ -172,10 +183,7 @@ fn source_files(path: &Path) -> MemoryFiles {
     let source = akari_engine::FileSource::open(path).unwrap();
     MemoryFiles::with_data(
         "streamed",
-        [(
-            "model.gguf".to_string(),
-            akari_engine::FileData::Source(std::sync::Arc::new(source)),
-        )],
+        [("model.gguf".to_string(), FileData::Source(Arc::new(source)))],
     )
 }
 
@@ -234,4 +242,30 @@ fn a_file_that_shrinks_while_it_is_read_gives_a_readable_error() {
         err.message
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn onnx_external_data_read_tensor_by_tensor_gives_the_logits_of_the_folder_on_disk() {
+    let tokens = [1u32, 5, 9, 2, 7];
+    let cases = [
+        ("llama-genai-int4", Device::Gpu),
+        ("phi3-genai-int4", Device::Cpu),
+        ("qwen2-genai-fp32", Device::Gpu),
+    ];
+    for (fixture, device) in cases {
+        let dir = root().join("fixtures/onnx").join(fixture);
+        let opts = LoadOptions {
+            device,
+            context: Some(64),
+            ..Default::default()
+        };
+        let mut on_disk = Engine::load(&dir, &opts, &mut |_| {}).unwrap();
+        let mut streamed = Engine::load_memory(&dir_files(&dir, true), &opts, &mut |_| {}).unwrap();
+        assert_eq!(streamed.info().weight_bytes, on_disk.info().weight_bytes);
+        assert_eq!(
+            streamed.logits(&tokens, 3).unwrap(),
+            on_disk.logits(&tokens, 3).unwrap(),
+            "{fixture} on {device:?}"
+        );
+    }
 }

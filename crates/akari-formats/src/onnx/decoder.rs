@@ -50,11 +50,13 @@ use crate::ggml::{self, GgmlType};
 use crate::gguf::load::ConvertTo;
 use crate::{hf, ModelSource};
 use akari_core::quant::QK;
-use akari_core::weights::{Bytes, LayerTensor, Matrix, ModelWeights, TensorKey};
+use akari_core::weights::{Bytes, DeferredMatrix, LayerTensor, Matrix, ModelWeights, TensorKey};
 use akari_core::{Error, ModelConfig, QuantFormat, Result};
 use half::f16;
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
 
 /// What a projection's module path names.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -135,18 +137,9 @@ struct Dequant {
     along_rows: bool,
 }
 
-impl Dequant {
-    fn per_tensor(scale: f32, zero_point: i32) -> Dequant {
-        Dequant {
-            scale: vec![scale],
-            zero_point: vec![zero_point],
-            along_rows: false,
-        }
-    }
-}
-
 struct NBits<'a> {
-    node: &'a Node,
+    /// The node's name, for messages.
+    node: &'a str,
     b: &'a Tensor,
     scales: &'a Tensor,
     zero_points: Option<&'a Tensor>,
@@ -160,7 +153,8 @@ struct NBits<'a> {
 /// flattened, in blocks of `block_size` values (blocks run on across rows), two 4-bit codes a
 /// byte (high nibble first); value `table[code]·absmax[block]`.
 struct Bnb4<'a> {
-    node: &'a Node,
+    /// The node's name, for messages.
+    node: &'a str,
     b: &'a Tensor,
     absmax: &'a Tensor,
     k: usize,
@@ -405,7 +399,7 @@ impl<'a> Graph<'a> {
             ("com.microsoft", "MatMulNBits") => {
                 let attr = |name: &str| self.positive_attr(node, name);
                 Ok(Source::NBits(NBits {
-                    node,
+                    node: &node.name,
                     b: self.init(node, 1, "B")?,
                     scales: self.init(node, 2, "scales")?,
                     zero_points: match node.input(3) {
@@ -421,7 +415,7 @@ impl<'a> Graph<'a> {
             ("com.microsoft", "MatMulBnb4") => {
                 let attr = |name: &str| self.positive_attr(node, name);
                 Ok(Source::Bnb4(Bnb4 {
-                    node,
+                    node: &node.name,
                     b: self.init(node, 1, "B")?,
                     absmax: self.init(node, 2, "absmax")?,
                     k: attr("K")?,
@@ -482,6 +476,8 @@ fn unsupported(t: &Tensor) -> Error {
 
 struct Loader<'a, 'g> {
     g: &'g Graph<'a>,
+    /// The data source, for deferred reads, when its weights are streamed.
+    streamed: Option<Arc<DataSource>>,
     target: &'g ConvertTo,
     weights: ModelWeights,
     /// Which node filled each key, to report duplicates.
@@ -500,72 +496,111 @@ impl Loader<'_, '_> {
         Ok(())
     }
 
-    /// The matrix `[rows, cols]` a source holds, in the target format.
-    fn matrix(&mut self, src: &Source<'_>, rows: usize, cols: usize, what: &str) -> Result<Matrix> {
-        match src {
-            Source::Dense { t, transposed, dq } => {
-                let ty = match dq {
-                    Some(_) => None,
-                    None => Some(float_type(t).ok_or_else(|| unsupported(t))?),
-                };
-                let kind = match ty {
-                    Some(ty) => ty.name().to_string(),
-                    None => format!("{} (8-bit linear quantisation)", dtype::name(t.data_type)),
-                };
-                *self.kinds.entry(kind).or_default() += rows * cols;
-                let shape = t.shape().unwrap_or_default();
-                let want = if *transposed {
+    /// Checks that `src` holds a `[rows, cols]` matrix and counts its kind.
+    fn check(&mut self, src: &Source<'_>, rows: usize, cols: usize, what: &str) -> Result<()> {
+        let (kind, expected, got, tensor) = match src {
+            Source::Dense { t, transposed, dq } => (
+                match dq {
+                    Some(_) => format!("{} (8-bit linear quantisation)", dtype::name(t.data_type)),
+                    None => float_type(t)
+                        .ok_or_else(|| unsupported(t))?
+                        .name()
+                        .to_string(),
+                },
+                if *transposed {
                     vec![cols, rows]
                 } else {
                     vec![rows, cols]
-                };
-                if shape != want {
-                    return Err(Error::ShapeMismatch {
-                        tensor: format!("{} (weight of {what})", t.name),
-                        expected: want,
-                        got: shape,
-                    });
-                }
-                let bytes = self.g.data.bytes(t)?;
-                let Some(ty) = ty else {
-                    let dq = dq.clone().unwrap_or(Dequant::per_tensor(1.0, 0));
-                    return int8_to_matrix(t, *transposed, rows, cols, &bytes, &dq, self.target);
-                };
-                if *transposed {
-                    transpose_to_matrix(&t.name, ty, cols, rows, &bytes, self.target)
-                } else {
-                    ggml::to_matrix_as(&t.name, ty, rows, cols, bytes, self.target)
-                }
-            }
-            Source::NBits(nb) => {
-                *self
-                    .kinds
-                    .entry(format!("MatMulNBits {}-bit", nb.bits))
-                    .or_default() += rows * cols;
-                if (nb.n, nb.k) != (rows, cols) {
-                    return Err(Error::ShapeMismatch {
-                        tensor: format!("{} (N, K of {what})", nb.node.name),
-                        expected: vec![rows, cols],
-                        got: vec![nb.n, nb.k],
-                    });
-                }
-                nbits_to_matrix(nb, self.g.data, self.target)
-            }
-            Source::Bnb4(bq) => {
-                *self
-                    .kinds
-                    .entry(format!("MatMulBnb4 {}", bnb4_name(bq.quant_type)))
-                    .or_default() += rows * cols;
-                if (bq.n, bq.k) != (rows, cols) {
-                    return Err(Error::ShapeMismatch {
-                        tensor: format!("{} (N, K of {what})", bq.node.name),
-                        expected: vec![rows, cols],
-                        got: vec![bq.n, bq.k],
-                    });
-                }
-                bnb4_to_matrix(bq, self.g.data, self.target)
-            }
+                },
+                t.shape().unwrap_or_default(),
+                format!("{} (weight of {what})", t.name),
+            ),
+            Source::NBits(nb) => (
+                format!("MatMulNBits {}-bit", nb.bits),
+                vec![rows, cols],
+                vec![nb.n, nb.k],
+                format!("{} (N, K of {what})", nb.node),
+            ),
+            Source::Bnb4(bq) => (
+                format!("MatMulBnb4 {}", bnb4_name(bq.quant_type)),
+                vec![rows, cols],
+                vec![bq.n, bq.k],
+                format!("{} (N, K of {what})", bq.node),
+            ),
+        };
+        *self.kinds.entry(kind).or_default() += rows * cols;
+        if got != expected {
+            return Err(Error::ShapeMismatch {
+                tensor,
+                expected,
+                got,
+            });
         }
+        Ok(())
+    }
+
+    /// The matrix `[rows, cols]` a source holds, in the target format.
+    fn matrix(&mut self, src: &Source<'_>, rows: usize, cols: usize, what: &str) -> Result<Matrix> {
+        self.check(src, rows, cols, what)?;
+        convert(src, self.g.data, rows, cols, self.target)
+    }
+
+    /// Puts the rows `cuts` takes from the `[rows, cols]` matrix of `src` (all when `None`):
+    /// now, or deferred until taken when the weights are streamed.
+    fn put_cuts(
+        &mut self,
+        src: &Source<'_>,
+        rows: usize,
+        cols: usize,
+        what: &str,
+        cuts: Vec<(TensorKey, Option<Range<usize>>)>,
+    ) -> Result<()> {
+        let Some(data) = self.streamed.clone() else {
+            let m = self.matrix(src, rows, cols, what)?;
+            for (key, r) in cuts {
+                let part = match r {
+                    Some(r) => m
+                        .rows(r)
+                        .ok_or_else(|| self.g.err(format!("{what}: cannot split")))?,
+                    None => m.clone(),
+                };
+                self.put_matrix(key, what, part)?;
+            }
+            return Ok(());
+        };
+        self.check(src, rows, cols, what)?;
+        // What a read could find wrong without reading: data past the end of its file.
+        let tensors = match src {
+            Source::Dense { t, .. } => vec![*t],
+            Source::NBits(nb) => [Some(nb.b), Some(nb.scales), nb.zero_points]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Source::Bnb4(bq) => vec![bq.b, bq.absmax],
+        };
+        for t in tensors {
+            data.check(t)?;
+        }
+        let format = (self.target)(default_format(src, cols)?);
+        let owned = Arc::new(OwnedSource::new(src));
+        for (key, r) in cuts {
+            self.claim(key, what)?;
+            let out_rows = r.as_ref().map_or(rows, |r| r.len());
+            let (data, owned, what) = (data.clone(), owned.clone(), what.to_string());
+            let read = move || {
+                let m = convert(&owned.source(), &data, rows, cols, &move |_| format)?;
+                match &r {
+                    Some(r) => m
+                        .rows(r.clone())
+                        .ok_or_else(|| data.err(format!("{what}: cannot split"))),
+                    None => Ok(m),
+                }
+            };
+            self.weights
+                .deferred
+                .insert(key, DeferredMatrix::new(format, out_rows, cols, read));
+        }
+        Ok(())
     }
 
     fn vector(&self, t: &Tensor, len: usize) -> Result<Vec<f32>> {
@@ -593,10 +628,160 @@ impl Loader<'_, '_> {
     }
 }
 
+/// The `[rows, cols]` matrix `src` holds (its shape checked), stored as `target(default)`.
+fn convert(
+    src: &Source<'_>,
+    data: &DataSource,
+    rows: usize,
+    cols: usize,
+    target: &ConvertTo,
+) -> Result<Matrix> {
+    match src {
+        Source::Dense { t, transposed, dq } => {
+            let bytes = data.bytes(t)?;
+            let Some(dq) = dq else {
+                let ty = float_type(t).ok_or_else(|| unsupported(t))?;
+                return if *transposed {
+                    transpose_to_matrix(&t.name, ty, cols, rows, &bytes, target)
+                } else {
+                    ggml::to_matrix_as(&t.name, ty, rows, cols, bytes, target)
+                };
+            };
+            int8_to_matrix(t, *transposed, rows, cols, &bytes, dq, target)
+        }
+        Source::NBits(nb) => nbits_to_matrix(nb, data, target),
+        Source::Bnb4(bq) => bnb4_to_matrix(bq, data, target),
+    }
+}
+
+/// The format [`convert`] stores `src` as before `target`, known without reading its data.
+fn default_format(src: &Source<'_>, cols: usize) -> Result<QuantFormat> {
+    Ok(match src {
+        Source::Dense { t, dq: None, .. } => {
+            let ty = float_type(t).ok_or_else(|| unsupported(t))?;
+            ty.backend_format()
+                .ok_or_else(|| Error::UnsupportedWeightType {
+                    tensor: t.name.clone(),
+                    kind: ty.name().to_string(),
+                })?
+        }
+        Source::Dense { dq: Some(_), .. } => blocks_or_f32(cols),
+        Source::NBits(nb) => nbits_format(nb),
+        Source::Bnb4(bq) => blocks_or_f32(bq.k),
+    })
+}
+
+/// A [`Source`] that owns what it reads, for a matrix read later.
+enum OwnedSource {
+    Dense {
+        t: Tensor,
+        transposed: bool,
+        dq: Option<Dequant>,
+    },
+    NBits {
+        node: String,
+        b: Tensor,
+        scales: Tensor,
+        zero_points: Option<Tensor>,
+        k: usize,
+        n: usize,
+        bits: usize,
+        block_size: usize,
+    },
+    Bnb4 {
+        node: String,
+        b: Tensor,
+        absmax: Tensor,
+        k: usize,
+        n: usize,
+        block_size: usize,
+        quant_type: i64,
+    },
+}
+
+impl OwnedSource {
+    /// Tensors are cloned: external ones are a location and a range, inline ones share
+    /// their bytes.
+    fn new(src: &Source<'_>) -> OwnedSource {
+        match src {
+            Source::Dense { t, transposed, dq } => OwnedSource::Dense {
+                t: (*t).clone(),
+                transposed: *transposed,
+                dq: dq.clone(),
+            },
+            Source::NBits(nb) => OwnedSource::NBits {
+                node: nb.node.to_string(),
+                b: nb.b.clone(),
+                scales: nb.scales.clone(),
+                zero_points: nb.zero_points.cloned(),
+                k: nb.k,
+                n: nb.n,
+                bits: nb.bits,
+                block_size: nb.block_size,
+            },
+            Source::Bnb4(bq) => OwnedSource::Bnb4 {
+                node: bq.node.to_string(),
+                b: bq.b.clone(),
+                absmax: bq.absmax.clone(),
+                k: bq.k,
+                n: bq.n,
+                block_size: bq.block_size,
+                quant_type: bq.quant_type,
+            },
+        }
+    }
+
+    fn source(&self) -> Source<'_> {
+        match self {
+            OwnedSource::Dense { t, transposed, dq } => Source::Dense {
+                t,
+                transposed: *transposed,
+                dq: dq.clone(),
+            },
+            OwnedSource::NBits {
+                node,
+                b,
+                scales,
+                zero_points,
+                k,
+                n,
+                bits,
+                block_size,
+            } => Source::NBits(NBits {
+                node,
+                b,
+                scales,
+                zero_points: zero_points.as_ref(),
+                k: *k,
+                n: *n,
+                bits: *bits,
+                block_size: *block_size,
+            }),
+            OwnedSource::Bnb4 {
+                node,
+                b,
+                absmax,
+                k,
+                n,
+                block_size,
+                quant_type,
+            } => Source::Bnb4(Bnb4 {
+                node,
+                b,
+                absmax,
+                k: *k,
+                n: *n,
+                block_size: *block_size,
+                quant_type: *quant_type,
+            }),
+        }
+    }
+}
+
 /// Reads the decoder of `model` (its repository `repo`) into a [`ModelSource`].
 pub fn read(
     model: &Model,
-    data: &DataSource,
+    data: &Arc<DataSource>,
     repo: &RepoFiles,
     target: &ConvertTo,
 ) -> Result<ModelSource> {
@@ -656,6 +841,7 @@ pub fn read(
     let (hidden, q_dim, kv_dim, ff) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
     let mut ld = Loader {
         g: &g,
+        streamed: data.is_streamed().then(|| data.clone()),
         target,
         weights: ModelWeights::default(),
         seen: HashMap::new(),
@@ -663,10 +849,13 @@ pub fn read(
     };
     let embed = embedding(&g, graph)?;
     let embed_name = Some(source_name(&embed).to_string());
-    {
-        let m = ld.matrix(&embed, c.vocab_size, hidden, "the embedding")?;
-        ld.put_matrix(TensorKey::Embed, source_name(&embed), m)?;
-    }
+    ld.put_cuts(
+        &embed,
+        c.vocab_size,
+        hidden,
+        source_name(&embed),
+        vec![(TensorKey::Embed, None)],
+    )?;
 
     let mut layers_seen = 0usize;
     for node in &graph.nodes {
@@ -696,8 +885,8 @@ pub fn read(
                         config.tie_word_embeddings = true;
                         continue;
                     }
-                    let m = ld.matrix(&src, c.vocab_size, hidden, &node.name)?;
-                    ld.put_matrix(TensorKey::Output, &node.name, m)?;
+                    let cuts = vec![(TensorKey::Output, None)];
+                    ld.put_cuts(&src, c.vocab_size, hidden, &node.name, cuts)?;
                     config.tie_word_embeddings = false;
                 }
                 Proj::Plain(lt) => {
@@ -708,8 +897,7 @@ pub fn read(
                         LayerTensor::Gate | LayerTensor::Up => (ff, hidden),
                         _ => (hidden, ff),
                     };
-                    let m = ld.matrix(&src, rows, cols, &node.name)?;
-                    ld.put_matrix(key(lt), &node.name, m)?;
+                    ld.put_cuts(&src, rows, cols, &node.name, vec![(key(lt), None)])?;
                     let bias = match lt {
                         LayerTensor::Q => Some((LayerTensor::QBias, q_dim)),
                         LayerTensor::K => Some((LayerTensor::KBias, kv_dim)),
@@ -733,16 +921,15 @@ pub fn read(
                     }
                 }
                 Proj::FusedQkv => {
-                    let m = ld.matrix(&src, q_dim + 2 * kv_dim, hidden, &node.name)?;
-                    let parts = [
-                        (LayerTensor::Q, 0..q_dim),
-                        (LayerTensor::K, q_dim..q_dim + kv_dim),
-                        (LayerTensor::V, q_dim + kv_dim..q_dim + 2 * kv_dim),
+                    let cuts = vec![
+                        (key(LayerTensor::Q), Some(0..q_dim)),
+                        (key(LayerTensor::K), Some(q_dim..q_dim + kv_dim)),
+                        (
+                            key(LayerTensor::V),
+                            Some(q_dim + kv_dim..q_dim + 2 * kv_dim),
+                        ),
                     ];
-                    for (lt, r) in parts {
-                        let part = m.rows(r).ok_or_else(|| g.err("cannot split qkv".into()))?;
-                        ld.put_matrix(key(lt), &node.name, part)?;
-                    }
+                    ld.put_cuts(&src, q_dim + 2 * kv_dim, hidden, &node.name, cuts)?;
                     if let Some(b) = find_bias(&g, node) {
                         if !c.qkv_bias {
                             return Err(g.err(format!(
@@ -763,13 +950,11 @@ pub fn read(
                     }
                 }
                 Proj::FusedGateUp => {
-                    let m = ld.matrix(&src, 2 * ff, hidden, &node.name)?;
-                    let gate = m.rows(0..ff).ok_or_else(|| g.err("cannot split".into()))?;
-                    let up = m
-                        .rows(ff..2 * ff)
-                        .ok_or_else(|| g.err("cannot split".into()))?;
-                    ld.put_matrix(key(LayerTensor::Gate), &node.name, gate)?;
-                    ld.put_matrix(key(LayerTensor::Up), &node.name, up)?;
+                    let cuts = vec![
+                        (key(LayerTensor::Gate), Some(0..ff)),
+                        (key(LayerTensor::Up), Some(ff..2 * ff)),
+                    ];
+                    ld.put_cuts(&src, 2 * ff, hidden, &node.name, cuts)?;
                 }
             }
         } else if matches!(
@@ -805,7 +990,7 @@ pub fn read(
             }
         }
     }
-    if !ld.weights.matrices.contains_key(&TensorKey::Output) {
+    if !ld.weights.has_matrix(TensorKey::Output) {
         if !graph
             .nodes
             .iter()
@@ -974,12 +1159,7 @@ fn int8_to_matrix(
     }
     let at = |v: &[f32], r: usize| v[if v.len() == 1 { 0 } else { r }];
     let zp = |r: usize| dq.zero_point[if dq.zero_point.len() == 1 { 0 } else { r }];
-    // Rows of Q8_0 blocks by default; rows that are not whole blocks become f32.
-    let fmt = target(if cols % QK == 0 {
-        QuantFormat::Q8_0
-    } else {
-        QuantFormat::F32
-    });
+    let fmt = target(blocks_or_f32(cols));
     if cols % fmt.block_size() != 0 {
         return Err(Error::InvalidArgument(format!(
             "tensor `{}`: rows of {cols} values cannot be stored as {fmt}",
@@ -1026,10 +1206,39 @@ fn int8_to_matrix(
     Matrix::new(&t.name, fmt, rows, cols, Bytes::from_vec(out))
 }
 
+/// Rows of Q8_0 blocks for values dequantised from integers; rows that are not whole blocks
+/// become f32.
+fn blocks_or_f32(cols: usize) -> QuantFormat {
+    if cols % QK == 0 {
+        QuantFormat::Q8_0
+    } else {
+        QuantFormat::F32
+    }
+}
+
+/// The format a `MatMulNBits` weight is stored as before `target`: its own 4-bit blocks when
+/// they line up with ours. Our block formats need rows of whole 32-value blocks; a K that is
+/// not a multiple of 32 (hidden sizes like 80) is dequantised exactly to f32 rows of the true
+/// K instead of padding our matrices: the padding would have to be carried by every
+/// activation too.
+fn nbits_format(nb: &NBits<'_>) -> QuantFormat {
+    if nb.k % QK != 0 {
+        QuantFormat::F32
+    } else if nb.bits == 4 && nb.block_size % QK == 0 {
+        if nb.zero_points.is_some() {
+            QuantFormat::Q4_1
+        } else {
+            QuantFormat::Q4_0
+        }
+    } else {
+        QuantFormat::Q8_0
+    }
+}
+
 /// A `MatMulNBits` weight as a `[N, K]` matrix: Q4_0/Q4_1 block for block when the layout
 /// allows, else through f32.
 fn nbits_to_matrix(nb: &NBits<'_>, data: &DataSource, target: &ConvertTo) -> Result<Matrix> {
-    let name = nb.node.name.as_str();
+    let name = nb.node;
     let err = |msg: String| Error::format(&data.file_name, format!("node `{name}`: {msg}"));
     let (k, n, bits, bs) = (nb.k, nb.n, nb.bits, nb.block_size);
     if !(2..=8).contains(&bits) || !(16..=1 << 16).contains(&bs) || !bs.is_power_of_two() {
@@ -1095,21 +1304,7 @@ fn nbits_to_matrix(nb: &NBits<'_>, data: &DataSource, target: &ConvertTo) -> Res
         let byte = b[base + bit / 8] as u32;
         (byte >> (bit % 8)) & ((1 << bits) - 1)
     };
-    // Our block formats need rows of whole 32-value blocks. A K that is not a multiple of 32
-    // (hidden sizes like 80) is dequantised exactly to f32 rows of the true K instead of
-    // padding our matrices: the padding would have to be carried by every activation too.
-    let default = if k % QK != 0 {
-        QuantFormat::F32
-    } else if bits == 4 && bs % QK == 0 {
-        if zps.is_some() {
-            QuantFormat::Q4_1
-        } else {
-            QuantFormat::Q4_0
-        }
-    } else {
-        QuantFormat::Q8_0
-    };
-    let fmt = target(default);
+    let fmt = target(nbits_format(nb));
     if k % fmt.block_size() != 0 {
         return Err(err(format!(
             "rows of K = {k} values cannot be stored as {fmt} (K is not a multiple of {})",
@@ -1209,7 +1404,7 @@ fn bnb4_name(quant_type: i64) -> &'static str {
 /// are uniform, NF4's and FP4's are not, so a 4-bit copy would be a second, lossy
 /// quantisation; Q8_0 rounds each value by at most 1/254 of its block's maximum.
 fn bnb4_to_matrix(bq: &Bnb4<'_>, data: &DataSource, target: &ConvertTo) -> Result<Matrix> {
-    let name = bq.node.name.as_str();
+    let name = bq.node;
     let err = |msg: String| Error::format(&data.file_name, format!("node `{name}`: {msg}"));
     let (k, n, bs) = (bq.k, bq.n, bq.block_size);
     let levels = match bq.quant_type {
@@ -1239,11 +1434,7 @@ fn bnb4_to_matrix(bq: &Bnb4<'_>, data: &DataSource, target: &ConvertTo) -> Resul
         numel.div_ceil(bs),
         &data.bytes(bq.absmax)?,
     )?;
-    let fmt = target(if k % QK == 0 {
-        QuantFormat::Q8_0
-    } else {
-        QuantFormat::F32
-    });
+    let fmt = target(blocks_or_f32(k));
     if k % fmt.block_size() != 0 {
         return Err(err(format!(
             "rows of K = {k} values cannot be stored as {fmt}"
@@ -1344,7 +1535,7 @@ fn embedding<'a>(g: &Graph<'a>, graph: &'a super::proto::Graph) -> Result<Source
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .unwrap_or(0);
         return Ok(Source::NBits(NBits {
-            node,
+            node: &node.name,
             b,
             scales: g.init(node, 2, "scales")?,
             zero_points: match node.input(3) {
@@ -1757,7 +1948,7 @@ mod tests {
                 ..Node::default()
             };
             let nb = NBits {
-                node: &node,
+                node: &node.name,
                 b: &bt,
                 scales: &st,
                 zero_points: with_zp.then_some(&zt),
@@ -1905,7 +2096,7 @@ mod tests {
                 ..Node::default()
             };
             let bq = Bnb4 {
-                node: &node,
+                node: &node.name,
                 b: &bt,
                 absmax: &at,
                 k,

@@ -22,15 +22,15 @@
 pub mod decoder;
 pub mod proto;
 
-use crate::files::{is_plain_relative, MemoryFiles, RepoFiles};
+use crate::files::{is_plain_relative, FileData, MemoryFiles, RepoFiles};
 use crate::gguf::load::ConvertTo;
 use crate::{hf, map_file, ModelSource};
 use akari_core::weights::Bytes;
 use akari_core::{Dtype, Error, Result};
 use proto::{Tensor, TensorData};
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// onnxruntime-genai's model description, read when there is no `config.json`.
 pub const GENAI_CONFIG: &str = "genai_config.json";
@@ -178,7 +178,7 @@ pub fn open_file(file: &Path, target: &ConvertTo) -> Result<ModelSource> {
     if let Ok(rel) = file.strip_prefix(&repo) {
         data.rel = rel.display().to_string();
     }
-    decoder::read(&model, &data, &RepoFiles::Dir(repo), target)
+    decoder::read(&model, &Arc::new(data), &RepoFiles::Dir(repo), target)
 }
 
 /// Opens an ONNX repository held in memory (the files of a transformers.js repository or an
@@ -202,7 +202,7 @@ pub fn open_memory(files: &MemoryFiles, dtype: Dtype) -> Result<ModelSource> {
         choose_memory_file(files, dtype)?
     };
     let bytes = repo.read(&rel)?;
-    let data = DataSource::in_memory(files, &rel, bytes.clone());
+    let data = Arc::new(DataSource::in_memory(files, &rel, bytes.clone()));
     let model = proto::decode_model(&bytes, &data.file_name)?;
     decoder::read(&model, &data, &repo, &|default| default)
 }
@@ -247,6 +247,12 @@ fn choose_memory_file(files: &MemoryFiles, dtype: Dtype) -> Result<String> {
     ))
 }
 
+/// Where a tensor's values are: in memory, or a range of an external data file.
+enum Place {
+    Bytes(Bytes),
+    Range(FileData, std::ops::Range<usize>),
+}
+
 /// Tensor values: from the model file, or from external data files next to it.
 pub struct DataSource {
     /// The model file, for messages.
@@ -257,8 +263,8 @@ pub struct DataSource {
     /// folder).
     ext_root: RepoFiles,
     ext_prefix: String,
-    /// External files mapped so far, by `location`.
-    external: RefCell<HashMap<String, Bytes>>,
+    /// External files opened so far, by `location`.
+    external: Mutex<HashMap<String, FileData>>,
     _model: Bytes,
 }
 
@@ -274,7 +280,7 @@ impl DataSource {
             rel: file.display().to_string(),
             ext_root: RepoFiles::Dir(folder),
             ext_prefix: String::new(),
-            external: RefCell::new(HashMap::new()),
+            external: Mutex::new(HashMap::new()),
             _model: model,
         }
     }
@@ -291,7 +297,7 @@ impl DataSource {
             rel: rel.to_string(),
             ext_root: repo,
             ext_prefix,
-            external: RefCell::new(HashMap::new()),
+            external: Mutex::new(HashMap::new()),
             _model: model,
         }
     }
@@ -300,9 +306,23 @@ impl DataSource {
         Error::format(&self.file_name, msg)
     }
 
-    /// The external file `location`, mapped once.
-    fn external_file(&self, location: &str, tensor: &str) -> Result<Bytes> {
-        if let Some(b) = self.external.borrow().get(location) {
+    /// Whether external data files are read a range at a time ([`FileData::Source`]): then
+    /// the decoder defers each matrix until it is taken.
+    pub fn is_streamed(&self) -> bool {
+        match &self.ext_root {
+            RepoFiles::Dir(_) => false,
+            RepoFiles::Memory(m) => m
+                .paths()
+                .filter(|p| p.starts_with(&self.ext_prefix) && !p.ends_with(".onnx"))
+                .any(|p| matches!(m.get(p), Some(FileData::Source(_)))),
+        }
+    }
+
+    /// The external file `location`, opened (mapped, for a folder) once.
+    fn external_file(&self, location: &str, tensor: &str) -> Result<FileData> {
+        // A poisoned lock only means another read panicked; the map is still whole.
+        let mut external = self.external.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = external.get(location) {
             return Ok(b.clone());
         }
         // Locations are file names relative to the model's folder; nothing may leave it.
@@ -319,15 +339,51 @@ impl DataSource {
                 self.ext_root.display(&rel)
             )));
         }
-        let bytes = self.ext_root.read(&rel)?;
-        self.external
-            .borrow_mut()
-            .insert(location.to_string(), bytes.clone());
-        Ok(bytes)
+        let data = self.ext_root.data(&rel)?;
+        external.insert(location.to_string(), data.clone());
+        Ok(data)
     }
 
     /// A tensor's values as little-endian element bytes, exactly `n_elements × size` long.
     pub fn bytes(&self, t: &Tensor) -> Result<Bytes> {
+        let (want, place) = self.locate(t)?;
+        let got = match place {
+            Place::Bytes(b) => b,
+            Place::Range(FileData::Bytes(file), range) => file
+                .slice(range)
+                .ok_or_else(|| self.err(format!("tensor `{}`: external range invalid", t.name)))?,
+            Place::Range(FileData::Source(s), range) => {
+                Bytes::from_vec(s.read_at(range.start as u64, range.len())?)
+            }
+        };
+        if got.len() != want {
+            return Err(self.wrong_length(t, got.len(), want));
+        }
+        Ok(got)
+    }
+
+    fn wrong_length(&self, t: &Tensor, got: usize, want: usize) -> Error {
+        self.err(format!(
+            "tensor `{}`: {got} bytes of data for {:?} {} (expected {want}): truncated or damaged",
+            t.name,
+            t.dims,
+            proto::dtype::name(t.data_type)
+        ))
+    }
+
+    /// Checks that [`DataSource::bytes`] can read `t` (external data inside its file, of the
+    /// right length) without reading it.
+    pub fn check(&self, t: &Tensor) -> Result<()> {
+        match self.locate(t)? {
+            (want, Place::Range(_, range)) if range.len() != want => {
+                Err(self.wrong_length(t, range.len(), want))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Where `t`'s values are, and how many bytes they must take.
+    fn locate(&self, t: &Tensor) -> Result<(usize, Place)> {
         let size = proto::dtype::size(t.data_type).ok_or_else(|| {
             self.err(format!(
                 "tensor `{}` has element type {}, which akari does not read",
@@ -341,8 +397,8 @@ impl DataSource {
         let want = n
             .checked_mul(size)
             .ok_or_else(|| self.err(format!("tensor `{}`: size overflows", t.name)))?;
-        let got = match &t.data {
-            TensorData::Raw(b) => b.clone(),
+        let place = match &t.data {
+            TensorData::Raw(b) => Place::Bytes(b.clone()),
             TensorData::External {
                 location,
                 offset,
@@ -350,14 +406,15 @@ impl DataSource {
             } => {
                 let file = self.external_file(location, &t.name)?;
                 let len = length.unwrap_or(want as u64);
-                let end = offset.checked_add(len);
-                match end {
-                    Some(end) if end <= file.len() as u64 => {
-                        file.slice(*offset as usize..end as usize).ok_or_else(|| {
-                            self.err(format!("tensor `{}`: external range invalid", t.name))
-                        })?
-                    }
-                    _ => {
+                let range = offset
+                    .checked_add(len)
+                    .filter(|&end| end <= file.len())
+                    .and_then(|end| {
+                        Some(usize::try_from(*offset).ok()?..usize::try_from(end).ok()?)
+                    });
+                match range {
+                    Some(range) => Place::Range(file, range),
+                    None => {
                         return Err(self.err(format!(
                             "tensor `{}`: external data at {offset}..+{len} runs past the end \
                              of `{location}` ({} bytes): truncated file?",
@@ -379,20 +436,10 @@ impl DataSource {
                 for &x in v {
                     out.extend_from_slice(&x.to_le_bytes()[..size]);
                 }
-                Bytes::from_vec(out)
+                Place::Bytes(Bytes::from_vec(out))
             }
-            TensorData::None => Bytes::from_vec(Vec::new()),
+            TensorData::None => Place::Bytes(Bytes::from_vec(Vec::new())),
         };
-        if got.len() != want {
-            return Err(self.err(format!(
-                "tensor `{}`: {} bytes of data for {:?} {} (expected {want}): truncated or \
-                 damaged",
-                t.name,
-                got.len(),
-                t.dims,
-                proto::dtype::name(t.data_type)
-            )));
-        }
-        Ok(got)
+        Ok((want, place))
     }
 }
