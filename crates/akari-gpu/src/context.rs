@@ -320,10 +320,32 @@ impl GpuContext {
     pub async fn submit_and_read_async(
         &self,
         op: &'static str,
-        mut rec: Recording,
+        rec: Recording,
         src: &wgpu::Buffer,
         len: usize,
     ) -> Result<Vec<f32>, GpuError> {
+        self.read_back(op, rec, src, len, f32::from_le_bytes).await
+    }
+
+    /// [`GpuContext::submit_and_read_async`] of `u32` words (token ids, selection keys).
+    pub async fn submit_and_read_words_async(
+        &self,
+        op: &'static str,
+        rec: Recording,
+        src: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<u32>, GpuError> {
+        self.read_back(op, rec, src, len, u32::from_le_bytes).await
+    }
+
+    async fn read_back<T>(
+        &self,
+        op: &'static str,
+        mut rec: Recording,
+        src: &wgpu::Buffer,
+        len: usize,
+        word: fn([u8; 4]) -> T,
+    ) -> Result<Vec<T>, GpuError> {
         let size = (len.max(1) * 4) as u64;
         // Reuse the last read-back buffer when it fits; a concurrent read makes its own.
         let reused = {
@@ -391,7 +413,7 @@ impl GpuContext {
                 .expect("a buffer mapped for reading can be viewed");
             view[..len * 4]
                 .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .map(|c| word([c[0], c[1], c[2], c[3]]))
                 .collect()
         };
         staging.unmap();

@@ -12,6 +12,7 @@ pub mod embed;
 pub mod gemv;
 pub mod rms_norm;
 pub mod rope;
+pub mod select;
 
 use crate::{GpuContext, GpuError};
 use std::collections::HashMap;
