@@ -41,6 +41,9 @@ pub struct GpuContext {
     timeout: Duration,
     /// One-token GEMVs use `gemv_decode.wgsl` ([`GpuContext::set_decode_kernels`]).
     decode_kernels: bool,
+    /// A lower size than the binding limit to split weight matrices at
+    /// ([`GpuContext::set_matrix_binding_limit`]).
+    matrix_limit: Option<u64>,
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
     /// Per-kernel timing (`AKARI_GPU_PROFILE`).
@@ -186,6 +189,9 @@ impl GpuContext {
             lost,
             timeout: DEFAULT_TIMEOUT,
             decode_kernels,
+            matrix_limit: std::env::var("AKARI_GPU_MATRIX_BINDING_LIMIT")
+                .ok()
+                .and_then(|v| v.parse().ok()),
             dummy,
             staging: Mutex::new(None),
             pipelines: Default::default(),
@@ -221,6 +227,24 @@ impl GpuContext {
         self.decode_kernels
     }
 
+    /// The most bytes one buffer of a weight matrix takes: the device's binding limit
+    /// (`maxStorageBufferBindingSize`, and the largest buffer), or the lower size set with
+    /// [`GpuContext::set_matrix_binding_limit`]. Larger matrices are split by rows.
+    pub fn matrix_binding_limit(&self) -> u64 {
+        self.caps
+            .max_storage_buffer_binding_size
+            .min(self.caps.max_buffer_size)
+            .min(self.matrix_limit.unwrap_or(u64::MAX))
+    }
+
+    /// Splits weight matrices uploaded from now on at `bytes` rather than at the device's
+    /// limit, so a device with large bindings runs the split path a browser's 128 MiB limit
+    /// needs (tests, and natively `AKARI_GPU_MATRIX_BINDING_LIMIT=<bytes>`). It can only
+    /// lower the limit.
+    pub fn set_matrix_binding_limit(&mut self, bytes: u64) {
+        self.matrix_limit = Some(bytes);
+    }
+
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
@@ -240,9 +264,6 @@ impl GpuContext {
         }
     }
 
-    /// A storage buffer holding `bytes`, padded with zeros to whole 4-byte words plus one
-    /// spare word (kernels read 4 bytes at any even offset). Fails when it would not fit in
-    /// one binding.
     /// A storage buffer of `size` bytes, refused with `TooLarge` past `limit`.
     fn new_storage(
         &self,
@@ -268,12 +289,25 @@ impl GpuContext {
         }))
     }
 
+    /// A storage buffer holding `bytes`, padded with zeros to whole 4-byte words plus one
+    /// spare word (kernels read 4 bytes at any even offset). Fails when it would not fit in
+    /// one binding.
     pub fn storage_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer, GpuError> {
-        let size = (bytes.len() as u64).div_ceil(4) * 4 + 4;
         let limit = self
             .caps
             .max_storage_buffer_binding_size
             .min(self.caps.max_buffer_size);
+        self.storage_buffer_within(label, bytes, limit)
+    }
+
+    /// [`GpuContext::storage_buffer`] refused past `limit` bytes.
+    pub(crate) fn storage_buffer_within(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        limit: u64,
+    ) -> Result<wgpu::Buffer, GpuError> {
+        let size = (bytes.len() as u64).div_ceil(4) * 4 + 4;
         let buffer = self.new_storage(label, size, limit, true)?;
         {
             let mut view = buffer

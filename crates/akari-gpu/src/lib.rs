@@ -59,4 +59,4 @@ mod profile;
 pub use backend::{GpuBackend, GpuKvCache, GpuRope, GpuTensor, GpuVector};
 pub use context::{GpuCaps, GpuContext, DEFAULT_TIMEOUT};
 pub use error::GpuError;
-pub use matrix::GpuMatrix;
+pub use matrix::{GpuMatrix, MatrixPart};
