@@ -273,3 +273,57 @@ fn long_context_decode_on_the_gpu_matches_the_cpu() {
         );
     }
 }
+
+/// Weights split across buffers (as a browser's 128 MiB binding limit needs for large
+/// embeddings; forced here by lowering the split size) give exactly the logits of the
+/// unsplit run: SmolLM2 in f32 with every matrix split (the embedding into 110 parts), and
+/// as stored (Q4_1) with the decode kernels, after a prompt and three greedy steps.
+#[test]
+fn split_weights_on_the_gpu_give_the_same_logits() {
+    let model = smollm2();
+    let run = |dtype: &str, envs: &[(&str, &str)]| {
+        let out = akari_env(
+            &[
+                "logits",
+                model.to_str().expect("utf-8 path"),
+                "--tokens",
+                "1,504,3255,314,4194,30,216,17,23,9",
+                "--steps",
+                "3",
+                "--context",
+                "64",
+                "--dtype",
+                dtype,
+                "--device",
+                "gpu",
+            ],
+            envs,
+        );
+        assert!(out.ok, "akari logits failed: {}", out.stderr);
+        out.json()["steps"]
+            .as_array()
+            .expect("steps in output")
+            .iter()
+            .map(|s| floats(&s["logits"]))
+            .collect::<Vec<_>>()
+    };
+    for (dtype, limit, kernels) in [("fp32", "1048576", "0"), ("auto", "4194304", "1")] {
+        let whole = run(dtype, &[("AKARI_GPU_DECODE_KERNELS", kernels)]);
+        let split = run(
+            dtype,
+            &[
+                ("AKARI_GPU_DECODE_KERNELS", kernels),
+                ("AKARI_GPU_MATRIX_BINDING_LIMIT", limit),
+            ],
+        );
+        assert_eq!(whole.len(), 4);
+        for (i, (w, s)) in whole.iter().zip(&split).enumerate() {
+            assert_eq!(w.len(), 49152);
+            let bad = w.iter().zip(s).position(|(a, b)| a != b);
+            assert!(
+                bad.is_none() && w.len() == s.len(),
+                "{dtype}, step {i}: split logits differ first at {bad:?}"
+            );
+        }
+    }
+}
