@@ -98,7 +98,7 @@ pub fn encode(
         ctx.dispatch(
             rec,
             &TOP_K,
-            "top_k",
+            if k == 1 { "top_1" } else { "top_k" },
             &[src, dst],
             &[len as u32, k as u32, raw, groups as u32],
             (gx, gy, 1),

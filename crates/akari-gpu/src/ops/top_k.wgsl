@@ -12,6 +12,9 @@
 // are positions, keys come from the values) or a previous pass's output of n candidates
 // (ids at src[i], keys at src[n + i]). Workgroups numbered wid.y · nwg.x + wid.x; chunks
 // past the end are padded with key 0 and id 0xffffffff, which rank last.
+//
+// `top_1` is the same for k = 1 (greedy), as a reduction: 8 barriers instead of the sort's 55,
+// which matters on CPU implementations.
 
 struct TopKParams {
     n: u32,
@@ -99,5 +102,48 @@ fn top_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     for (var j = t; j < params.k; j += WG) {
         dst[g * params.k + j] = ids[j];
         dst[params.groups * params.k + g * params.k + j] = keys[j];
+    }
+}
+
+// The best of each thread's four, then a tree over the workgroup.
+@compute @workgroup_size(256)
+fn top_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) t: u32) {
+    let g = wid.y * nwg.x + wid.x;
+    if g >= params.groups {
+        return;
+    }
+    var best_key = 0u;
+    var best_id = 0xffffffffu;
+    for (var r = 0u; r < CHUNK / WG; r++) {
+        let i = g * CHUNK + r * WG + t;
+        if i < params.n {
+            var key = 0u;
+            var id = i;
+            if params.raw == 1u {
+                key = key_of(src[i]);
+            } else {
+                id = src[i];
+                key = src[params.n + i];
+            }
+            if before(key, id, best_key, best_id) {
+                best_key = key;
+                best_id = id;
+            }
+        }
+    }
+    keys[t] = best_key;
+    ids[t] = best_id;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if t < s && before(keys[t + s], ids[t + s], keys[t], ids[t]) {
+            keys[t] = keys[t + s];
+            ids[t] = ids[t + s];
+        }
+        workgroupBarrier();
+    }
+    if t == 0u {
+        dst[g] = ids[0];
+        dst[params.groups + g] = keys[0];
     }
 }
