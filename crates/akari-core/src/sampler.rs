@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn greedy_picks_the_maximum() {
         let mut s = Sampler::new(SamplerConfig::default());
-        let mut l = logits();
+        let l = logits();
         let best = argmax(&l);
         assert_eq!(s.sample(&l, &[]), best);
         assert_eq!(l[best as usize], 9.9);
@@ -362,13 +362,13 @@ mod tests {
             presence_penalty: 1.0,
             ..Default::default()
         });
-        let mut l = logits();
+        let l = logits();
         assert_ne!(s.sample(&l, &[best]), best);
         let mut s = Sampler::new(SamplerConfig {
             frequency_penalty: 0.2,
             ..Default::default()
         });
-        let mut l = logits();
+        let l = logits();
         // 9.9 - 0.2*3 = 9.3 < 9.8
         assert_ne!(s.sample(&l, &[best, best, best]), best);
     }
