@@ -264,6 +264,9 @@ impl GpuContext {
         }
     }
 
+    /// A storage buffer holding `bytes`, padded with zeros to whole 4-byte words plus one
+    /// spare word (kernels read 4 bytes at any even offset). Fails when it would not fit in
+    /// one binding.
     /// A storage buffer of `size` bytes, refused with `TooLarge` past `limit`.
     fn new_storage(
         &self,
@@ -289,25 +292,12 @@ impl GpuContext {
         }))
     }
 
-    /// A storage buffer holding `bytes`, padded with zeros to whole 4-byte words plus one
-    /// spare word (kernels read 4 bytes at any even offset). Fails when it would not fit in
-    /// one binding.
     pub fn storage_buffer(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer, GpuError> {
+        let size = (bytes.len() as u64).div_ceil(4) * 4 + 4;
         let limit = self
             .caps
             .max_storage_buffer_binding_size
             .min(self.caps.max_buffer_size);
-        self.storage_buffer_within(label, bytes, limit)
-    }
-
-    /// [`GpuContext::storage_buffer`] refused past `limit` bytes.
-    pub(crate) fn storage_buffer_within(
-        &self,
-        label: &str,
-        bytes: &[u8],
-        limit: u64,
-    ) -> Result<wgpu::Buffer, GpuError> {
-        let size = (bytes.len() as u64).div_ceil(4) * 4 + 4;
         let buffer = self.new_storage(label, size, limit, true)?;
         {
             let mut view = buffer

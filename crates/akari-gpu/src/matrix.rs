@@ -98,11 +98,8 @@ impl GpuContext {
                     "akari.matrix.{format}[{rows},{cols}] rows {first}..{}",
                     first + n
                 );
-                let buffer = self.storage_buffer_within(
-                    &label,
-                    &bytes[first * row_bytes..(first + n) * row_bytes],
-                    self.matrix_binding_limit(),
-                )?;
+                let buffer = self
+                    .storage_buffer(&label, &bytes[first * row_bytes..(first + n) * row_bytes])?;
                 Ok(MatrixPart {
                     first,
                     rows: n,
