@@ -229,6 +229,66 @@ impl GpuBackend {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// [`Backend::read_candidates_async`]: the selection recorded after the forward pass and
+    /// read back.
+    async fn select_candidates(&self, x: GpuTensor, sel: &Selection) -> Result<Candidates> {
+        self.settle(&x)?;
+        if x.rows != 1 {
+            return Err(shape(
+                "logits to select from",
+                vec![1, x.cols],
+                vec![x.rows, x.cols],
+            ));
+        }
+        let (n, k, count) = (x.cols, sel.k, sel.penalised.len());
+        if k == 0 || k > select::MAX_K {
+            // Outside what the kernel does: the whole row, selected on the host.
+            return Ok(sel.select(&self.read_async(&x).await?));
+        }
+        if !sel.penalised.windows(2).all(|w| w[0] < w[1]) {
+            return Err(Error::InvalidArgument(
+                "penalised token ids must be distinct and ascending".into(),
+            ));
+        }
+        // Rounded up, so a growing penalty list reuses the same buffers for a while.
+        let out_len = select::out_len(k, count).next_multiple_of(64);
+        let out = self.tensor("akari.candidates", 1, out_len)?;
+        let scratch_len = select::scratch_len(n, k);
+        let s0 = self.tensor("akari.select_scratch", 1, scratch_len)?;
+        let s1 = self.tensor("akari.select_scratch", 1, scratch_len)?;
+        let ids = if count > 0 {
+            let bytes: Vec<u8> = sel.penalised.iter().flat_map(|t| t.to_le_bytes()).collect();
+            // As for the token ids: the write lands at the next submission, so what was
+            // recorded before goes first.
+            let mut pending = self.pending();
+            self.flush(&mut pending)?;
+            let mut ids = self.set_aside.lock().unwrap_or_else(|p| p.into_inner());
+            if ids.size() < bytes.len() as u64 {
+                *ids = self
+                    .ctx
+                    .f32_buffer("akari.set_aside", count.next_power_of_two())?;
+            }
+            self.ctx.queue.write_buffer(&ids, 0, &bytes);
+            Some(ids.clone())
+        } else {
+            None
+        };
+        let buffers = select::Buffers {
+            logits: x.buffer(),
+            set_aside: ids.as_ref().map(|b| (b, count)),
+            scratch: [s0.buffer(), s1.buffer()],
+            out: out.buffer(),
+        };
+        self.record(None, |ctx, rec| select::encode(ctx, rec, &buffers, n, k))?;
+        let (rec, stats) = self.take_pending();
+        let words = self
+            .ctx
+            .submit_and_read_words_async("read candidates", rec, out.buffer(), out_len)
+            .await?;
+        stats.log();
+        Ok(select::decode(&words, n, k, &sel.penalised))
+    }
+
     /// Takes everything recorded for the read that ends a forward pass, with its statistics.
     fn take_pending(&self) -> (Recording, ReadStats) {
         let mut p = self.pending();
@@ -820,61 +880,12 @@ impl Backend for GpuBackend {
     }
 
     async fn read_candidates_async(&self, x: GpuTensor, sel: &Selection) -> Result<Candidates> {
-        self.settle(&x)?;
-        if x.rows != 1 {
-            return Err(shape(
-                "logits to select from",
-                vec![1, x.cols],
-                vec![x.rows, x.cols],
-            ));
+        let out = self.select_candidates(x, sel).await;
+        if out.is_err() {
+            // What was recorded for this step must not run with the next one.
+            self.discard();
         }
-        let (n, k, count) = (x.cols, sel.k, sel.penalised.len());
-        if k == 0 || k > select::MAX_K {
-            // Outside what the kernel does: the whole row, selected on the host.
-            return Ok(sel.select(&self.read_async(&x).await?));
-        }
-        if !sel.penalised.windows(2).all(|w| w[0] < w[1]) {
-            return Err(Error::InvalidArgument(
-                "penalised token ids must be distinct and ascending".into(),
-            ));
-        }
-        // Rounded up, so a growing penalty list reuses the same buffers for a while.
-        let out_len = select::out_len(k, count).next_multiple_of(64);
-        let out = self.tensor("akari.candidates", 1, out_len)?;
-        let scratch_len = select::scratch_len(n, k);
-        let s0 = self.tensor("akari.select_scratch", 1, scratch_len)?;
-        let s1 = self.tensor("akari.select_scratch", 1, scratch_len)?;
-        let ids = if count > 0 {
-            let bytes: Vec<u8> = sel.penalised.iter().flat_map(|t| t.to_le_bytes()).collect();
-            // As for the token ids: the write lands at the next submission, so what was
-            // recorded before goes first.
-            let mut pending = self.pending();
-            self.flush(&mut pending)?;
-            let mut ids = self.set_aside.lock().unwrap_or_else(|p| p.into_inner());
-            if ids.size() < bytes.len() as u64 {
-                *ids = self
-                    .ctx
-                    .f32_buffer("akari.set_aside", count.next_power_of_two())?;
-            }
-            self.ctx.queue.write_buffer(&ids, 0, &bytes);
-            Some(ids.clone())
-        } else {
-            None
-        };
-        let buffers = select::Buffers {
-            logits: x.buffer(),
-            set_aside: ids.as_ref().map(|b| (b, count)),
-            scratch: [s0.buffer(), s1.buffer()],
-            out: out.buffer(),
-        };
-        self.record(None, |ctx, rec| select::encode(ctx, rec, &buffers, n, k))?;
-        let (rec, stats) = self.take_pending();
-        let words = self
-            .ctx
-            .submit_and_read_words_async("read candidates", rec, out.buffer(), out_len)
-            .await?;
-        stats.log();
-        Ok(select::decode(&words, n, k, &sel.penalised))
+        out
     }
 
     fn discard(&self) {
