@@ -5,6 +5,7 @@
 
 use crate::config::ModelConfig;
 use crate::quant::QuantFormat;
+use crate::sampler::{Candidates, Selection};
 use crate::weights::Matrix;
 use crate::Result;
 use std::future::Future;
@@ -131,6 +132,21 @@ pub trait Backend: Send + Sync {
     /// through the event loop.
     fn read_async(&self, x: &Self::Tensor) -> impl Future<Output = Result<Vec<f32>>> {
         std::future::ready(self.read(x))
+    }
+
+    /// The candidates `sel` asks for from the `[1, vocab]` logits `x`, which it consumes
+    /// (a backend may overwrite them). The default reads the whole row and selects on the
+    /// host; a GPU selects on the device and reads back only the candidates.
+    fn read_candidates(&self, x: Self::Tensor, sel: &Selection) -> Result<Candidates> {
+        Ok(sel.select(&self.read(&x)?))
+    }
+    /// [`Backend::read_candidates`] without blocking (see [`Backend::read_async`]).
+    fn read_candidates_async(
+        &self,
+        x: Self::Tensor,
+        sel: &Selection,
+    ) -> impl Future<Output = Result<Candidates>> {
+        async move { Ok(sel.select(&self.read_async(&x).await?)) }
     }
 
     /// Drops work recorded but not yet run: a forward pass failed before its read, and

@@ -1,7 +1,7 @@
 //! The generation loop: prefill, sample, detokenise, split reasoning from the answer, stop.
 
 use crate::model::LanguageModel;
-use crate::sampler::{Sampler, SamplerConfig};
+use crate::sampler::{Candidates, Sampler, SamplerConfig, Selection};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 use crate::{Error, Result};
 use std::ops::ControlFlow;
@@ -238,20 +238,28 @@ impl Session {
     }
 
     /// Feeds `prompt`, reusing the cached prefix it shares with what was fed before, and
-    /// returns the last logits and how many tokens came from the cache.
-    fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
+    /// returns the candidates `sel` asks for from the last logits and how many tokens came
+    /// from the cache.
+    fn prefill(&mut self, prompt: &[u32], sel: &Selection) -> Result<(Candidates, usize)> {
         let common = self.reuse_prefix(prompt);
-        let logits = self.model.forward(&prompt[common..])?;
+        let cands = self.model.forward_select(&prompt[common..], sel)?;
         self.fed.extend_from_slice(&prompt[common..]);
-        Ok((logits, common))
+        Ok((cands, common))
     }
 
-    /// [`Session::prefill`] through [`LanguageModel::forward_async`].
-    async fn prefill_async(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
+    /// [`Session::prefill`] through [`LanguageModel::forward_select_async`].
+    async fn prefill_async(
+        &mut self,
+        prompt: &[u32],
+        sel: &Selection,
+    ) -> Result<(Candidates, usize)> {
         let common = self.reuse_prefix(prompt);
-        let logits = self.model.forward_async(&prompt[common..]).await?;
+        let cands = self
+            .model
+            .forward_select_async(&prompt[common..], sel)
+            .await?;
         self.fed.extend_from_slice(&prompt[common..]);
-        Ok((logits, common))
+        Ok((cands, common))
     }
 
     /// Generates a reply to `prompt` (token ids), calling `on_event` as text arrives;
@@ -292,7 +300,7 @@ impl Session {
             start: Instant::now(),
             prefill_s: 0.0,
             cached: 0,
-            logits: None,
+            candidates: None,
             sampler: Sampler::new(opts.sampler.clone()),
             detok: Detokenizer::new(true),
             stop_filter: StopFilter {
@@ -338,8 +346,9 @@ pub struct Generation {
     prefill_s: f64,
     /// Prompt tokens that were already in the cache.
     cached: usize,
-    /// The logits to sample the next token from; `None` until the prompt is fed.
-    logits: Option<Vec<f32>>,
+    /// What the next token is picked from (the best logits, see [`Selection`]); `None`
+    /// until the prompt is fed.
+    candidates: Option<Candidates>,
     sampler: Sampler,
     detok: Detokenizer,
     stop_filter: StopFilter,
@@ -379,21 +388,23 @@ impl Generation {
         on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Completion>> {
         self.begin()?;
-        let logits = match self.logits.take() {
-            Some(l) => l,
+        let cands = match self.candidates.take() {
+            Some(c) => c,
             None => {
-                let (logits, cached) = session.prefill(&self.prompt)?;
+                let sel = self.sampler.selection(&self.history);
+                let (cands, cached) = session.prefill(&self.prompt, &sel)?;
                 if let Some(done) = self.prefilled(cached, tokenizer, on_event)? {
                     return Ok(Some(done));
                 }
-                logits
+                cands
             }
         };
-        match self.advance(logits, session, tokenizer, on_event)? {
+        match self.advance(&cands, session, tokenizer, on_event)? {
             Next::Done(done) => Ok(Some(done)),
             Next::Feed(tok) => {
-                let logits = session.model.forward(&[tok])?;
-                self.fed(session, tok, logits);
+                let sel = self.sampler.selection(&self.history);
+                let cands = session.model.forward_select(&[tok], &sel)?;
+                self.fed(session, tok, cands);
                 Ok(None)
             }
         }
@@ -408,21 +419,23 @@ impl Generation {
         on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Completion>> {
         self.begin()?;
-        let logits = match self.logits.take() {
-            Some(l) => l,
+        let cands = match self.candidates.take() {
+            Some(c) => c,
             None => {
-                let (logits, cached) = session.prefill_async(&self.prompt).await?;
+                let sel = self.sampler.selection(&self.history);
+                let (cands, cached) = session.prefill_async(&self.prompt, &sel).await?;
                 if let Some(done) = self.prefilled(cached, tokenizer, on_event)? {
                     return Ok(Some(done));
                 }
-                logits
+                cands
             }
         };
-        match self.advance(logits, session, tokenizer, on_event)? {
+        match self.advance(&cands, session, tokenizer, on_event)? {
             Next::Done(done) => Ok(Some(done)),
             Next::Feed(tok) => {
-                let logits = session.model.forward_async(&[tok]).await?;
-                self.fed(session, tok, logits);
+                let sel = self.sampler.selection(&self.history);
+                let cands = session.model.forward_select_async(&[tok], &sel).await?;
+                self.fed(session, tok, cands);
                 Ok(None)
             }
         }
@@ -459,16 +472,16 @@ impl Generation {
         Ok(None)
     }
 
-    /// Samples the next token from `logits` and reports its text: either the reply ends
-    /// here or the token must be fed.
+    /// Picks the next token from `cands` and reports its text: either the reply ends here or
+    /// the token must be fed.
     fn advance(
         &mut self,
-        mut logits: Vec<f32>,
+        cands: &Candidates,
         session: &Session,
         tokenizer: &Tokenizer,
         on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
     ) -> Result<Next> {
-        let tok = self.sampler.sample(&mut logits, &self.history);
+        let tok = self.sampler.pick(cands, &self.history);
         if self.tokens.is_empty() {
             self.ttft_ms = self.start.elapsed().as_secs_f64() * 1e3;
             self.decode_start = Some(Instant::now());
@@ -500,9 +513,9 @@ impl Generation {
         }
     }
 
-    /// Records that `tok` was fed and gave `logits`; the reply goes on.
-    fn fed(&mut self, session: &mut Session, tok: u32, logits: Vec<f32>) {
-        self.logits = Some(logits);
+    /// Records that `tok` was fed and gave `cands`; the reply goes on.
+    fn fed(&mut self, session: &mut Session, tok: u32, cands: Candidates) {
+        self.candidates = Some(cands);
         session.fed.push(tok);
         self.decode_steps += 1;
         self.finished = false;

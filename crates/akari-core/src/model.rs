@@ -8,6 +8,7 @@
 use crate::backend::Backend;
 use crate::config::ModelConfig;
 use crate::rope;
+use crate::sampler::{Candidates, Selection};
 use crate::weights::{LayerTensor as L, ModelWeights, TensorKey};
 use crate::{Error, Result};
 use std::future::Future;
@@ -66,6 +67,19 @@ pub trait LanguageModel: Send {
     /// results arrive through the event loop, which a blocking wait would stall.
     fn forward_async<'a>(&'a mut self, tokens: &'a [u32]) -> LocalFuture<'a, Result<Vec<f32>>> {
         Box::pin(std::future::ready(self.forward(tokens)))
+    }
+    /// Appends `tokens` and returns the candidates `sel` asks for from the logits after the
+    /// last one: what generation reads, a few hundred bytes instead of the whole row.
+    fn forward_select(&mut self, tokens: &[u32], sel: &Selection) -> Result<Candidates> {
+        Ok(sel.select(&self.forward(tokens)?))
+    }
+    /// [`LanguageModel::forward_select`] for callers that must not block.
+    fn forward_select_async<'a>(
+        &'a mut self,
+        tokens: &'a [u32],
+        sel: &'a Selection,
+    ) -> LocalFuture<'a, Result<Candidates>> {
+        Box::pin(async move { Ok(sel.select(&self.forward_async(tokens).await?)) })
     }
     /// Forgets everything after the first `pos` tokens.
     fn truncate(&mut self, pos: usize);
@@ -255,6 +269,24 @@ impl<B: Backend> LanguageModel for Model<B> {
             let backend = self.backend.clone();
             let logits = self.record(tokens)?;
             backend.read_async(&logits).await
+        })
+    }
+
+    fn forward_select(&mut self, tokens: &[u32], sel: &Selection) -> Result<Candidates> {
+        let backend = self.backend.clone();
+        let logits = self.record(tokens)?;
+        backend.read_candidates(logits, sel)
+    }
+
+    fn forward_select_async<'a>(
+        &'a mut self,
+        tokens: &'a [u32],
+        sel: &'a Selection,
+    ) -> LocalFuture<'a, Result<Candidates>> {
+        Box::pin(async move {
+            let backend = self.backend.clone();
+            let logits = self.record(tokens)?;
+            backend.read_candidates_async(logits, sel).await
         })
     }
 

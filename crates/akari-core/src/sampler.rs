@@ -5,7 +5,7 @@
 pub struct SamplerConfig {
     /// 0 means greedy.
     pub temperature: f32,
-    /// 0 means no limit.
+    /// 0 means no limit beyond [`MAX_CANDIDATES`], which also caps larger values.
     pub top_k: usize,
     /// 1.0 means no limit.
     pub top_p: f32,
@@ -64,6 +64,73 @@ pub struct Sampler {
     rng: Rng,
 }
 
+/// The most candidates a [`Selection`] asks for, and how many it asks for when `top_k` is
+/// 0 (no limit): sampling then draws from the 256 most likely tokens, not the whole
+/// vocabulary. Past the first few dozen the probabilities are negligible, and a backend reads
+/// back 256 candidates instead of the whole row of logits.
+pub const MAX_CANDIDATES: usize = 256;
+
+/// What to read back of a row of logits instead of the whole row: the `k` best tokens, once
+/// the `penalised` ones are set aside, and the raw logits of those. The sampler applies the
+/// penalties to the set-aside logits itself and merges them back, so the result is exactly
+/// the full row's (see [`Sampler::pick`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// How many of the best tokens to return (1 for greedy).
+    pub k: usize,
+    /// Distinct token ids in ascending order, whose logits the penalties change.
+    pub penalised: Vec<u32>,
+}
+
+/// What a backend returns for a [`Selection`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Candidates {
+    /// The `k` best tokens not set aside, best first; equal logits in ascending id order, as
+    /// [`argmax`] breaks ties. Fewer when the row has fewer tokens.
+    pub top: Vec<(u32, f32)>,
+    /// The raw logit of each set-aside token inside the row, in [`Selection::penalised`]
+    /// order (ids past the row's end are left out).
+    pub penalised: Vec<(u32, f32)>,
+}
+
+/// Rank order of candidates: higher logit first, then lower id. NaN ranks as `-inf`, and
+/// `-0.0` equals `0.0`, as comparisons in [`argmax`] have it.
+pub fn rank(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    let v = |x: f32| if x.is_nan() { f32::NEG_INFINITY } else { x };
+    v(b.1)
+        .partial_cmp(&v(a.1))
+        .unwrap_or(std::cmp::Ordering::Equal)
+        .then(a.0.cmp(&b.0))
+}
+
+impl Selection {
+    /// The candidates of a whole row of `logits`, selected on the host: the reference every
+    /// backend's selection must equal.
+    pub fn select(&self, logits: &[f32]) -> Candidates {
+        let set_aside = |i: u32| self.penalised.binary_search(&i).is_ok();
+        let mut top: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as u32, v))
+            .filter(|&(i, _)| !set_aside(i))
+            .collect();
+        let k = self.k.min(top.len());
+        if k == 0 {
+            top.clear();
+        } else if k < top.len() {
+            top.select_nth_unstable_by(k - 1, rank);
+            top.truncate(k);
+        }
+        top.sort_by(rank);
+        let penalised = self
+            .penalised
+            .iter()
+            .filter_map(|&i| logits.get(i as usize).map(|&v| (i, v)))
+            .collect();
+        Candidates { top, penalised }
+    }
+}
+
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0usize;
     for (i, &v) in logits.iter().enumerate() {
@@ -84,61 +151,87 @@ impl Sampler {
         &self.cfg
     }
 
-    fn apply_penalties(&self, logits: &mut [f32], history: &[u32]) {
+    fn greedy(&self) -> bool {
+        self.cfg.temperature <= 0.0 || self.cfg.top_k == 1
+    }
+
+    /// How many candidates sampling draws from.
+    fn candidate_count(&self) -> usize {
+        if self.greedy() {
+            1
+        } else if self.cfg.top_k == 0 {
+            MAX_CANDIDATES
+        } else {
+            self.cfg.top_k.min(MAX_CANDIDATES)
+        }
+    }
+
+    /// How often each token the penalties look at occurs; empty when they are off.
+    fn penalty_counts(&self, history: &[u32]) -> std::collections::BTreeMap<u32, u32> {
         let c = &self.cfg;
+        let mut counts = std::collections::BTreeMap::new();
         if c.repetition_penalty == 1.0 && c.presence_penalty == 0.0 && c.frequency_penalty == 0.0 {
-            return;
+            return counts;
         }
         let window = if c.penalty_window == 0 {
             history
         } else {
             &history[history.len().saturating_sub(c.penalty_window)..]
         };
-        let mut counts: std::collections::HashMap<u32, u32> = Default::default();
         for &t in window {
             *counts.entry(t).or_default() += 1;
         }
-        for (&t, &n) in &counts {
-            let Some(l) = logits.get_mut(t as usize) else {
-                continue;
+        counts
+    }
+
+    /// A logit after the penalties, for a token seen `n` times.
+    fn penalise(&self, mut l: f32, n: u32) -> f32 {
+        let c = &self.cfg;
+        if c.repetition_penalty != 1.0 {
+            l = if l > 0.0 {
+                l / c.repetition_penalty
+            } else {
+                l * c.repetition_penalty
             };
-            if c.repetition_penalty != 1.0 {
-                *l = if *l > 0.0 {
-                    *l / c.repetition_penalty
-                } else {
-                    *l * c.repetition_penalty
-                };
-            }
-            *l -= c.presence_penalty + c.frequency_penalty * n as f32;
+        }
+        l - (c.presence_penalty + c.frequency_penalty * n as f32)
+    }
+
+    /// What the next [`Sampler::pick`] needs from the logits: the argmax when greedy, else
+    /// `top_k` candidates (at most, and when `top_k` is 0, [`MAX_CANDIDATES`]); the tokens of
+    /// `history` the penalties change are set aside. `history` is every token so far.
+    pub fn selection(&self, history: &[u32]) -> Selection {
+        Selection {
+            k: self.candidate_count(),
+            penalised: self.penalty_counts(history).into_keys().collect(),
         }
     }
 
-    /// Picks the next token. `history` is every token so far (prompt and reply).
-    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
-        self.apply_penalties(logits, history);
-        let c = &self.cfg;
-        if c.temperature <= 0.0 || c.top_k == 1 {
-            return argmax(logits);
+    /// Picks the next token from what a backend returned for [`Sampler::selection`] of the
+    /// same `history`. The penalised logits are computed here and merged with the other
+    /// candidates: the best `k` of both are the best `k` of the penalised row.
+    pub fn pick(&mut self, cands: &Candidates, history: &[u32]) -> u32 {
+        let counts = self.penalty_counts(history);
+        let mut all = cands.top.clone();
+        all.extend(cands.penalised.iter().map(|&(id, l)| {
+            let n = counts.get(&id).copied().unwrap_or(0);
+            (id, self.penalise(l, n))
+        }));
+        all.sort_by(rank);
+        let first = all.first().map_or(0, |c| c.0);
+        if self.greedy() {
+            return first;
         }
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
+        let c = &self.cfg;
+        let k = self.candidate_count();
+        let cand: Vec<(u32, f32)> = all
+            .into_iter()
             .filter(|(_, v)| v.is_finite())
-            .map(|(i, &v)| (i as u32, v))
+            .take(k)
             .collect();
         if cand.is_empty() {
-            return argmax(logits);
+            return first;
         }
-        let k = if c.top_k == 0 {
-            cand.len()
-        } else {
-            c.top_k.min(cand.len())
-        };
-        if k < cand.len() {
-            cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-            cand.truncate(k);
-        }
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         // Softmax at the sampling temperature.
         let max = cand[0].1;
         let mut probs: Vec<f64> = cand
@@ -172,6 +265,13 @@ impl Sampler {
         }
         cand[keep - 1].0
     }
+
+    /// Picks the next token from a whole row of logits. `history` is every token so far
+    /// (prompt and reply). The same as [`Sampler::pick`] on the row's [`Selection::select`].
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        let cands = self.selection(history).select(logits);
+        self.pick(&cands, history)
+    }
 }
 
 #[cfg(test)]
@@ -185,9 +285,9 @@ mod tests {
     #[test]
     fn greedy_picks_the_maximum() {
         let mut s = Sampler::new(SamplerConfig::default());
-        let mut l = logits();
+        let l = logits();
         let best = argmax(&l);
-        assert_eq!(s.sample(&mut l, &[]), best);
+        assert_eq!(s.sample(&l, &[]), best);
         assert_eq!(l[best as usize], 9.9);
     }
 
@@ -200,7 +300,7 @@ mod tests {
                 ..Default::default()
             });
             (0..64)
-                .map(|_| s.sample(&mut logits(), &[]))
+                .map(|_| s.sample(&logits(), &[]))
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
@@ -231,7 +331,7 @@ mod tests {
         ] {
             let mut s = Sampler::new(cfg);
             for _ in 0..20 {
-                assert_eq!(s.sample(&mut logits(), &[]), best);
+                assert_eq!(s.sample(&logits(), &[]), best);
             }
         }
     }
@@ -250,7 +350,7 @@ mod tests {
         });
         for _ in 0..100 {
             l = logits();
-            assert!(top3.contains(&s.sample(&mut l, &[])));
+            assert!(top3.contains(&s.sample(&l, &[])));
         }
     }
 
@@ -262,14 +362,119 @@ mod tests {
             presence_penalty: 1.0,
             ..Default::default()
         });
-        let mut l = logits();
-        assert_ne!(s.sample(&mut l, &[best]), best);
+        let l = logits();
+        assert_ne!(s.sample(&l, &[best]), best);
         let mut s = Sampler::new(SamplerConfig {
             frequency_penalty: 0.2,
             ..Default::default()
         });
-        let mut l = logits();
+        let l = logits();
         // 9.9 - 0.2*3 = 9.3 < 9.8
-        assert_ne!(s.sample(&mut l, &[best, best, best]), best);
+        assert_ne!(s.sample(&l, &[best, best, best]), best);
+    }
+
+    /// Deterministic logits in ±[0.05, 1] with a few repeated values, so ties occur.
+    fn rough_logits(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Rng(seed);
+        (0..n)
+            .map(|_| {
+                let u = rng.next_f64() as f32;
+                let v = (0.05 + 0.95 * u) * if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 };
+                if rng.next_u64() % 4 == 0 {
+                    (v * 8.0).round() / 8.0 + 0.01
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn selection_returns_the_best_in_rank_order_lowest_id_first_on_ties() {
+        let mut l = rough_logits(1000, 1);
+        // A tie for the best value: the lower id comes first, as argmax picks it.
+        l[700] = 2.0;
+        l[300] = 2.0;
+        l[5] = f32::NAN;
+        let sel = Selection {
+            k: 40,
+            penalised: vec![2, 300, 5000],
+        };
+        let c = sel.select(&l);
+        assert_eq!(c.top.len(), 40);
+        assert_eq!(c.top[0], (700, 2.0), "300 is set aside");
+        assert_eq!(c.penalised, vec![(2, l[2]), (300, 2.0)]);
+        let mut all: Vec<(u32, f32)> = l
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as u32, v))
+            .filter(|(i, _)| *i != 2 && *i != 300)
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.retain(|c| !c.1.is_nan());
+        assert_eq!(c.top, all[..40].to_vec());
+        let greedy = Selection {
+            k: 1,
+            penalised: vec![],
+        };
+        assert_eq!(greedy.select(&l).top[0].0, argmax(&l));
+    }
+
+    /// Picking from the candidates with the penalties applied on the host equals sampling
+    /// from a row with the penalties applied to every logit beforehand.
+    #[test]
+    fn candidates_with_penalties_give_the_full_rows_tokens() {
+        let history: Vec<u32> = (0..300).map(|i| (i * 7919 % 1000) as u32).collect();
+        for (i, cfg) in [
+            SamplerConfig {
+                repetition_penalty: 1.3,
+                ..Default::default()
+            },
+            SamplerConfig {
+                temperature: 0.7,
+                top_k: 20,
+                repetition_penalty: 1.2,
+                presence_penalty: 0.1,
+                frequency_penalty: 0.05,
+                seed: 11,
+                ..Default::default()
+            },
+            SamplerConfig {
+                temperature: 1.0,
+                top_p: 0.9,
+                frequency_penalty: 0.3,
+                penalty_window: 0,
+                seed: 12,
+                ..Default::default()
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut with = Sampler::new(cfg.clone());
+            let mut without = Sampler::new(SamplerConfig {
+                repetition_penalty: 1.0,
+                presence_penalty: 0.0,
+                frequency_penalty: 0.0,
+                ..cfg.clone()
+            });
+            for step in 0..50 {
+                let mut l = rough_logits(1000, 100 + step);
+                // Seen tokens among the best, so the penalties matter.
+                for &t in &history[history.len() - 10..] {
+                    l[t as usize] = 1.5;
+                }
+                let sel = with.selection(&history);
+                assert!(!sel.penalised.is_empty());
+                let got = with.pick(&sel.select(&l), &history);
+                let mut full = l.clone();
+                let counts = with.penalty_counts(&history);
+                for (&t, &n) in &counts {
+                    full[t as usize] = with.penalise(full[t as usize], n);
+                }
+                let want = without.sample(&full, &[]);
+                assert_eq!(got, want, "config {i}, step {step}");
+            }
+        }
     }
 }

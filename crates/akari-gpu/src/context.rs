@@ -41,6 +41,9 @@ pub struct GpuContext {
     timeout: Duration,
     /// One-token GEMVs use `gemv_decode.wgsl` ([`GpuContext::set_decode_kernels`]).
     decode_kernels: bool,
+    /// A lower size than the binding limit to split weight matrices at
+    /// ([`GpuContext::set_matrix_binding_limit`]).
+    matrix_limit: Option<u64>,
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
     /// Per-kernel timing (`AKARI_GPU_PROFILE`).
@@ -186,6 +189,9 @@ impl GpuContext {
             lost,
             timeout: DEFAULT_TIMEOUT,
             decode_kernels,
+            matrix_limit: std::env::var("AKARI_GPU_MATRIX_BINDING_LIMIT")
+                .ok()
+                .and_then(|v| v.parse().ok()),
             dummy,
             staging: Mutex::new(None),
             pipelines: Default::default(),
@@ -219,6 +225,24 @@ impl GpuContext {
 
     pub fn decode_kernels(&self) -> bool {
         self.decode_kernels
+    }
+
+    /// The most bytes one buffer of a weight matrix takes: the device's binding limit
+    /// (`maxStorageBufferBindingSize`, and the largest buffer), or the lower size set with
+    /// [`GpuContext::set_matrix_binding_limit`]. Larger matrices are split by rows.
+    pub fn matrix_binding_limit(&self) -> u64 {
+        self.caps
+            .max_storage_buffer_binding_size
+            .min(self.caps.max_buffer_size)
+            .min(self.matrix_limit.unwrap_or(u64::MAX))
+    }
+
+    /// Splits weight matrices uploaded from now on at `bytes` rather than at the device's
+    /// limit, so a device with large bindings runs the split path a browser's 128 MiB limit
+    /// needs (tests, and natively `AKARI_GPU_MATRIX_BINDING_LIMIT=<bytes>`). It can only
+    /// lower the limit.
+    pub fn set_matrix_binding_limit(&mut self, bytes: u64) {
+        self.matrix_limit = Some(bytes);
     }
 
     pub fn set_timeout(&mut self, timeout: Duration) {
@@ -321,10 +345,32 @@ impl GpuContext {
     pub async fn submit_and_read_async(
         &self,
         op: &'static str,
-        mut rec: Recording,
+        rec: Recording,
         src: &wgpu::Buffer,
         len: usize,
     ) -> Result<Vec<f32>, GpuError> {
+        self.read_back(op, rec, src, len, f32::from_le_bytes).await
+    }
+
+    /// [`GpuContext::submit_and_read_async`] of `u32` words (token ids, selection keys).
+    pub async fn submit_and_read_words_async(
+        &self,
+        op: &'static str,
+        rec: Recording,
+        src: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<u32>, GpuError> {
+        self.read_back(op, rec, src, len, u32::from_le_bytes).await
+    }
+
+    async fn read_back<T>(
+        &self,
+        op: &'static str,
+        mut rec: Recording,
+        src: &wgpu::Buffer,
+        len: usize,
+        word: fn([u8; 4]) -> T,
+    ) -> Result<Vec<T>, GpuError> {
         let size = (len.max(1) * 4) as u64;
         // Reuse the last read-back buffer when it fits; a concurrent read makes its own.
         let reused = {
@@ -392,7 +438,7 @@ impl GpuContext {
                 .expect("a buffer mapped for reading can be viewed");
             view[..len * 4]
                 .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .map(|c| word([c[0], c[1], c[2], c[3]]))
                 .collect()
         };
         staging.unmap();

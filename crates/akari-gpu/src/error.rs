@@ -35,7 +35,7 @@ pub enum GpuError {
     /// One binding would exceed the device's `maxStorageBufferBindingSize` (or `maxBufferSize`).
     #[error(
         "{what} needs {bytes} bytes in one binding; this device allows {limit} \
-         (splitting large tensors across bindings is not implemented yet)"
+         (weight matrices are split by rows; one row, an activation or a cache layer must fit)"
     )]
     TooLarge {
         what: String,

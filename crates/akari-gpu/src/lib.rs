@@ -31,8 +31,12 @@
 //!   weight format with store/accumulate/GLU epilogues and a fused RMS norm, a one-token
 //!   GEMV on aligned words, embedding, RMS norm, rope (deferred into the KV store and the
 //!   attention's query load), split (flash-decoding) attention with a combine pass,
-//!   elementwise ops. Tested against f64 references on a real Vulkan device (Mesa's
-//!   lavapipe in CI) and, through the browser tests, on WebGPU (SwiftShader).
+//!   elementwise ops, and token selection (the best `k` logits, penalised tokens set aside,
+//!   read back instead of the row). Tested against f64 references on a real Vulkan device
+//!   (Mesa's lavapipe in CI) and, through the browser tests, on WebGPU (SwiftShader).
+//! - Weight matrices larger than one binding (`maxStorageBufferBindingSize`, 128 MiB by
+//!   default in browsers) are split by rows over several buffers ([`GpuMatrix::parts`]); the
+//!   GEMV, GEMM and embedding kernels run once per part.
 //! - `profile.rs`: per-kernel GPU time from timestamp queries (`AKARI_GPU_PROFILE=1`).
 //!
 //! # What is next
@@ -40,10 +44,6 @@
 //! 1. A faster 4-bit GEMV (repacked nibbles, packed integer dot products): decode is bound by
 //!    it, and by the fixed cost of each of the ~250 dispatches a token.
 //! 2. Tiled GEMM for prefill (today a prompt reuses the GEMV a few tokens at a time).
-//! 3. Sampling on the GPU (argmax / top-k), reading back a few bytes instead of the logits.
-//! 4. Splitting tensors over several bindings where they exceed `maxStorageBufferBindingSize`
-//!    (128 MiB by default on WebGPU; a 151936×1536 f16 embedding is 467 MB) — today such a
-//!    matrix fails to upload with [`GpuError::TooLarge`].
 
 // wgpu's objects are `Send` in the browser only in a build without threads (wgpu's
 // `fragile-send-sync-non-atomic-wasm`), and the decoder's backends must be.
@@ -59,4 +59,4 @@ mod profile;
 pub use backend::{GpuBackend, GpuKvCache, GpuRope, GpuTensor, GpuVector};
 pub use context::{GpuCaps, GpuContext, DEFAULT_TIMEOUT};
 pub use error::GpuError;
-pub use matrix::GpuMatrix;
+pub use matrix::{GpuMatrix, MatrixPart};

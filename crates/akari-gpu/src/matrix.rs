@@ -4,16 +4,29 @@ use crate::{GpuContext, GpuError};
 use akari_core::weights::Matrix;
 use akari_core::QuantFormat;
 
-/// A `[rows, cols]` weight matrix in a storage buffer: the bytes exactly as
+/// A `[rows, cols]` weight matrix in storage buffers: the bytes exactly as
 /// [`akari_core::quant`] lays them out (rows contiguous, whole blocks per row), padded with
-/// zero words.
+/// zero words. A matrix larger than one binding may cover (`maxStorageBufferBindingSize`,
+/// 128 MiB by default in browsers) is split by rows into parts that each fit; kernels run
+/// once per part and write its rows at their offset.
 #[derive(Debug)]
 pub struct GpuMatrix {
     format: QuantFormat,
     rows: usize,
     cols: usize,
-    buffer: wgpu::Buffer,
+    parts: Vec<MatrixPart>,
 }
+
+/// Rows `first..first + rows` of a [`GpuMatrix`], in a buffer of their own.
+#[derive(Debug)]
+pub struct MatrixPart {
+    pub first: usize,
+    pub rows: usize,
+    pub buffer: wgpu::Buffer,
+}
+
+/// Rows per part: a multiple of 64 (the GEMM's row tile) unless one part holds them all.
+const PART_ROW_ALIGN: usize = 64;
 
 impl GpuMatrix {
     pub fn format(&self) -> QuantFormat {
@@ -30,14 +43,15 @@ impl GpuMatrix {
         self.cols
     }
 
-    pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.buffer
+    /// The row ranges and their buffers, in row order; one part when the matrix fits a
+    /// binding.
+    pub fn parts(&self) -> &[MatrixPart] {
+        &self.parts
     }
 }
 
 impl GpuContext {
-    /// Copies `m` to the device as stored. Fails when the matrix does not fit one binding
-    /// (`maxStorageBufferBindingSize`).
+    /// Copies `m` to the device as stored, split by rows where it exceeds one binding.
     pub fn upload_matrix(&self, m: &Matrix) -> Result<GpuMatrix, GpuError> {
         self.upload_matrix_bytes(m.format, m.rows, m.cols, &m.bytes)
     }
@@ -59,7 +73,8 @@ impl GpuContext {
                 got: cols,
             });
         }
-        let expected = rows * format.row_bytes(cols);
+        let row_bytes = format.row_bytes(cols);
+        let expected = rows * row_bytes;
         if bytes.len() != expected {
             return Err(GpuError::Shape {
                 op: OP,
@@ -68,21 +83,49 @@ impl GpuContext {
                 got: bytes.len(),
             });
         }
-        // Offsets inside the kernels are u32.
-        if u32::try_from(bytes.len()).is_err() {
-            return Err(GpuError::TooLarge {
-                what: format!("{format} matrix [{rows}, {cols}]"),
-                bytes: bytes.len() as u64,
-                limit: u64::from(u32::MAX),
-            });
-        }
-        let label = format!("akari.matrix.{format}[{rows},{cols}]");
-        let buffer = self.storage_buffer(&label, bytes)?;
+        let per_part = self
+            .rows_per_part(row_bytes)
+            .ok_or_else(|| GpuError::TooLarge {
+                what: format!("one row of a {format} matrix [{rows}, {cols}]"),
+                bytes: row_bytes as u64,
+                limit: self.matrix_binding_limit(),
+            })?;
+        let parts = (0..rows.max(1))
+            .step_by(per_part)
+            .map(|first| {
+                let n = per_part.min(rows - first);
+                let label = format!(
+                    "akari.matrix.{format}[{rows},{cols}] rows {first}..{}",
+                    first + n
+                );
+                let buffer = self
+                    .storage_buffer(&label, &bytes[first * row_bytes..(first + n) * row_bytes])?;
+                Ok(MatrixPart {
+                    first,
+                    rows: n,
+                    buffer,
+                })
+            })
+            .collect::<Result<Vec<_>, GpuError>>()?;
         Ok(GpuMatrix {
             format,
             rows,
             cols,
-            buffer,
+            parts,
         })
+    }
+
+    /// How many rows of `row_bytes` one part holds: as many as fit a binding (with the
+    /// padding word), in multiples of [`PART_ROW_ALIGN`] when more than that fit; byte
+    /// offsets inside the kernels are u32, which caps a part at 4 GiB. `None` when not even
+    /// one row fits.
+    fn rows_per_part(&self, row_bytes: usize) -> Option<usize> {
+        let limit = self.matrix_binding_limit().min(u64::from(u32::MAX));
+        let fit = (limit.saturating_sub(8) / row_bytes.max(1) as u64) as usize;
+        match fit {
+            0 => None,
+            n if n >= PART_ROW_ALIGN => Some(n / PART_ROW_ALIGN * PART_ROW_ALIGN),
+            n => Some(n),
+        }
     }
 }

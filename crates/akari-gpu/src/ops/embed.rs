@@ -28,17 +28,23 @@ pub fn encode(
     };
     let gx = check_dim(ctx, "embed columns", table.cols().div_ceil(64))?;
     let gy = check_dim(ctx, "embed tokens", tokens)?;
-    let params = [
-        table.cols() as u32,
-        table.format().row_bytes(table.cols()) as u32,
-        format,
-    ];
-    ctx.dispatch(
-        rec,
-        &SHADER,
-        "embed",
-        &[table.buffer(), ids, y],
-        &params,
-        (gx, gy, 1),
-    )
+    // One dispatch per part of a split table; each writes the tokens whose rows it holds.
+    for part in table.parts() {
+        let params = [
+            table.cols() as u32,
+            table.format().row_bytes(table.cols()) as u32,
+            format,
+            part.first as u32,
+            part.rows as u32,
+        ];
+        ctx.dispatch(
+            rec,
+            &SHADER,
+            "embed",
+            &[&part.buffer, ids, y],
+            &params,
+            (gx, gy, 1),
+        )?;
+    }
+    Ok(())
 }

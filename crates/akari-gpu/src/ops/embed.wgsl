@@ -4,12 +4,18 @@
 // 2 y: array<f32> [T, cols] (written), 3 params.
 // Formats (params.format): 0 F32, 1 F16, 2 Q8_0, 3 Q4_0, 4 Q4_1 (layouts in gemv.wgsl).
 // Dispatch: x covers the columns in workgroups of 64, y is the token.
+// W may be one part of a matrix split by rows (rows first..first + rows): tokens outside it
+// are left to the other parts' dispatches.
 
 struct Params {
     cols: u32,
     row_bytes: u32,
     format: u32,
-    _pad: u32,
+    first: u32,
+    rows: u32,
+    _a: u32,
+    _b: u32,
+    _c: u32,
 }
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -31,10 +37,11 @@ fn load_f16(o: u32) -> f32 {
 fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
     let tok = gid.y;
-    if c >= params.cols {
+    let id = ids[tok];
+    if c >= params.cols || id < params.first || id - params.first >= params.rows {
         return;
     }
-    let base = ids[tok] * params.row_bytes;
+    let base = (id - params.first) * params.row_bytes;
     let j = c & 31u;
     var v = 0.0;
     switch params.format {

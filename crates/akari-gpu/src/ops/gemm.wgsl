@@ -68,14 +68,14 @@ fn put(tok: u32, row: u32, a: f32, b: f32, glu: bool) {
     if row >= params.n || tok >= params.tokens {
         return;
     }
-    let i = tok * params.n + row;
+    let i = tok * params.y_stride + params.row0 + row;
     if glu {
         y[i] = silu(a) * b;
         return;
     }
     var v = a;
     if (params.flags & HAS_BIAS) != 0u {
-        v += bias[row];
+        v += bias[params.row0 + row];
     }
     if (params.flags & ACCUMULATE) != 0u {
         v += y[i];

@@ -176,7 +176,21 @@ pub fn encode_tokens(
                     got: up.rows(),
                 });
             }
-            (GLU, None, Some(up.buffer()))
+            let same_split = up.parts().len() == w.parts().len()
+                && up
+                    .parts()
+                    .iter()
+                    .zip(w.parts())
+                    .all(|(a, b)| a.first == b.first && a.rows == b.rows);
+            if !same_split {
+                return Err(GpuError::Shape {
+                    op: OP,
+                    what: "up projection parts (split as gate is)",
+                    expected: w.parts().len(),
+                    got: up.parts().len(),
+                });
+            }
+            (GLU, None, Some(up))
         }
     };
     let decode = if tokens == 1 {
@@ -195,65 +209,96 @@ pub fn encode_tokens(
     if let Some(n) = norm {
         need("norm weight length", n.weight, w.cols())?;
     }
-    if decode.is_none() && tokens >= GEMM_MIN_TOKENS && w.cols().is_multiple_of(4) {
-        return encode_gemm(ctx, rec, w, x, (flags, bias, w2), y, tokens);
+    let gemm = decode.is_none() && tokens >= GEMM_MIN_TOKENS && w.cols().is_multiple_of(4);
+    // One dispatch per part of a split matrix, each writing its rows at their offset.
+    for (i, part) in w.parts().iter().enumerate() {
+        let w2 = w2.map(|up| &up.parts()[i].buffer);
+        let rows = Rows {
+            buffer: &part.buffer,
+            first: part.first,
+            count: part.rows,
+            total: w.rows(),
+        };
+        if gemm {
+            encode_gemm(ctx, rec, w, &rows, x, (flags, bias, w2), y, tokens)?;
+            continue;
+        }
+        let lanes = decode_lanes(w);
+        let per_wg = if decode.is_some() {
+            256 / lanes
+        } else {
+            ROWS_PER_WORKGROUP
+        };
+        let (gx, gy, gz) = grid(
+            ctx,
+            "gemv",
+            rows.count,
+            per_wg,
+            tokens,
+            TOKENS_PER_WORKGROUP,
+        )?;
+        if gx == 0 || tokens == 0 {
+            continue;
+        }
+        let flags = flags | if norm.is_some() { NORM } else { 0 };
+        let params = [
+            rows.count as u32,
+            w.cols() as u32,
+            w.format().row_bytes(w.cols()) as u32,
+            flags,
+            tokens as u32,
+            norm.map_or(0, |n| n.eps.to_bits()),
+            rows.first as u32,
+            rows.total as u32,
+        ];
+        let (shader, entry, constants) = match decode {
+            Some(entry) => (&DECODE, entry, vec![("LANES", lanes)]),
+            None => (&SHADER, entry_point(w.format()), vec![]),
+        };
+        ctx.dispatch_with(
+            rec,
+            shader,
+            entry,
+            &constants,
+            &[
+                rows.buffer,
+                x,
+                bias.unwrap_or(&ctx.dummy),
+                y,
+                w2.unwrap_or(&ctx.dummy),
+                norm.map_or(&ctx.dummy, |n| n.weight),
+            ][..if decode.is_some() { 6 } else { 5 }],
+            &params,
+            (gx, gy, gz),
+        )?;
     }
-    let lanes = decode_lanes(w);
-    let per_wg = if decode.is_some() {
-        256 / lanes
-    } else {
-        ROWS_PER_WORKGROUP
-    };
-    let (gx, gy, gz) = grid(ctx, "gemv", w.rows(), per_wg, tokens, TOKENS_PER_WORKGROUP)?;
-    if gx == 0 || tokens == 0 {
-        return Ok(());
-    }
-    let flags = flags | if norm.is_some() { NORM } else { 0 };
-    let params = [
-        w.rows() as u32,
-        w.cols() as u32,
-        w.format().row_bytes(w.cols()) as u32,
-        flags,
-        tokens as u32,
-        norm.map_or(0, |n| n.eps.to_bits()),
-        0,
-        0,
-    ];
-    let (shader, entry, constants) = match decode {
-        Some(entry) => (&DECODE, entry, vec![("LANES", lanes)]),
-        None => (&SHADER, entry_point(w.format()), vec![]),
-    };
-    ctx.dispatch_with(
-        rec,
-        shader,
-        entry,
-        &constants,
-        &[
-            w.buffer(),
-            x,
-            bias.unwrap_or(&ctx.dummy),
-            y,
-            w2.unwrap_or(&ctx.dummy),
-            norm.map_or(&ctx.dummy, |n| n.weight),
-        ][..if decode.is_some() { 6 } else { 5 }],
-        &params,
-        (gx, gy, gz),
-    )
+    Ok(())
+}
+
+/// The rows one dispatch covers: a part of `w` (all of it when it is not split).
+struct Rows<'a> {
+    buffer: &'a wgpu::Buffer,
+    first: usize,
+    count: usize,
+    /// Rows of the whole matrix: the length of y's rows.
+    total: usize,
 }
 
 /// The tiled GEMM for `tokens` rows of `x` (see `gemm.wgsl`); `epilogue` is the flags,
 /// bias and second matrix [`encode_tokens`] worked out.
+#[allow(clippy::too_many_arguments)]
 fn encode_gemm(
     ctx: &GpuContext,
     rec: &mut Recording,
     w: &GpuMatrix,
+    rows: &Rows<'_>,
     x: &wgpu::Buffer,
     epilogue: (u32, Option<&wgpu::Buffer>, Option<&wgpu::Buffer>),
     y: &wgpu::Buffer,
     tokens: usize,
 ) -> Result<(), GpuError> {
     let (flags, bias, w2) = epilogue;
-    let (gx, gy, gz) = grid(ctx, "gemm", w.rows(), GEMM_TILE, tokens, GEMM_TILE)?;
+    let (gx, gy, gz) = grid(ctx, "gemm", rows.count, GEMM_TILE, tokens, GEMM_TILE)?;
     let entry = match w.format() {
         QuantFormat::F32 => "gemm_f32",
         QuantFormat::F16 => "gemm_f16",
@@ -262,21 +307,21 @@ fn encode_gemm(
         QuantFormat::Q4_1 => "gemm_q4_1",
     };
     let params = [
-        w.rows() as u32,
+        rows.count as u32,
         w.cols() as u32,
         w.format().row_bytes(w.cols()) as u32,
         flags,
         tokens as u32,
         0,
-        0,
-        0,
+        rows.first as u32,
+        rows.total as u32,
     ];
     ctx.dispatch(
         rec,
         &GEMM,
         entry,
         &[
-            w.buffer(),
+            rows.buffer,
             x,
             bias.unwrap_or(&ctx.dummy),
             y,

@@ -238,9 +238,9 @@ fn silu(g: f32) -> f32 {
 fn store(tok: u32, row: u32, v: f32) {
     var r = v;
     if (params.flags & HAS_BIAS) != 0u {
-        r += bias[row];
+        r += bias[params.row0 + row];
     }
-    let i = tok * params.n + row;
+    let i = tok * params.y_stride + params.row0 + row;
     if (params.flags & ACCUMULATE) != 0u {
         r += y[i];
     }
@@ -300,7 +300,7 @@ fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
         }
         if lane == 0u && live {
             if glu {
-                y[tok0 * params.n + row] = silu(a) * b;
+                y[tok0 * params.y_stride + params.row0 + row] = silu(a) * b;
             } else {
                 store(tok0, row, a);
             }
@@ -328,7 +328,7 @@ fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
     if lane == 0u && live {
         for (var j = 0u; j < nt; j++) {
             if glu {
-                y[(tok0 + j) * params.n + row] = silu(a[j]) * b[j];
+                y[(tok0 + j) * params.y_stride + params.row0 + row] = silu(a[j]) * b[j];
             } else {
                 store(tok0 + j, row, a[j]);
             }

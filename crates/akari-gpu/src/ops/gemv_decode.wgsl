@@ -30,8 +30,9 @@ struct Params {
     flags: u32,
     tokens: u32,
     eps: f32,
-    _b: u32,
-    _c: u32,
+    // As in matmul_common.wgsl: the part's first row, and y's length.
+    row0: u32,
+    y_stride: u32,
 }
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -250,17 +251,18 @@ fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
     }
     if lane == 0u && live {
         let r = partial[t];
+        let i = params.row0 + row;
         if glu {
-            y[row] = r.x / (1.0 + exp(-r.x)) * r.y;
+            y[i] = r.x / (1.0 + exp(-r.x)) * r.y;
         } else {
             var o = r.x;
             if (params.flags & HAS_BIAS) != 0u {
-                o += bias[row];
+                o += bias[i];
             }
             if (params.flags & ACCUMULATE) != 0u {
-                o += y[row];
+                o += y[i];
             }
-            y[row] = o;
+            y[i] = o;
         }
     }
 }

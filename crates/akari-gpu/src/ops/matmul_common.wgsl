@@ -7,8 +7,10 @@
 //                          with zero words (at least one, so a 4-byte read at the last even
 //                          offset stays in bounds).
 //   1  x:      array<f32>  [T, K]
-//   2  bias:   array<f32>  [N] when `flags & 1`, otherwise any 4-byte buffer (not read)
-//   3  y:      array<f32>  [T, N] (written; added to when `flags & 2`)
+//   2  bias:   array<f32>  [y_stride] when `flags & 1`, otherwise any 4-byte buffer (not read)
+//   3  y:      array<f32>  [T, y_stride] (written; added to when `flags & 2`): W's N rows
+//                          land at columns row0..row0 + N, so a matrix split by rows
+//                          across buffers runs one dispatch per part
 //   4  w2:     array<u32>  a second matrix like W when `flags & 4` (GLU: y = silu(W·x) · (W2·x)),
 //                          otherwise any 4-byte buffer (not read)
 //   5  params: Params      uniform
@@ -29,8 +31,9 @@ struct Params {
     flags: u32,
     tokens: u32,
     _a: u32,
-    _b: u32,
-    _c: u32,
+    // The rows are a part of a larger matrix: its first row, and y's row length.
+    row0: u32,
+    y_stride: u32,
 }
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;

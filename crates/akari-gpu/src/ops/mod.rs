@@ -12,6 +12,7 @@ pub mod embed;
 pub mod gemv;
 pub mod rms_norm;
 pub mod rope;
+pub mod select;
 
 use crate::{GpuContext, GpuError};
 use std::collections::HashMap;
@@ -190,12 +191,16 @@ impl GpuContext {
                 cache: None,
             });
         self.check(entry)?;
-        self.pipelines
+        // Two threads may have built it at once: all must use one, since bind groups made
+        // from one pipeline's layout do not fit another's.
+        Ok(self
+            .pipelines
             .pipelines
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, pipeline.clone());
-        Ok(pipeline)
+            .entry(key)
+            .or_insert(pipeline)
+            .clone())
     }
 
     /// A uniform buffer holding `words` (padded to 16 bytes), shared by every dispatch
