@@ -616,13 +616,23 @@ impl Engine {
                 reserve: steps,
             });
         }
+        // Greedy, as generation runs it: the backend picks the token and only that is read.
+        let greedy = akari_core::sampler::Selection {
+            k: 1,
+            penalised: Vec::new(),
+        };
+        let first = |c: akari_core::sampler::Candidates| {
+            c.top
+                .first()
+                .map(|&(id, _)| id)
+                .ok_or_else(|| Error::InvalidArgument("the model returned no logits".into()))
+        };
         let t0 = web_time::Instant::now();
-        let mut logits = model.forward(tokens)?;
+        let mut next = first(model.forward_select(tokens, &greedy)?)?;
         let prefill = t0.elapsed().as_secs_f64();
         let t1 = web_time::Instant::now();
         for _ in 0..steps {
-            let next = akari_core::sampler::argmax(&logits);
-            logits = model.forward(&[next])?;
+            next = first(model.forward_select(&[next], &greedy)?)?;
         }
         let decode = t1.elapsed().as_secs_f64();
         self.session.reset();
