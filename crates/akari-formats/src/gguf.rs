@@ -281,7 +281,8 @@ pub struct GgufFile {
 /// be only the first part of it).
 struct Reader<'a> {
     buf: &'a [u8],
-    len: usize,
+    /// u64: a file read from a source may be larger than wasm32's address space.
+    len: u64,
     pos: usize,
     file: &'a str,
     /// Set when a read went past `buf` but not past the file: read a longer prefix.
@@ -295,7 +296,7 @@ impl<'a> Reader<'a> {
 
     /// Bytes left in the file (not only in `buf`).
     fn remaining(&self) -> usize {
-        self.len.saturating_sub(self.pos)
+        usize::try_from(self.len.saturating_sub(self.pos as u64)).unwrap_or(usize::MAX)
     }
 
     fn take(&mut self, n: usize, what: &dyn Fn() -> String) -> Result<&'a [u8]> {
@@ -421,7 +422,7 @@ impl GgufFile {
     /// Parses and validates the header of a GGUF file held in `bytes`. `file_name` appears in
     /// every error.
     pub fn parse(bytes: Bytes, file_name: &str) -> Result<GgufFile> {
-        let len = bytes.len();
+        let len = bytes.len() as u64;
         GgufFile::parse_prefix(&bytes, len, file_name, FileData::Bytes(bytes.clone()))
             .map_err(|(e, _)| e)
     }
@@ -429,15 +430,16 @@ impl GgufFile {
     /// As [`GgufFile::parse`], for a file read a range at a time: only the header is read now,
     /// and [`GgufFile::tensor_data`] reads each tensor when asked.
     pub fn parse_source(source: Arc<dyn ByteSource>, file_name: &str) -> Result<GgufFile> {
-        let len = usize::try_from(source.len()).unwrap_or(usize::MAX);
+        let len = source.len();
         // Most headers (with their vocabulary) fit in a few MiB; read more while they do not.
-        let mut want = (4 << 20).min(len);
+        let whole = usize::try_from(len).unwrap_or(usize::MAX);
+        let mut want = (4usize << 20).min(whole);
         loop {
             let prefix = source.read_at(0, want)?;
             match GgufFile::parse_prefix(&prefix, len, file_name, FileData::Source(source.clone()))
             {
                 Ok(f) => return Ok(f),
-                Err((_, true)) if want < len => want = want.saturating_mul(4).min(len),
+                Err((_, true)) if want < whole => want = want.saturating_mul(4).min(whole),
                 Err((e, _)) => return Err(e),
             }
         }
@@ -447,7 +449,7 @@ impl GgufFile {
     /// The flag on an error says whether more of the file would have helped.
     fn parse_prefix(
         buf: &[u8],
-        len: usize,
+        len: u64,
         file_name: &str,
         data: FileData,
     ) -> std::result::Result<GgufFile, (Error, bool)> {
@@ -552,7 +554,7 @@ impl GgufFile {
             let end = (data_start as u64)
                 .checked_add(t.offset)
                 .and_then(|s| s.checked_add(t.n_bytes));
-            if end.is_none_or(|end| end > r.len as u64) {
+            if end.is_none_or(|end| end > r.len) {
                 return Err(r.err(format!(
                     "tensor `{}`: tensor offsets past the end of the file ({} bytes at data offset {}, data starts at {data_start}, file is {} bytes)",
                     t.name,

@@ -250,7 +250,12 @@ fn choose_memory_file(files: &MemoryFiles, dtype: Dtype) -> Result<String> {
 /// Where a tensor's values are: in memory, or a range of an external data file.
 enum Place {
     Bytes(Bytes),
-    Range(FileData, std::ops::Range<usize>),
+    /// `len` bytes at `offset` (u64: a source may be larger than wasm32's address space).
+    Range {
+        file: FileData,
+        offset: u64,
+        len: usize,
+    },
 }
 
 /// Tensor values: from the model file, or from external data files next to it.
@@ -349,12 +354,19 @@ impl DataSource {
         let (want, place) = self.locate(t)?;
         let got = match place {
             Place::Bytes(b) => b,
-            Place::Range(FileData::Bytes(file), range) => file
-                .slice(range)
+            Place::Range {
+                file: FileData::Bytes(file),
+                offset,
+                len,
+            } => usize::try_from(offset)
+                .ok()
+                .and_then(|o| file.slice(o..o.checked_add(len)?))
                 .ok_or_else(|| self.err(format!("tensor `{}`: external range invalid", t.name)))?,
-            Place::Range(FileData::Source(s), range) => {
-                Bytes::from_vec(s.read_at(range.start as u64, range.len())?)
-            }
+            Place::Range {
+                file: FileData::Source(s),
+                offset,
+                len,
+            } => Bytes::from_vec(s.read_at(offset, len)?),
         };
         if got.len() != want {
             return Err(self.wrong_length(t, got.len(), want));
@@ -375,9 +387,7 @@ impl DataSource {
     /// right length) without reading it.
     pub fn check(&self, t: &Tensor) -> Result<()> {
         match self.locate(t)? {
-            (want, Place::Range(_, range)) if range.len() != want => {
-                Err(self.wrong_length(t, range.len(), want))
-            }
+            (want, Place::Range { len, .. }) if len != want => Err(self.wrong_length(t, len, want)),
             _ => Ok(()),
         }
     }
@@ -406,14 +416,13 @@ impl DataSource {
             } => {
                 let file = self.external_file(location, &t.name)?;
                 let len = length.unwrap_or(want as u64);
-                let range = offset
-                    .checked_add(len)
-                    .filter(|&end| end <= file.len())
-                    .and_then(|end| {
-                        Some(usize::try_from(*offset).ok()?..usize::try_from(end).ok()?)
-                    });
-                match range {
-                    Some(range) => Place::Range(file, range),
+                let fits = offset.checked_add(len).is_some_and(|end| end <= file.len());
+                match usize::try_from(len).ok().filter(|_| fits) {
+                    Some(len) => Place::Range {
+                        file,
+                        offset: *offset,
+                        len,
+                    },
                     None => {
                         return Err(self.err(format!(
                             "tensor `{}`: external data at {offset}..+{len} runs past the end \
