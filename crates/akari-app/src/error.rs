@@ -16,7 +16,9 @@ pub enum AppError {
     Unsupported(String),
     #[error("Not enough memory for this model ({0}). Try a smaller model or dtype q4.")]
     OutOfMemory(String),
-    #[error("The device failed ({0}). Try another device, or auto.")]
+    #[error(
+        "The device failed ({0}). Press Load to load the model again, or choose another device."
+    )]
     Device(String),
     #[error("Cancelled.")]
     Aborted,
@@ -66,6 +68,16 @@ mod tests {
         assert_eq!(
             AppError::from_code(Some("download"), "HTTP 503 for config.json").to_string(),
             "The download failed (HTTP 503 for config.json). Check the connection and try again."
+        );
+        // A lost GPU: the way back is loading again.
+        assert_eq!(
+            AppError::from_code(
+                Some("device"),
+                "gpu backend: the GPU device was lost: reset."
+            )
+            .to_string(),
+            "The device failed (gpu backend: the GPU device was lost: reset). Press Load to load \
+             the model again, or choose another device."
         );
         assert_eq!(AppError::from_code(Some("aborted"), "x"), AppError::Aborted);
         assert_eq!(
