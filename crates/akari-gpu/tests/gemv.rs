@@ -108,7 +108,8 @@ fn check(format: QuantFormat, rows: usize, cols: usize, with_bias: bool) {
 }
 
 const ROWS: [usize; 4] = [1, 7, 333, 1000];
-const COLS: [usize; 4] = [32, 96, 576, 1536];
+// Up to 2048 columns the decode kernel stages the input in workgroup memory; 2560 is past it.
+const COLS: [usize; 5] = [32, 96, 576, 1536, 2560];
 
 fn check_all(format: QuantFormat) {
     for rows in ROWS {
@@ -316,8 +317,12 @@ fn fused_norm_matches_the_reference() {
     let ctx = ctx();
     let f32_bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
     let mut checked = 0;
-    for format in QuantFormat::ALL {
-        let (rows, cols, eps) = (37, 128, 1e-5f32);
+    // 128 columns: the input staged in workgroup memory; 2560: read from memory per row.
+    for (format, cols) in QuantFormat::ALL
+        .into_iter()
+        .flat_map(|f| [(f, 128), (f, 2560)])
+    {
+        let (rows, eps) = (37, 1e-5f32);
         let wb = quantized(format, rows, cols, 31);
         let w = ctx.upload_matrix_bytes(format, rows, cols, &wb).unwrap();
         if !fuses_norm(ctx, &w) {
