@@ -9,6 +9,9 @@ use akari_gpu::ops::Recording;
 use akari_gpu::{GpuContext, GpuError};
 use std::sync::OnceLock;
 
+mod common;
+use common::{f32_bytes, quantized, sample};
+
 fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
     CTX.get_or_init(|| match GpuContext::new() {
@@ -30,25 +33,6 @@ fn ctx() -> &'static GpuContext {
         }
         Err(e) => panic!("no GPU device for the GPU tests: {e}"),
     })
-}
-
-/// Deterministic values in ±[0.05, 1], never zero.
-fn sample(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
-            let mag = 0.05 + 0.95 * u;
-            if s & 1 == 0 {
-                mag
-            } else {
-                -mag
-            }
-        })
-        .collect()
 }
 
 /// `W·x (+ bias)` on the dequantised rows, in f64, and Σ|W·x| per row (the scale that
@@ -203,7 +187,6 @@ fn tokens_in_one_dispatch_match_one_at_a_time() {
         let w = ctx.upload_matrix_bytes(format, rows, cols, &bytes).unwrap();
         let x = sample(tokens * cols, 12);
         let bias = sample(rows, 13);
-        let f32_bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
         let xb = ctx.storage_buffer("x", &f32_bytes(&x)).unwrap();
         let bb = ctx.storage_buffer("bias", &f32_bytes(&bias)).unwrap();
         let y = ctx.f32_buffer("y", tokens * rows).unwrap();
@@ -224,25 +207,12 @@ fn tokens_in_one_dispatch_match_one_at_a_time() {
     }
 }
 
-fn quantized(format: QuantFormat, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
-    let wf = sample(rows * cols, seed);
-    let mut bytes = vec![0u8; rows * format.row_bytes(cols)];
-    for (src, dst) in wf
-        .chunks_exact(cols)
-        .zip(bytes.chunks_exact_mut(format.row_bytes(cols)))
-    {
-        format.quantize_row(src, dst);
-    }
-    bytes
-}
-
 /// The fused epilogues against the f64 reference: `y += W·x` keeps what `y` held, and
 /// `silu(W·x)·(U·x)` is the gated MLP's activation, for one token (decode) and several
 /// (prefill), on shapes that are not multiples of the workgroup's rows.
 #[test]
 fn fused_epilogues_match_the_reference() {
     let ctx = ctx();
-    let f32_bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
     for format in QuantFormat::ALL {
         // 96 columns are 3 blocks (the general kernel for Q4_0/Q8_0 at one token), 128 are 4
         // (the aligned-pair decode kernel).
@@ -315,7 +285,6 @@ fn fused_epilogues_match_the_reference() {
 fn fused_norm_matches_the_reference() {
     use akari_gpu::ops::gemv::{fuses_norm, Norm};
     let ctx = ctx();
-    let f32_bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
     let mut checked = 0;
     // 128 columns: the input staged in workgroup memory; 2560: read from memory per row.
     for (format, cols) in QuantFormat::ALL

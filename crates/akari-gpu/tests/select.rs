@@ -14,6 +14,8 @@ use akari_gpu::ops::Recording;
 use akari_gpu::{GpuBackend, GpuContext};
 use std::sync::OnceLock;
 
+mod common;
+
 fn backend() -> &'static GpuBackend {
     static BACKEND: OnceLock<GpuBackend> = OnceLock::new();
     BACKEND.get_or_init(|| match GpuContext::new() {
@@ -25,28 +27,19 @@ fn backend() -> &'static GpuBackend {
 /// Deterministic logits, never zero: ±[0.05, 4], and with `ties` every value rounded to
 /// one of a few dozen levels, so most of the best ones are shared by several tokens.
 fn logits(n: usize, seed: u64, ties: bool) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
-            let mag = 0.05 + 3.95 * u;
-            let mag = if ties { (mag * 8.0).ceil() / 8.0 } else { mag };
-            if s & 1 == 0 {
-                mag
-            } else {
-                -mag
-            }
-        })
+    let v = common::signed(n, seed, 3.95);
+    if !ties {
+        return v;
+    }
+    v.into_iter()
+        .map(|x| x.signum() * (x.abs() * 8.0).ceil() / 8.0)
         .collect()
 }
 
 /// Runs the kernels on `row` directly (no backend).
 fn select_on_device(row: &[f32], sel: &Selection) -> Candidates {
     let ctx = backend().context();
-    let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = common::f32_bytes(row);
     let buffer = |label: &str, len: usize| ctx.f32_buffer(label, len).expect("buffer");
     let logits = ctx.storage_buffer("test.logits", &bytes).expect("logits");
     let ids: Vec<u8> = sel.penalised.iter().flat_map(|t| t.to_le_bytes()).collect();
@@ -145,7 +138,7 @@ fn backend_reads_candidates_equal_to_the_host() {
     let be = backend();
     let n = 151936;
     let row = logits(n, 77, true);
-    let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = common::f32_bytes(&row);
     let table = be
         .upload_matrix(Matrix {
             format: QuantFormat::F32,

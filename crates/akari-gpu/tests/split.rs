@@ -13,6 +13,9 @@ use akari_gpu::ops::gemv::{encode_tokens, fuses_norm, Epilogue, Norm};
 use akari_gpu::ops::Recording;
 use akari_gpu::{GpuBackend, GpuContext, GpuMatrix};
 
+mod common;
+use common::{f32_bytes, quantized, sample};
+
 fn context(limit: Option<u64>, decode_kernels: bool) -> GpuContext {
     let mut ctx = GpuContext::new().unwrap_or_else(|e| panic!("no GPU device: {e}"));
     ctx.set_decode_kernels(decode_kernels);
@@ -20,38 +23,6 @@ fn context(limit: Option<u64>, decode_kernels: bool) -> GpuContext {
         ctx.set_matrix_binding_limit(l);
     }
     ctx
-}
-
-/// Deterministic values in ±[0.05, 1], never zero.
-fn sample(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let mag = 0.05 + 0.95 * ((s >> 40) as f32 / (1u64 << 24) as f32);
-            if s & 1 == 0 {
-                mag
-            } else {
-                -mag
-            }
-        })
-        .collect()
-}
-
-fn quantized(format: QuantFormat, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
-    let wf = sample(rows * cols, seed);
-    let rb = format.row_bytes(cols);
-    let mut bytes = vec![0u8; rows * rb];
-    for (src, dst) in wf.chunks_exact(cols).zip(bytes.chunks_exact_mut(rb)) {
-        format.quantize_row(src, dst);
-    }
-    bytes
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 
 /// What one GEMV gives on `ctx`: `epilogue` 0 stores with a bias, 1 accumulates into y,
