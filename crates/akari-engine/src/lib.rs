@@ -604,35 +604,34 @@ impl Engine {
         self.session.reset();
     }
 
+    /// The model with an empty cache, after checking it holds `total` tokens (`prompt` of
+    /// them fed at once, the rest one by one).
+    fn fresh_model(&mut self, total: usize, prompt: usize) -> Result<&mut dyn LanguageModel> {
+        self.session.reset();
+        let model: &mut dyn LanguageModel = self.session.model_mut();
+        if total > model.max_seq() {
+            return Err(Error::ContextOverflow {
+                prompt,
+                context: model.max_seq(),
+                reserve: total - prompt,
+            });
+        }
+        Ok(model)
+    }
+
     /// Times a prefill of `tokens` from an empty cache and `steps` greedy decode steps after
     /// it: `(prefill seconds, decode seconds)`.
     pub fn time_prefill_and_decode(&mut self, tokens: &[u32], steps: usize) -> Result<(f64, f64)> {
-        self.session.reset();
-        let model: &mut dyn LanguageModel = self.session.model_mut();
-        if tokens.len() + steps > model.max_seq() {
-            return Err(Error::ContextOverflow {
-                prompt: tokens.len(),
-                context: model.max_seq(),
-                reserve: steps,
-            });
-        }
+        let model = self.fresh_model(tokens.len() + steps, tokens.len())?;
         // Greedy, as generation runs it: the backend picks the token and only that is read.
-        let greedy = akari_core::sampler::Selection {
-            k: 1,
-            penalised: Vec::new(),
-        };
-        let first = |c: akari_core::sampler::Candidates| {
-            c.top
-                .first()
-                .map(|&(id, _)| id)
-                .ok_or_else(|| Error::InvalidArgument("the model returned no logits".into()))
-        };
+        let mut sampler = akari_core::sampler::Sampler::new(Default::default());
+        let greedy = sampler.selection(&[]);
         let t0 = web_time::Instant::now();
-        let mut next = first(model.forward_select(tokens, &greedy)?)?;
+        let mut next = sampler.pick(&model.forward_select(tokens, &greedy)?, &[]);
         let prefill = t0.elapsed().as_secs_f64();
         let t1 = web_time::Instant::now();
         for _ in 0..steps {
-            next = first(model.forward_select(&[next], &greedy)?)?;
+            next = sampler.pick(&model.forward_select(&[next], &greedy)?, &[]);
         }
         let decode = t1.elapsed().as_secs_f64();
         self.session.reset();
@@ -641,15 +640,7 @@ impl Engine {
 
     /// [`Engine::logits`] for backends whose results arrive asynchronously (the browser's).
     pub async fn logits_async(&mut self, tokens: &[u32], steps: usize) -> Result<Vec<Vec<f32>>> {
-        self.session.reset();
-        let model: &mut dyn LanguageModel = self.session.model_mut();
-        if tokens.len() + steps > model.max_seq() {
-            return Err(Error::ContextOverflow {
-                prompt: tokens.len(),
-                context: model.max_seq(),
-                reserve: steps,
-            });
-        }
+        let model = self.fresh_model(tokens.len() + steps, tokens.len())?;
         let mut out = vec![model.forward_async(tokens).await?];
         for _ in 0..steps {
             let next = akari_core::sampler::argmax(out.last().map(Vec::as_slice).unwrap_or(&[]));
@@ -662,15 +653,7 @@ impl Engine {
     /// Feeds `tokens` from an empty cache, then takes `steps` greedy steps. Returns the
     /// last-position logits after the prefill and after each step.
     pub fn logits(&mut self, tokens: &[u32], steps: usize) -> Result<Vec<Vec<f32>>> {
-        self.session.reset();
-        let model: &mut dyn LanguageModel = self.session.model_mut();
-        if tokens.len() + steps > model.max_seq() {
-            return Err(Error::ContextOverflow {
-                prompt: tokens.len(),
-                context: model.max_seq(),
-                reserve: steps,
-            });
-        }
+        let model = self.fresh_model(tokens.len() + steps, tokens.len())?;
         let mut out = vec![model.forward(tokens)?];
         for _ in 0..steps {
             let next = akari_core::sampler::argmax(out.last().map(Vec::as_slice).unwrap_or(&[]));
