@@ -110,31 +110,8 @@ fn tiny_models_on_the_gpu_match_reference_logits() {
 /// The real SmolLM2 in f32 on both devices: greedy decoding must pick the same 32 tokens.
 #[test]
 fn smollm2_greedy_tokens_on_the_gpu_equal_the_cpu() {
-    let model = smollm2();
     let prompt = "Write a short poem about the ocean.";
-    let run = |device: &str| {
-        let t0 = std::time::Instant::now();
-        let out = akari(&[
-            "generate",
-            model.to_str().expect("utf-8 path"),
-            "--prompt",
-            prompt,
-            "--dtype",
-            "fp32",
-            "--device",
-            device,
-            "--max-tokens",
-            "32",
-            "--json",
-        ])
-        .json();
-        eprintln!(
-            "{device}: {:.1} s, {:?}",
-            t0.elapsed().as_secs_f64(),
-            out["text"]
-        );
-        ids(&out["tokens"])
-    };
+    let run = |device: &str| smollm2_tokens(device, prompt, 32, &[]);
     let cpu = run("cpu");
     let gpu = run("gpu");
     assert_eq!(cpu.len(), 32, "the CPU reply should run to 32 tokens");
