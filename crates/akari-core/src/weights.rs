@@ -274,6 +274,43 @@ impl DeferredMatrix {
     }
 }
 
+/// How a part is cut from a whole matrix.
+pub type Cut = Box<dyn Fn(&Matrix) -> Result<Matrix> + Send + Sync>;
+
+/// Parts cut from one matrix read later (a fused projection split into q/k/v, gate/up): the
+/// matrix is read once, when the first part is taken, and kept until every part has been.
+/// Each part is `(its rows, how it is cut from the whole)`.
+pub fn deferred_parts(
+    format: QuantFormat,
+    cols: usize,
+    read: impl Fn() -> Result<Matrix> + Send + Sync + 'static,
+    parts: Vec<(usize, Cut)>,
+) -> Vec<DeferredMatrix> {
+    // The whole matrix and how many parts have yet to take it.
+    let shared = Arc::new((read, std::sync::Mutex::new((None::<Matrix>, parts.len()))));
+    parts
+        .into_iter()
+        .map(|(rows, cut)| {
+            let shared = shared.clone();
+            DeferredMatrix::new(format, rows, cols, move || {
+                let (read, held) = &*shared;
+                // A poisoned lock only means another read panicked; re-read if need be.
+                let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+                let whole = match held.0.take() {
+                    Some(m) => m,
+                    None => read()?,
+                };
+                let part = cut(&whole);
+                held.1 = held.1.saturating_sub(1);
+                if held.1 > 0 {
+                    held.0 = Some(whole);
+                }
+                part
+            })
+        })
+        .collect()
+}
+
 impl fmt::Debug for DeferredMatrix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -6,7 +6,7 @@ use crate::ggml::{self, GgmlType};
 use crate::ModelSource;
 use akari_core::config::longrope_attention_factor;
 use akari_core::tokenizer::VocabSpec;
-use akari_core::weights::{DeferredMatrix, LayerTensor, Matrix, ModelWeights, TensorKey};
+use akari_core::weights::{self, deferred_parts, LayerTensor, Matrix, ModelWeights, TensorKey};
 use akari_core::{Arch, Error, ModelConfig, QuantFormat, Result, RopeScaling};
 use std::collections::{hash_map::Entry, HashMap};
 use std::ops::Range;
@@ -515,19 +515,22 @@ impl Loader<'_> {
                 format.block_size()
             )));
         }
+        let mut keys = Vec::with_capacity(cuts.len());
+        let mut parts: Vec<(usize, weights::Cut)> = Vec::with_capacity(cuts.len());
         for (key, cut) in cuts {
             self.claim(key, &t.name)?;
+            keys.push(key);
             let out_rows = cut.rows.as_ref().map_or(rows, |r| r.len());
-            let (file, t) = (file.clone(), t.clone());
-            let read = move || {
-                let data = file.tensor_data(&t)?;
-                let m = ggml::to_matrix_as(&t.name, t.ggml_type, rows, cols, data, &|_| format)?;
-                cut.apply(&m, &t.name, &file)
-            };
-            self.weights
-                .deferred
-                .insert(key, DeferredMatrix::new(format, out_rows, cols, read));
+            let (file, name) = (file.clone(), t.name.clone());
+            parts.push((out_rows, Box::new(move |m| cut.apply(m, &name, &file))));
         }
+        let t = t.clone();
+        let read = move || {
+            let data = file.tensor_data(&t)?;
+            ggml::to_matrix_as(&t.name, t.ggml_type, rows, cols, data, &|_| format)
+        };
+        let deferred = deferred_parts(format, cols, read, parts);
+        self.weights.deferred.extend(keys.into_iter().zip(deferred));
         Ok(())
     }
 

@@ -50,7 +50,9 @@ use crate::ggml::{self, GgmlType};
 use crate::gguf::load::ConvertTo;
 use crate::{hf, ModelSource};
 use akari_core::quant::QK;
-use akari_core::weights::{Bytes, DeferredMatrix, LayerTensor, Matrix, ModelWeights, TensorKey};
+use akari_core::weights::{
+    self, deferred_parts, Bytes, LayerTensor, Matrix, ModelWeights, TensorKey,
+};
 use akari_core::{Error, ModelConfig, QuantFormat, Result};
 use half::f16;
 use rayon::prelude::*;
@@ -582,24 +584,27 @@ impl Loader<'_, '_> {
             data.check(t)?;
         }
         let format = (self.target)(default_format(src, cols)?);
-        let owned = Arc::new(OwnedSource::new(src));
+        let mut keys = Vec::with_capacity(cuts.len());
+        let mut parts: Vec<(usize, weights::Cut)> = Vec::with_capacity(cuts.len());
         for (key, r) in cuts {
             self.claim(key, what)?;
+            keys.push(key);
             let out_rows = r.as_ref().map_or(rows, |r| r.len());
-            let (data, owned, what) = (data.clone(), owned.clone(), what.to_string());
-            let read = move || {
-                let m = convert(&owned.source(), &data, rows, cols, &move |_| format)?;
-                match &r {
+            let (data, what) = (data.clone(), what.to_string());
+            parts.push((
+                out_rows,
+                Box::new(move |m| match &r {
                     Some(r) => m
                         .rows(r.clone())
                         .ok_or_else(|| data.err(format!("{what}: cannot split"))),
-                    None => Ok(m),
-                }
-            };
-            self.weights
-                .deferred
-                .insert(key, DeferredMatrix::new(format, out_rows, cols, read));
+                    None => Ok(m.clone()),
+                }),
+            ));
         }
+        let owned = OwnedSource::new(src);
+        let read = move || convert(&owned.source(), &data, rows, cols, &move |_| format);
+        let deferred = deferred_parts(format, cols, read, parts);
+        self.weights.deferred.extend(keys.into_iter().zip(deferred));
         Ok(())
     }
 
