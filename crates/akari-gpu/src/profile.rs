@@ -16,8 +16,8 @@ pub(crate) struct Profiler {
     set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
-    /// The kernel that ran before each timestamp.
-    labels: Mutex<Vec<&'static str>>,
+    /// The kernel that ran before each timestamp, and the size of its first buffer.
+    labels: Mutex<Vec<(&'static str, u64)>>,
     period_ns: f32,
 }
 
@@ -60,12 +60,12 @@ impl Profiler {
         })
     }
 
-    /// Writes a timestamp after `label`'s dispatch.
-    pub(crate) fn mark(&self, pass: &mut wgpu::ComputePass<'_>, label: &'static str) {
+    /// Writes a timestamp after the dispatch of `entry` whose first buffer holds `bytes`.
+    pub(crate) fn mark(&self, pass: &mut wgpu::ComputePass<'_>, entry: &'static str, bytes: u64) {
         let mut labels = self.labels.lock().unwrap_or_else(|p| p.into_inner());
         if (labels.len() as u32) < CAPACITY {
             pass.write_timestamp(&self.set, labels.len() as u32);
-            labels.push(label);
+            labels.push((entry, bytes));
         }
     }
 
@@ -102,11 +102,11 @@ impl Profiler {
                 .collect()
         };
         self.readback.unmap();
-        let mut by_kernel: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+        let mut by_kernel: BTreeMap<(&str, u64), (f64, usize)> = BTreeMap::new();
         // The first timestamp has no predecessor in this pass.
         for (i, label) in labels.iter().enumerate().take(n).skip(1) {
             let ns = ticks[i].saturating_sub(ticks[i - 1]) as f64 * f64::from(self.period_ns);
-            let e = by_kernel.entry(label).or_default();
+            let e = by_kernel.entry(*label).or_default();
             e.0 += ns / 1e3;
             e.1 += 1;
         }
@@ -115,7 +115,9 @@ impl Profiler {
         rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
         let table: Vec<String> = rows
             .iter()
-            .map(|(k, (us, count))| format!("{k} {us:.0}us/{count}"))
+            .map(|((k, bytes), (us, count))| {
+                format!("{k}[{}K] {us:.0}us/{count}", bytes.div_ceil(1024))
+            })
             .collect();
         tracing::info!("gpu time {total:.0}us: {}", table.join(", "));
     }

@@ -309,7 +309,9 @@ impl GpuContext {
         pass.set_bind_group(0, &bind, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         if let Some(p) = &self.profiler {
-            p.mark(pass, entry);
+            // Kernels by entry point and the size of their first buffer (for a matmul, its
+            // weights), so that each matrix shape gets its own line.
+            p.mark(pass, entry, buffers.first().map_or(0, |b| b.size()));
         }
         rec.dispatches += 1;
         Ok(())
