@@ -128,6 +128,21 @@ pub struct GpuBackend {
     /// Token ids a selection sets aside (the penalised ones); grows as needed.
     set_aside: Mutex<wgpu::Buffer>,
     submit_every: usize,
+    /// Projections of one input fused for decode ([`GpuBackend::fused`]), by the buffers of
+    /// their matrices and biases; `None` where they cannot be.
+    fused: Mutex<HashMap<Vec<wgpu::Buffer>, Option<Arc<Fused>>>>,
+}
+
+/// Three projections of one input (q, k and v) as one matrix, so that a decode step runs
+/// them in one dispatch: each dispatch costs several microseconds of launch and barrier
+/// however little it computes, and k and v are small. A copy made on the device the first
+/// time they are used together; it costs their size again in GPU memory (about 5 % of a
+/// model's weights), and lives as long as the backend.
+struct Fused {
+    matrix: GpuMatrix,
+    bias: Option<wgpu::Buffer>,
+    /// Rows of each projection.
+    rows: [usize; 3],
 }
 
 /// What has been recorded and not yet submitted.
@@ -212,7 +227,69 @@ impl GpuBackend {
             ids,
             set_aside,
             submit_every,
+            fused: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The fused form of `ws` ([`Fused`]) for a one-token GEMV: three matrices of one format
+    /// and width, each one part, all with biases or none.
+    fn fused(&self, ws: &[(&GpuMatrix, Option<&GpuVector>)]) -> Result<Option<Arc<Fused>>> {
+        let &[(a, ab), (b, bb), (c, cb)] = ws else {
+            return Ok(None);
+        };
+        let mats = [a, b, c];
+        let biases = [ab, bb, cb];
+        if !mats.iter().all(|m| gemv::fuses_split(&self.ctx, m))
+            || !(biases.iter().all(Option::is_some) || biases.iter().all(Option::is_none))
+        {
+            return Ok(None);
+        }
+        let key: Vec<wgpu::Buffer> = mats
+            .iter()
+            .map(|m| m.parts()[0].buffer.clone())
+            .chain(biases.iter().flatten().map(|v| v.buffer.clone()))
+            .collect();
+        let mut cache = self.fused.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = cache.get(&key) {
+            return Ok(f.clone());
+        }
+        let fused = match self.ctx.concat_rows(&mats)? {
+            None => None,
+            Some(matrix) => {
+                let bias = match biases {
+                    [Some(x), Some(y), Some(z)] => Some(self.concat_vectors(&[x, y, z])?),
+                    _ => None,
+                };
+                Some(Arc::new(Fused {
+                    matrix,
+                    bias,
+                    rows: mats.map(|m| m.rows()),
+                }))
+            }
+        };
+        cache.insert(key, fused.clone());
+        Ok(fused)
+    }
+
+    /// `vs` one after another in one buffer, copied on the device.
+    fn concat_vectors(&self, vs: &[&GpuVector]) -> Result<wgpu::Buffer> {
+        let len: usize = vs.iter().map(|v| v.len).sum();
+        let buffer = self.ctx.f32_buffer("akari.vector (concatenated)", len)?;
+        let mut encoder =
+            self.ctx
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("akari.concat_vectors"),
+                });
+        let mut at = 0;
+        for v in vs {
+            let bytes = v.len as u64 * 4;
+            encoder.copy_buffer_to_buffer(&v.buffer, 0, &buffer, at, bytes);
+            at += bytes;
+        }
+        self.ctx.queue().submit([encoder.finish()]);
+        self.ctx.check("concat_vectors")?;
+        Ok(buffer)
     }
 
     pub fn context(&self) -> &GpuContext {
@@ -591,9 +668,37 @@ impl Backend for GpuBackend {
             weight: &norm.buffer,
             eps,
         });
+        for (w, bias) in ws {
+            Self::check_matmul(x, w, *bias)?;
+        }
+        if let Some(f) = self.fused(ws)? {
+            let [r0, r1, r2] = f.rows;
+            let outs = [
+                self.tensor("akari.matmul", 1, r0)?,
+                self.tensor("akari.matmul", 1, r1)?,
+                self.tensor("akari.matmul", 1, r2)?,
+            ];
+            let epilogue = Epilogue::Split {
+                bias: f.bias.as_ref(),
+                rows: [r0, r0 + r1],
+                outputs: [outs[1].buffer(), outs[2].buffer()],
+            };
+            self.record(None, |ctx, rec| {
+                gemv::encode_tokens(
+                    ctx,
+                    rec,
+                    &f.matrix,
+                    x.buffer(),
+                    norm,
+                    epilogue,
+                    outs[0].buffer(),
+                    1,
+                )
+            })?;
+            return Ok(outs.into());
+        }
         ws.iter()
             .map(|(w, bias)| {
-                Self::check_matmul(x, w, *bias)?;
                 let out = self.tensor("akari.matmul", 1, w.rows())?;
                 let epilogue = Epilogue::Store {
                     bias: bias.map(|b| &b.buffer),

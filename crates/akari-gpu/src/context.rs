@@ -46,6 +46,8 @@ pub struct GpuContext {
     matrix_limit: Option<u64>,
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
+    /// Two more, for writable bindings a kernel does not use (they must not alias).
+    pub(crate) spare_outputs: [wgpu::Buffer; 2],
     /// Per-kernel timing (`AKARI_GPU_PROFILE`).
     pub(crate) profiler: Option<crate::profile::Profiler>,
     /// The last read-back buffer, reused while reads keep the same size.
@@ -178,6 +180,15 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let spare = || {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("akari.spare_output"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let spare_outputs = [spare(), spare()];
         let profiler = crate::profile::Profiler::new(&device, &queue);
         Ok(GpuContext {
             profiler,
@@ -193,6 +204,7 @@ impl GpuContext {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             dummy,
+            spare_outputs,
             staging: Mutex::new(None),
             pipelines: Default::default(),
         })
@@ -268,7 +280,12 @@ impl GpuContext {
     /// spare word (kernels read 4 bytes at any even offset). Fails when it would not fit in
     /// one binding.
     /// A storage buffer of `size` bytes, refused with `TooLarge` past `limit`.
-    fn new_storage(&self, label: &str, size: u64, limit: u64) -> Result<wgpu::Buffer, GpuError> {
+    pub(crate) fn new_storage(
+        &self,
+        label: &str,
+        size: u64,
+        limit: u64,
+    ) -> Result<wgpu::Buffer, GpuError> {
         if size > limit {
             return Err(GpuError::TooLarge {
                 what: label.to_string(),

@@ -115,6 +115,56 @@ impl GpuContext {
         })
     }
 
+    /// The rows of `ms` (one format and width, each in one part) one after another in a new
+    /// matrix, copied on the device. `None` when they cannot be: a matrix's bytes are not
+    /// whole words (copies move words), or together they exceed one binding.
+    pub fn concat_rows(&self, ms: &[&GpuMatrix]) -> Result<Option<GpuMatrix>, GpuError> {
+        let Some(first) = ms.first() else {
+            return Ok(None);
+        };
+        let (format, cols) = (first.format, first.cols);
+        let row_bytes = format.row_bytes(cols) as u64;
+        let fits = ms.iter().all(|m| {
+            m.format == format
+                && m.cols == cols
+                && m.parts.len() == 1
+                && (m.rows as u64 * row_bytes).is_multiple_of(4)
+        });
+        let rows: usize = ms.iter().map(|m| m.rows).sum();
+        let total = rows as u64 * row_bytes;
+        if !fits || total + 4 > self.matrix_binding_limit() {
+            return Ok(None);
+        }
+        let label = format!(
+            "akari.matrix.{format}[{rows},{cols}] (rows of {})",
+            ms.len()
+        );
+        let buffer = self.new_storage(&label, total + 4, u64::MAX)?;
+        let mut encoder = self
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("akari.concat_rows"),
+            });
+        let mut at = 0;
+        for m in ms {
+            let bytes = m.rows as u64 * row_bytes;
+            encoder.copy_buffer_to_buffer(&m.parts[0].buffer, 0, &buffer, at, bytes);
+            at += bytes;
+        }
+        self.queue().submit([encoder.finish()]);
+        self.check(&label)?;
+        Ok(Some(GpuMatrix {
+            format,
+            rows,
+            cols,
+            parts: vec![MatrixPart {
+                first: 0,
+                rows,
+                buffer,
+            }],
+        }))
+    }
+
     /// How many rows of `row_bytes` one part holds: as many as fit a binding (with the
     /// padding word), in multiples of [`PART_ROW_ALIGN`] when more than that fit; byte
     /// offsets inside the kernels are u32, which caps a part at 4 GiB. `None` when not even

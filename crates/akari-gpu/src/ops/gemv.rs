@@ -83,6 +83,7 @@ const HAS_BIAS: u32 = 1;
 const ACCUMULATE: u32 = 2;
 const GLU: u32 = 4;
 const NORM: u32 = 8;
+const SPLIT: u32 = 16;
 
 /// RMS-normalise the input first (one-token GEMVs only, see [`fuses_norm`]).
 #[derive(Clone, Copy, Debug)]
@@ -96,6 +97,11 @@ pub fn fuses_norm(ctx: &GpuContext, w: &GpuMatrix) -> bool {
     decode_entry(ctx, w).is_some()
 }
 
+/// Whether a one-token GEMV of `w` can take [`Epilogue::Split`].
+pub fn fuses_split(ctx: &GpuContext, w: &GpuMatrix) -> bool {
+    decode_entry(ctx, w).is_some() && w.parts().len() == 1
+}
+
 /// What a GEMV does with its result.
 #[derive(Clone, Copy, Debug)]
 pub enum Epilogue<'a> {
@@ -105,6 +111,14 @@ pub enum Epilogue<'a> {
     Accumulate,
     /// `y = silu(W·x) · (up·x)`: gate and up projections and the activation in one pass.
     Glu { up: &'a GpuMatrix },
+    /// `W·x (+ bias)` with W several matrices' rows one after another: rows `0..rows[0]` to
+    /// y, `rows[0]..rows[1]` to `outputs[0]`, the rest to `outputs[1]`. One token, one-token
+    /// kernel and an unsplit W only (see [`fuses_split`]).
+    Split {
+        bias: Option<&'a wgpu::Buffer>,
+        rows: [usize; 2],
+        outputs: [&'a wgpu::Buffer; 2],
+    },
 }
 
 /// Workgroup counts covering `rows` workgroups, within the per-dimension limit.
@@ -158,13 +172,40 @@ pub fn encode_tokens(
         }
     };
     need("x buffer length", x, tokens * w.cols())?;
-    need("y buffer length", y, tokens * w.rows())?;
+    let y_rows = match epilogue {
+        Epilogue::Split { rows, .. } => rows[0],
+        _ => w.rows(),
+    };
+    need("y buffer length", y, tokens * y_rows)?;
+    let mut split = None;
     let (flags, bias, w2) = match epilogue {
         Epilogue::Store { bias } => {
             if let Some(b) = bias {
                 need("bias buffer length", b, w.rows())?;
             }
             (if bias.is_some() { HAS_BIAS } else { 0 }, bias, None)
+        }
+        Epilogue::Split {
+            bias,
+            rows,
+            outputs,
+        } => {
+            if tokens != 1 || !fuses_split(ctx, w) || rows[0] > rows[1] || rows[1] > w.rows() {
+                return Err(GpuError::Shape {
+                    op: OP,
+                    what: "split GEMV (one token, one-token kernel, rows in order)",
+                    expected: 1,
+                    got: tokens,
+                });
+            }
+            if let Some(b) = bias {
+                need("bias buffer length", b, w.rows())?;
+            }
+            need("second output length", outputs[0], rows[1] - rows[0])?;
+            need("third output length", outputs[1], w.rows() - rows[1])?;
+            split = Some((rows, outputs));
+            let flags = SPLIT | if bias.is_some() { HAS_BIAS } else { 0 };
+            (flags, bias, None)
         }
         Epilogue::Accumulate => (ACCUMULATE, None, None),
         Epilogue::Glu { up } => {
@@ -255,6 +296,10 @@ pub fn encode_tokens(
             Some(entry) => (&DECODE, entry, vec![("LANES", lanes)]),
             None => (&SHADER, entry_point(w.format()), vec![]),
         };
+        let [split1, split2] = split.map_or([0, 0], |(r, _)| r.map(|v| v as u32));
+        // Unused outputs get buffers of their own: writable bindings must not alias.
+        let [y2, y3] = split.map_or([&ctx.spare_outputs[0], &ctx.spare_outputs[1]], |(_, o)| o);
+        let decode_params = [&params[..], &[split1, split2]].concat();
         ctx.dispatch_with(
             rec,
             shader,
@@ -267,8 +312,14 @@ pub fn encode_tokens(
                 y,
                 w2.unwrap_or(&ctx.dummy),
                 norm.map_or(&ctx.dummy, |n| n.weight),
-            ][..if decode.is_some() { 6 } else { 5 }],
-            &params,
+                y2,
+                y3,
+            ][..if decode.is_some() { 8 } else { 5 }],
+            if decode.is_some() {
+                &decode_params
+            } else {
+                &params
+            },
             (gx, gy, gz),
         )?;
     }

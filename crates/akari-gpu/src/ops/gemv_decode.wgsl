@@ -1,7 +1,14 @@
 // Decode's matrix × vector for one token: y[n] = Σ_k W[n, k] · x[k], with the epilogues of
 // gemv.wgsl (bias, accumulate into y, GLU with a second matrix). Same bindings and Params,
-// except that binding 5 is the norm weight (any 16-byte buffer when unused) and Params moves
-// to binding 6: with `flags & 8` the input is RMS-normalised first, x ← x / rms(x) · norm
+// except that binding 5 is the norm weight (any 16-byte buffer when unused), bindings 6 and
+// 7 are second and third outputs, and Params moves to binding 8.
+//
+// With `flags & 16` (split) W is several matrices' rows one after another (q, k and v) and
+// the result goes to three outputs: rows 0..split1 to y, split1..split2 to y2, the rest to
+// y3 (bias, when given, covers all of W's rows), so three projections of one input cost one
+// dispatch. Without it y2 and y3 are any 4-byte buffers, not written.
+//
+// With `flags & 8` the input is RMS-normalised first, x ← x / rms(x) · norm
 // (eps in `Params.eps`), so the norm before a projection costs no dispatch of its own: each
 // workgroup computes rms(x) itself, which is cheap next to reading its rows of W.
 // `x` is read as vec4s.
@@ -33,6 +40,9 @@ struct Params {
     // As in matmul_common.wgsl: the part's first row, and y's length.
     row0: u32,
     y_stride: u32,
+    // Where y2's and y3's rows begin, with `flags & 16`.
+    split1: u32,
+    split2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -41,12 +51,15 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> w2: array<u32>;
 @group(0) @binding(5) var<storage, read> norm: array<vec4<f32>>;
-@group(0) @binding(6) var<uniform> params: Params;
+@group(0) @binding(6) var<storage, read_write> y2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y3: array<f32>;
+@group(0) @binding(8) var<uniform> params: Params;
 
 const HAS_BIAS: u32 = 1u;
 const ACCUMULATE: u32 = 2u;
 const GLU: u32 = 4u;
 const NORM: u32 = 8u;
+const SPLIT: u32 = 16u;
 
 // 1 / rms(x) when normalising (uniform across the workgroup).
 var<private> scale: f32;
@@ -288,7 +301,13 @@ fn finish(v: vec2<f32>, t: u32) {
             if (params.flags & ACCUMULATE) != 0u {
                 o += y[i];
             }
-            y[i] = o;
+            if (params.flags & SPLIT) == 0u || i < params.split1 {
+                y[i] = o;
+            } else if i < params.split2 {
+                y2[i - params.split1] = o;
+            } else {
+                y3[i - params.split2] = o;
+            }
         }
     }
 }

@@ -1,0 +1,157 @@
+//! Projections of one input fused into one dispatch (decode's q, k and v): the matrices'
+//! rows copied one after another on the device, one GEMV writing each projection's rows to
+//! its own output. Each output row is computed by the same code over the same terms as in
+//! a GEMV of its own matrix, so the results must be bit for bit the same.
+//!
+//! Like the other GPU tests these need an adapter (lavapipe in CI) and fail without one.
+
+use akari_core::backend::Backend;
+use akari_core::weights::{Bytes, Matrix};
+use akari_core::QuantFormat;
+use akari_gpu::ops::gemv::{encode_tokens, fuses_split, Epilogue, Norm};
+use akari_gpu::ops::Recording;
+use akari_gpu::{GpuBackend, GpuContext, GpuMatrix};
+
+mod common;
+use common::{f32_bytes, quantized, sample};
+
+fn context() -> GpuContext {
+    let mut ctx = GpuContext::new().unwrap_or_else(|e| panic!("no GPU device: {e}"));
+    // The one-token kernels, which fusing needs, are off by default on software adapters.
+    ctx.set_decode_kernels(true);
+    ctx
+}
+
+/// Rows of q, k and v (k and v smaller, as with grouped-query attention), and their width.
+const ROWS: [usize; 3] = [96, 32, 32];
+const COLS: usize = 128;
+
+/// The formats with a one-token kernel.
+const FORMATS: [QuantFormat; 4] = [
+    QuantFormat::F16,
+    QuantFormat::Q8_0,
+    QuantFormat::Q4_0,
+    QuantFormat::Q4_1,
+];
+
+/// The split epilogue over a concatenated matrix, against one GEMV per matrix.
+#[test]
+fn split_gemv_gives_each_matrix_its_own_results() {
+    let ctx = context();
+    for format in FORMATS {
+        let mats: Vec<GpuMatrix> = ROWS
+            .iter()
+            .enumerate()
+            .map(|(i, &rows)| {
+                let bytes = quantized(format, rows, COLS, 10 + i as u64);
+                ctx.upload_matrix_bytes(format, rows, COLS, &bytes)
+                    .expect("upload")
+            })
+            .collect();
+        let refs: Vec<&GpuMatrix> = mats.iter().collect();
+        let fused = ctx
+            .concat_rows(&refs)
+            .expect("concat")
+            .expect("whole words: the rows concatenate");
+        assert_eq!((fused.rows(), fused.cols()), (160, COLS));
+        assert!(fuses_split(&ctx, &fused), "{format}");
+        let total: usize = ROWS.iter().sum();
+        let bias_values = sample(total, 20);
+        let x = ctx
+            .storage_buffer("x", &f32_bytes(&sample(COLS, 21)))
+            .expect("x");
+        let nw = ctx
+            .storage_buffer("norm", &f32_bytes(&sample(COLS, 22)))
+            .expect("norm");
+        let norm = Some(Norm {
+            weight: &nw,
+            eps: 1e-5,
+        });
+        let fused_bias = ctx
+            .storage_buffer("bias", &f32_bytes(&bias_values))
+            .expect("bias");
+        let outs: Vec<wgpu::Buffer> = ROWS
+            .iter()
+            .map(|&r| ctx.f32_buffer("y", r).expect("y"))
+            .collect();
+        let mut rec = Recording::new(&ctx);
+        let epilogue = Epilogue::Split {
+            bias: Some(&fused_bias),
+            rows: [ROWS[0], ROWS[0] + ROWS[1]],
+            outputs: [&outs[1], &outs[2]],
+        };
+        encode_tokens(&ctx, &mut rec, &fused, &x, norm, epilogue, &outs[0], 1).expect("split");
+        ctx.submit("split", rec).expect("submit");
+        let mut first = 0;
+        for (i, m) in mats.iter().enumerate() {
+            let got = ctx
+                .submit_and_read("read", Recording::new(&ctx), &outs[i], ROWS[i])
+                .expect("read");
+            let bias = ctx
+                .storage_buffer("bias", &f32_bytes(&bias_values[first..first + ROWS[i]]))
+                .expect("bias");
+            let y = ctx.f32_buffer("y", ROWS[i]).expect("y");
+            let mut rec = Recording::new(&ctx);
+            let epilogue = Epilogue::Store { bias: Some(&bias) };
+            encode_tokens(&ctx, &mut rec, m, &x, norm, epilogue, &y, 1).expect("one");
+            let want = ctx.submit_and_read("one", rec, &y, ROWS[i]).expect("read");
+            assert_eq!(got, want, "{format} projection {i}");
+            first += ROWS[i];
+        }
+    }
+}
+
+/// Through the backend: `norm_matmul_many` of three projections (fused) against each alone.
+#[test]
+fn fused_projections_match_separate_ones() {
+    let be = GpuBackend::with_context(context());
+    for format in FORMATS {
+        for with_bias in [true, false] {
+            let mats: Vec<GpuMatrix> = ROWS
+                .iter()
+                .enumerate()
+                .map(|(i, &rows)| {
+                    be.upload_matrix(Matrix {
+                        format,
+                        rows,
+                        cols: COLS,
+                        bytes: Bytes::from_vec(quantized(format, rows, COLS, 30 + i as u64)),
+                    })
+                    .expect("upload")
+                })
+                .collect();
+            let biases: Vec<_> = ROWS
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| be.upload_vector(sample(r, 40 + i as u64)).expect("bias"))
+                .collect();
+            let norm = be.upload_vector(sample(COLS, 50)).expect("norm");
+            let table = be
+                .upload_matrix(Matrix {
+                    format: QuantFormat::F32,
+                    rows: 1,
+                    cols: COLS,
+                    bytes: Bytes::from_vec(f32_bytes(&sample(COLS, 51))),
+                })
+                .expect("table");
+            let x = be.embed(&table, &[0]).expect("x");
+            let ws: Vec<_> = mats
+                .iter()
+                .zip(&biases)
+                .map(|(m, b)| (m, with_bias.then_some(b)))
+                .collect();
+            let together = be.norm_matmul_many(&x, &norm, 1e-5, &ws).expect("fused");
+            assert_eq!(together.len(), 3);
+            for (i, t) in together.iter().enumerate() {
+                let alone = be
+                    .norm_matmul_many(&x, &norm, 1e-5, &ws[i..=i])
+                    .expect("alone");
+                assert_eq!(
+                    be.read(t).expect("read"),
+                    be.read(&alone[0]).expect("read"),
+                    "{format} bias={with_bias} projection {i}"
+                );
+            }
+        }
+    }
+}
