@@ -7,6 +7,7 @@
 use super::{Recording, Shader};
 use crate::{GpuContext, GpuError, GpuMatrix};
 use akari_core::QuantFormat;
+use std::sync::OnceLock;
 
 /// Threads per workgroup; must match `WG` in `gemv.wgsl`.
 pub const WORKGROUP: u32 = 64;
@@ -40,6 +41,40 @@ const DECODE: Shader = Shader {
     name: "gemv_decode.wgsl",
     source: include_str!("gemv_decode.wgsl"),
 };
+
+/// The integer-dot Q4_0 kernel takes inputs of at most this many values (one quantised
+/// chunk in workgroup memory)…
+const DOT_MAX_COLS: usize = 4096;
+/// …for GLU and for matrices of at least this many rows (vocabulary-sized).
+const DOT_MIN_ROWS: usize = 16384;
+
+/// The integer-dot kernel's settings: threads per row, workgroups at most (each loops over
+/// row groups, so it quantises its input once for many rows). The defaults measured best on
+/// an H100 (DeepSeek-R1-Distill-Qwen-1.5B, Q4_0: 8 lanes 340 tok/s, 16 lanes 329, 32 lanes
+/// 324; 2048 workgroups 334, 512 324, no limit 305). `AKARI_GPU_Q4_DOT=0` turns it
+/// off, `AKARI_GPU_Q4_DOT_LANES` and `AKARI_GPU_Q4_DOT_WORKGROUPS` override the rest, for
+/// tuning.
+struct DotTuning {
+    on: bool,
+    lanes: u32,
+    workgroups: u32,
+}
+
+fn dot_tuning() -> &'static DotTuning {
+    static TUNING: OnceLock<DotTuning> = OnceLock::new();
+    TUNING.get_or_init(|| {
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+        DotTuning {
+            on: var("AKARI_GPU_Q4_DOT") != Some(0),
+            lanes: var("AKARI_GPU_Q4_DOT_LANES")
+                .filter(|n| n.is_power_of_two() && (1..=256).contains(n))
+                .unwrap_or(8),
+            workgroups: var("AKARI_GPU_Q4_DOT_WORKGROUPS")
+                .filter(|&n| n > 0)
+                .unwrap_or(2048),
+        }
+    })
+}
 
 /// Threads per row in `gemv_decode.wgsl` (`LANES`): enough that each has a unit or two of
 /// the row (pairs of blocks, 8 f16 values), and more rows per workgroup on short rows.
@@ -239,6 +274,13 @@ pub fn encode_tokens(
     } else {
         None
     };
+    // Q4_0 GEMVs that unpacking bounds take the integer-dot kernel (gemv_decode.wgsl).
+    let glu = matches!(epilogue, Epilogue::Glu { .. });
+    let dot = decode == Some("decode_q4_0")
+        && dot_tuning().on
+        && w.cols() <= DOT_MAX_COLS
+        && (glu || w.rows() >= DOT_MIN_ROWS);
+    let decode = if dot { Some("decode_q4_0_dot") } else { decode };
     if norm.is_some() && decode.is_none() {
         return Err(GpuError::Shape {
             op: OP,
@@ -264,7 +306,11 @@ pub fn encode_tokens(
             encode_gemm(ctx, rec, w, &rows, x, (flags, bias, w2), y, tokens)?;
             continue;
         }
-        let lanes = decode_lanes(w);
+        let lanes = if dot {
+            dot_tuning().lanes
+        } else {
+            decode_lanes(w)
+        };
         let per_wg = if decode.is_some() {
             256 / lanes
         } else {
@@ -281,6 +327,12 @@ pub fn encode_tokens(
         if gx == 0 || tokens == 0 {
             continue;
         }
+        let (gx, gy) = if dot {
+            // Its workgroups loop over the row groups.
+            ((gx * gy).min(dot_tuning().workgroups), 1)
+        } else {
+            (gx, gy)
+        };
         let flags = flags | if norm.is_some() { NORM } else { 0 };
         let params = [
             rows.count as u32,

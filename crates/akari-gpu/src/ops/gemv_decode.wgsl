@@ -229,11 +229,22 @@ var<private> my_row: u32;
 var<private> my_lane: u32;
 var<private> live: bool;
 
-// Everything before the dot products: the thread's row, and 1 / rms(x) when normalising.
-fn begin(wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
-    my_row = (wid.y * nwg.x + wid.x) * ROWS + t / LANES;
+// The thread's row in row group `g` (ROWS rows a group).
+fn set_row(g: u32, t: u32) {
+    my_row = g * ROWS + t / LANES;
     my_lane = t % LANES;
     live = my_row < params.n;
+}
+
+// Everything before the dot products: the thread's row (one row group a workgroup), and
+// 1 / rms(x) when normalising.
+fn begin(wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
+    set_row(wid.y * nwg.x + wid.x, t);
+    norm_scale(t);
+}
+
+// 1 / rms(x) into `scale` when normalising.
+fn norm_scale(t: u32) {
     // The branch holds barriers, so it must test a value WGSL's uniformity analysis can see
     // is uniform: a private variable never counts as one.
     let norm_on = (params.flags & NORM) != 0u;
@@ -380,4 +391,155 @@ fn decode_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         v.y = row_q4_1(my_row, my_lane);
     }
     finish(v, t);
+}
+
+// Q4_0 on integer dot products, for the matrices where unpacking nibbles to floats (~5
+// instructions a weight) bounds the GEMV rather than memory: gate/up (GLU) and
+// vocabulary-sized ones, K ≤ 4096. Each workgroup quantises the (normalised) input once to
+// 16-bit integers per 32-value block, x ≈ dx·(256·hi + lo), keeping the low bytes and the
+// (signed) high bytes as packed words in workgroup memory; a row's block is then 16
+// `dot4U8Packed` / `dot4I8Packed` of its masked nibble words against them. 16-bit inputs keep
+// the result within ~1e-5 of f32 inputs (8-bit ones, as llama.cpp's CUDA kernels use, do
+// not). Workgroups loop over row groups (the Rust side dispatches at most a thousand or
+// so), so the input is quantised once for many rows. The small matrices keep `decode_q4_0`:
+// they are bound by latency, which the quantisation would lengthen.
+
+const DOT_BLOCKS: u32 = 128u;
+// Per block: its low bytes (inputs 0..15, 16..31) and high bytes, as 4 vec4s.
+var<workgroup> xq: array<vec4<u32>, 512>;
+// Per block: dx, and 8 · Σ (256·hi + lo) (the −8 offset of every nibble, applied once).
+var<workgroup> xd: array<vec2<f32>, DOT_BLOCKS>;
+// Per 8 inputs: their max |x|, then the sum of their 16-bit values.
+var<workgroup> qmax: array<f32, 512>;
+var<workgroup> qsum: array<i32, 512>;
+
+// Low bytes and high bytes of four 16-bit values, as two packed words.
+fn split16(q: vec4<i32>) -> vec2<u32> {
+    let u = bitcast<vec4<u32>>(q);
+    let m = vec4<u32>(0xffu);
+    return vec2<u32>(pack4xU8(u & m), pack4xU8((u >> vec4<u32>(8u)) & m));
+}
+
+// The max of 4 consecutive `qmax` entries: block j's.
+fn block_max(j: u32) -> f32 {
+    return max(max(qmax[4u * j], qmax[4u * j + 1u]), max(qmax[4u * j + 2u], qmax[4u * j + 3u]));
+}
+
+// Quantises the (normalised) input into `xq` and `xd`: every thread takes 8 inputs at a time
+// (a quarter block), so the whole workgroup shares the work.
+fn quantize_input(t: u32) {
+    let units = params.k >> 3u;
+    for (var u = t; u < units; u += WG) {
+        let m = max(abs(xg(2u * u)), abs(xg(2u * u + 1u)));
+        qmax[u] = max(max(m.x, m.y), max(m.z, m.w));
+    }
+    workgroupBarrier();
+    for (var u = t; u < units; u += WG) {
+        let j = u >> 2u;
+        let amax = block_max(j);
+        let id = select(0.0, 32767.0 / amax, amax > 0.0);
+        let q0 = vec4<i32>(round(xg(2u * u) * id));
+        let q1 = vec4<i32>(round(xg(2u * u + 1u) * id));
+        let s = q0 + q1;
+        qsum[u] = s.x + s.y + s.z + s.w;
+        let p0 = split16(q0);
+        let p1 = split16(q1);
+        // Quarter r holds inputs 8r..8r + 8: low words 2r, 2r + 1 of the block's eight.
+        let r = u & 3u;
+        let lo = j * 4u + (r >> 1u);
+        let c = (2u * r) & 3u;
+        xq[lo][c] = p0.x;
+        xq[lo][c + 1u] = p1.x;
+        xq[lo + 2u][c] = p0.y;
+        xq[lo + 2u][c + 1u] = p1.y;
+    }
+    workgroupBarrier();
+    for (var j = t; j < (params.k >> 5u); j += WG) {
+        let sum = qsum[4u * j] + qsum[4u * j + 1u] + qsum[4u * j + 2u] + qsum[4u * j + 3u];
+        xd[j] = vec2<f32>(block_max(j) / 32767.0, 8.0 * f32(sum));
+    }
+    workgroupBarrier();
+}
+
+struct Q4Block {
+    q: vec4<u32>,
+    d: f32,
+}
+
+// Block b of the Q4_0 row at word `base` (rows hold an even number of 18-byte blocks, so
+// they start on a word). An odd block's scale is the high half of word ⌊18b / 4⌋ and its
+// nibbles the next four words; an even block's scale is that word's low half and its nibbles
+// start two bytes in.
+fn q4_0_block(base: u32, b: u32) -> Q4Block {
+    let o = base + (b * 9u) / 2u;
+    let a0 = wl(o);
+    let a1 = wl(o + 1u);
+    let a2 = wl(o + 2u);
+    let a3 = wl(o + 3u);
+    let a4 = wl(o + 4u);
+    let odd = (b & 1u) != 0u;
+    let d = unpack2x16float(a0);
+    let shifted = vec4<u32>((a0 >> 16u) | (a1 << 16u), (a1 >> 16u) | (a2 << 16u),
+        (a2 >> 16u) | (a3 << 16u), (a3 >> 16u) | (a4 << 16u));
+    return Q4Block(select(shifted, vec4<u32>(a1, a2, a3, a4), odd), select(d.x, d.y, odd));
+}
+
+// d · dx · Σ (q − 8)·(256·hi + lo) for block j: nibbles `q` (byte i: inputs i and i + 16).
+fn block_dot(p: Q4Block, j: u32) -> f32 {
+    let m = vec4<u32>(0x0f0f0f0fu);
+    let ql = p.q & m;
+    let qh = (p.q >> vec4<u32>(4u)) & m;
+    let l0 = xq[j * 4u];
+    let l1 = xq[j * 4u + 1u];
+    let h0 = xq[j * 4u + 2u];
+    let h1 = xq[j * 4u + 3u];
+    let lo = dot4U8Packed(ql.x, l0.x) + dot4U8Packed(ql.y, l0.y) + dot4U8Packed(ql.z, l0.z)
+        + dot4U8Packed(ql.w, l0.w) + dot4U8Packed(qh.x, l1.x) + dot4U8Packed(qh.y, l1.y)
+        + dot4U8Packed(qh.z, l1.z) + dot4U8Packed(qh.w, l1.w);
+    let hi = dot4I8Packed(ql.x, h0.x) + dot4I8Packed(ql.y, h0.y) + dot4I8Packed(ql.z, h0.z)
+        + dot4I8Packed(ql.w, h0.w) + dot4I8Packed(qh.x, h1.x) + dot4I8Packed(qh.y, h1.y)
+        + dot4I8Packed(qh.z, h1.z) + dot4I8Packed(qh.w, h1.w);
+    let s = f32(bitcast<i32>(lo) + 256 * hi);
+    let x = xd[j];
+    return p.d * x.x * (s - x.y);
+}
+
+// The row's dot products with W (and W2 for GLU), both blocks loaded before either is used.
+fn row_q4_0_dot(row: u32, lane: u32, glu: bool) -> vec2<f32> {
+    let base = row * (params.row_bytes >> 2u);
+    var v = vec2<f32>(0.0);
+    for (var b = lane; b < (params.k >> 5u); b += LANES) {
+        which = 0u;
+        let p = q4_0_block(base, b);
+        var p2 = p;
+        if glu {
+            which = 1u;
+            p2 = q4_0_block(base, b);
+        }
+        v.x += block_dot(p, b);
+        if glu {
+            v.y += block_dot(p2, b);
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn decode_q4_0_dot(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) t: u32) {
+    let first = wid.y * nwg.x + wid.x;
+    let stride = nwg.x * nwg.y;
+    let groups = (params.n + ROWS - 1u) / ROWS;
+    let glu = (params.flags & GLU) != 0u;
+    norm_scale(t);
+    quantize_input(t);
+    for (var g = first; g < groups; g += stride) {
+        set_row(g, t);
+        var v = vec2<f32>(0.0);
+        if live {
+            v = row_q4_0_dot(my_row, my_lane, glu);
+        }
+        finish(v, t);
+    }
 }
