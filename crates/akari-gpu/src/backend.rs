@@ -57,6 +57,10 @@ pub struct GpuTensor {
     /// A rotation asked for and not yet applied: attention applies it as it reads the
     /// tensor; any other use applies it first ([`GpuBackend::settle`]).
     rope: Mutex<Option<PendingRope>>,
+    /// The same values quantised for a Q4_0 GEMV ([`gemv::QUANTIZED_BLOCK_WORDS`] words per
+    /// 32), when the GLU that wrote them wrote that too; dropped by any op that changes
+    /// the tensor.
+    quantized: Option<Box<GpuTensor>>,
 }
 
 /// A rope to apply to a tensor: its tables, heads and position.
@@ -89,6 +93,12 @@ impl GpuTensor {
         self.buffer
             .as_ref()
             .expect("a tensor holds its buffer until dropped")
+    }
+
+    /// Whether a quantised copy of the values came with them (a one-token Q4_0 GLU's
+    /// output), for the next GEMV to read instead of quantising them itself.
+    pub fn has_quantized(&self) -> bool {
+        self.quantized.is_some()
     }
 }
 
@@ -453,6 +463,7 @@ impl GpuBackend {
             cols,
             pool: self.pool.clone(),
             rope: Mutex::new(None),
+            quantized: None,
         })
     }
 
@@ -466,7 +477,14 @@ impl GpuBackend {
         norm: Option<gemv::Norm<'_>>,
     ) -> Result<GpuTensor> {
         Self::check_cols(x, gate.cols(), "matmul input")?;
-        let out = self.tensor("akari.glu", x.rows, gate.rows())?;
+        let mut out = self.tensor("akari.glu", x.rows, gate.rows())?;
+        // One token: write the output quantised too, for the down projection.
+        let quantized = if x.rows == 1 && gemv::quantizes_glu(&self.ctx, gate) {
+            let words = gate.rows() / 32 * gemv::QUANTIZED_BLOCK_WORDS;
+            Some(self.tensor("akari.glu.quantized", 1, words)?)
+        } else {
+            None
+        };
         self.record(None, |ctx, rec| {
             gemv::encode_tokens(
                 ctx,
@@ -474,11 +492,15 @@ impl GpuBackend {
                 gate,
                 x.buffer(),
                 norm,
-                Epilogue::Glu { up },
+                Epilogue::Glu {
+                    up,
+                    quantized: quantized.as_ref().map(GpuTensor::buffer),
+                },
                 out.buffer(),
                 x.rows,
             )
         })?;
+        out.quantized = quantized.map(Box::new);
         Ok(out)
     }
 
@@ -745,17 +767,15 @@ impl Backend for GpuBackend {
         if a.rows != x.rows {
             return Err(shape("residual rows", vec![x.rows], vec![a.rows]));
         }
+        x.quantized = None;
+        let epilogue = match &a.quantized {
+            Some(q) if a.rows == 1 && gemv::reads_quantized(&self.ctx, w) => {
+                Epilogue::AccumulateQuantized { input: q.buffer() }
+            }
+            _ => Epilogue::Accumulate,
+        };
         self.record(None, |ctx, rec| {
-            gemv::encode_tokens(
-                ctx,
-                rec,
-                w,
-                a.buffer(),
-                None,
-                Epilogue::Accumulate,
-                x.buffer(),
-                a.rows,
-            )
+            gemv::encode_tokens(ctx, rec, w, a.buffer(), None, epilogue, x.buffer(), a.rows)
         })
     }
 
@@ -783,6 +803,7 @@ impl Backend for GpuBackend {
     }
 
     fn rope(&self, x: &mut GpuTensor, heads: usize, rope: &GpuRope, pos: usize) -> Result<()> {
+        x.quantized = None;
         let t = &rope.table;
         let hd = 2 * t.half;
         if heads * hd != x.cols {
@@ -911,6 +932,7 @@ impl Backend for GpuBackend {
     }
 
     fn add_assign(&self, x: &mut GpuTensor, y: &GpuTensor) -> Result<()> {
+        x.quantized = None;
         self.settle(x)?;
         self.settle(y)?;
         Self::check_cols(y, x.cols, "residual")?;

@@ -3,6 +3,10 @@
 //! its own output. Each output row is computed by the same code over the same terms as in
 //! a GEMV of its own matrix, so the results must be bit for bit the same.
 //!
+//! And a one-token Q4_0 GLU writes its output quantised as well, which the down projection
+//! reads instead of quantising it again: within the rounding of 16-bit inputs of what it
+//! gives on the f32 output.
+//!
 //! Like the other GPU tests these need an adapter (lavapipe in CI) and fail without one.
 
 use akari_core::backend::Backend;
@@ -153,5 +157,81 @@ fn fused_projections_match_separate_ones() {
                 );
             }
         }
+    }
+}
+
+/// GLU (Q4_0, one token) then the down projection, reading the GLU's quantised output,
+/// against the same down projection of a plain copy of that output.
+#[test]
+fn down_projection_reads_the_glu_output_quantised() {
+    let be = GpuBackend::with_context(context());
+    let (hidden, inter) = (64, 128);
+    let q4 = |rows: usize, cols: usize, seed: u64| {
+        let bytes = quantized(QuantFormat::Q4_0, rows, cols, seed);
+        let m = be
+            .upload_matrix(Matrix {
+                format: QuantFormat::Q4_0,
+                rows,
+                cols,
+                bytes: Bytes::from_vec(bytes.clone()),
+            })
+            .expect("upload");
+        (m, bytes)
+    };
+    let (gate, _) = q4(inter, hidden, 60);
+    let (up, _) = q4(inter, hidden, 61);
+    let (down, down_bytes) = q4(hidden, inter, 62);
+    let norm = be.upload_vector(sample(hidden, 63)).expect("norm");
+    let table = be
+        .upload_matrix(Matrix {
+            format: QuantFormat::F32,
+            rows: 1,
+            cols: hidden,
+            bytes: Bytes::from_vec(f32_bytes(&sample(hidden, 64))),
+        })
+        .expect("table");
+    let x = be.embed(&table, &[0]).expect("x");
+    let glu = be
+        .norm_matmul_glu(&x, &norm, 1e-5, &gate, &up)
+        .expect("glu");
+    assert!(glu.has_quantized(), "the GLU wrote its output quantised");
+    let plain = be.last_row(&glu).expect("copy");
+    assert!(!plain.has_quantized());
+    let mut with_q = be.embed(&table, &[0]).expect("residual");
+    let mut with_f = be.embed(&table, &[0]).expect("residual");
+    be.matmul_add(&mut with_q, &glu, &down)
+        .expect("down, quantised input");
+    be.matmul_add(&mut with_f, &plain, &down)
+        .expect("down, f32 input");
+    let (got, want) = (
+        be.read(&with_q).expect("read"),
+        be.read(&with_f).expect("read"),
+    );
+    // Each input moves by at most half a step of its block (max |x| / 32767); the f32 path
+    // sums in another order.
+    let h = be.read(&plain).expect("read");
+    let rb = QuantFormat::Q4_0.row_bytes(inter);
+    let mut w = vec![0f32; inter];
+    for r in 0..hidden {
+        QuantFormat::Q4_0.dequantize_row(&down_bytes[r * rb..(r + 1) * rb], &mut w);
+        let mut bound = 0f64;
+        let mut terms = 0f64;
+        for (wb, hb) in w.chunks(32).zip(h.chunks(32)) {
+            let amax = hb.iter().fold(0f64, |m, v| m.max(f64::from(v.abs())));
+            let wsum: f64 = wb.iter().map(|v| f64::from(v.abs())).sum();
+            bound += amax / 65534.0 * wsum;
+            terms += wb
+                .iter()
+                .zip(hb)
+                .map(|(a, b)| f64::from(a * b).abs())
+                .sum::<f64>();
+        }
+        let err = f64::from((got[r] - want[r]).abs());
+        assert!(
+            err <= bound + 1e-5 * (terms + f64::from(want[r].abs())) + 1e-6,
+            "row {r}: {} vs {} (error {err:e}, bound {bound:e})",
+            got[r],
+            want[r]
+        );
     }
 }

@@ -288,7 +288,10 @@ fn fused_epilogues_match_the_reference() {
 
             let glu = ctx.f32_buffer("glu", tokens * rows).unwrap();
             let mut rec = Recording::new(ctx);
-            let epilogue = Epilogue::Glu { up: &u };
+            let epilogue = Epilogue::Glu {
+                up: &u,
+                quantized: None,
+            };
             encode_tokens(ctx, &mut rec, &w, &xb, None, epilogue, &glu, tokens).unwrap();
             let got_glu = ctx
                 .submit_and_read("glu", rec, &glu, tokens * rows)

@@ -53,7 +53,13 @@ fn run(
     let (ep, norm) = match epilogue {
         0 => (Epilogue::Store { bias: Some(&bias) }, None),
         1 => (Epilogue::Accumulate, None),
-        2 => (Epilogue::Glu { up: &u }, None),
+        2 => (
+            Epilogue::Glu {
+                up: &u,
+                quantized: None,
+            },
+            None,
+        ),
         _ => (
             Epilogue::Store { bias: None },
             Some(Norm {

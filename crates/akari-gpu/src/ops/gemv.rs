@@ -58,6 +58,8 @@ struct DotTuning {
     on: bool,
     lanes: u32,
     workgroups: u32,
+    /// Threads per row of the GEMV of a quantised input (`AKARI_GPU_Q4_DOTQ_LANES`).
+    quantized_lanes: u32,
 }
 
 fn dot_tuning() -> &'static DotTuning {
@@ -72,6 +74,9 @@ fn dot_tuning() -> &'static DotTuning {
             workgroups: var("AKARI_GPU_Q4_DOT_WORKGROUPS")
                 .filter(|&n| n > 0)
                 .unwrap_or(2048),
+            quantized_lanes: var("AKARI_GPU_Q4_DOTQ_LANES")
+                .filter(|n| n.is_power_of_two() && (1..=256).contains(n))
+                .unwrap_or(32),
         }
     })
 }
@@ -119,6 +124,7 @@ const ACCUMULATE: u32 = 2;
 const GLU: u32 = 4;
 const NORM: u32 = 8;
 const SPLIT: u32 = 16;
+const QUANTIZE_OUT: u32 = 32;
 
 /// RMS-normalise the input first (one-token GEMVs only, see [`fuses_norm`]).
 #[derive(Clone, Copy, Debug)]
@@ -130,6 +136,23 @@ pub struct Norm<'a> {
 /// Whether a one-token GEMV of `w` can normalise its input itself.
 pub fn fuses_norm(ctx: &GpuContext, w: &GpuMatrix) -> bool {
     decode_entry(ctx, w).is_some()
+}
+
+/// Words of one 32-value block of a quantised GLU output.
+pub const QUANTIZED_BLOCK_WORDS: usize = 18;
+
+/// Whether a one-token GLU of `gate` can write its output quantised as well.
+pub fn quantizes_glu(ctx: &GpuContext, gate: &GpuMatrix) -> bool {
+    dot_tuning().on
+        && decode_entry(ctx, gate) == Some("decode_q4_0")
+        && gate.cols() <= DOT_MAX_COLS
+        && gate.rows().is_multiple_of(32)
+        && gate.parts().len() == 1
+}
+
+/// Whether a one-token GEMV of `w` can read its input quantised by a GLU.
+pub fn reads_quantized(ctx: &GpuContext, w: &GpuMatrix) -> bool {
+    dot_tuning().on && decode_entry(ctx, w) == Some("decode_q4_0")
 }
 
 /// Whether a one-token GEMV of `w` can take [`Epilogue::Split`].
@@ -144,8 +167,17 @@ pub enum Epilogue<'a> {
     Store { bias: Option<&'a wgpu::Buffer> },
     /// `y += W·x`: the residual add fused into the matmul.
     Accumulate,
-    /// `y = silu(W·x) · (up·x)`: gate and up projections and the activation in one pass.
-    Glu { up: &'a GpuMatrix },
+    /// `y = silu(W·x) · (up·x)`: gate and up projections and the activation in one pass;
+    /// with `quantized` (one token, see [`quantizes_glu`]) y is also written there
+    /// quantised, [`QUANTIZED_BLOCK_WORDS`] words per 32 values, for
+    /// [`Epilogue::AccumulateQuantized`].
+    Glu {
+        up: &'a GpuMatrix,
+        quantized: Option<&'a wgpu::Buffer>,
+    },
+    /// `y += W·x` with x given quantised by a GLU (`input`; the f32 `x` still sizes the
+    /// call). One token, see [`reads_quantized`].
+    AccumulateQuantized { input: &'a wgpu::Buffer },
     /// `W·x (+ bias)` with W several matrices' rows one after another: rows `0..rows[0]` to
     /// y, `rows[0]..rows[1]` to `outputs[0]`, the rest to `outputs[1]`. One token, one-token
     /// kernel and an unsplit W only (see [`fuses_split`]).
@@ -154,6 +186,13 @@ pub enum Epilogue<'a> {
         rows: [usize; 2],
         outputs: [&'a wgpu::Buffer; 2],
     },
+}
+
+/// What a GEMV binds as its second buffer: GLU's up matrix, or an input given quantised.
+#[derive(Clone, Copy)]
+enum Second<'a> {
+    Matrix(&'a GpuMatrix),
+    Input(&'a wgpu::Buffer),
 }
 
 /// Workgroup counts covering `rows` workgroups, within the per-dimension limit.
@@ -213,6 +252,7 @@ pub fn encode_tokens(
     };
     need("y buffer length", y, tokens * y_rows)?;
     let mut split = None;
+    let mut quantized_out = None;
     let (flags, bias, w2) = match epilogue {
         Epilogue::Store { bias } => {
             if let Some(b) = bias {
@@ -243,7 +283,39 @@ pub fn encode_tokens(
             (flags, bias, None)
         }
         Epilogue::Accumulate => (ACCUMULATE, None, None),
-        Epilogue::Glu { up } => {
+        Epilogue::AccumulateQuantized { input } => {
+            if tokens != 1 || !reads_quantized(ctx, w) {
+                return Err(GpuError::Shape {
+                    op: OP,
+                    what: "GEMV of a quantised input (one token, Q4_0 one-token kernel)",
+                    expected: 1,
+                    got: tokens,
+                });
+            }
+            need(
+                "quantised input length",
+                input,
+                w.cols() / 32 * QUANTIZED_BLOCK_WORDS,
+            )?;
+            (ACCUMULATE, None, Some(Second::Input(input)))
+        }
+        Epilogue::Glu { up, quantized } => {
+            if let Some(q) = quantized {
+                if tokens != 1 || !quantizes_glu(ctx, w) {
+                    return Err(GpuError::Shape {
+                        op: OP,
+                        what: "GLU with a quantised output (one token, Q4_0 integer-dot kernel)",
+                        expected: 1,
+                        got: tokens,
+                    });
+                }
+                need(
+                    "quantised output length",
+                    q,
+                    w.rows() / 32 * QUANTIZED_BLOCK_WORDS,
+                )?;
+                quantized_out = Some(q);
+            }
             if up.rows() != w.rows() || up.cols() != w.cols() || up.format() != w.format() {
                 return Err(GpuError::Shape {
                     op: OP,
@@ -266,7 +338,13 @@ pub fn encode_tokens(
                     got: up.parts().len(),
                 });
             }
-            (GLU, None, Some(up))
+            let flags = GLU
+                | if quantized_out.is_some() {
+                    QUANTIZE_OUT
+                } else {
+                    0
+                };
+            (flags, None, Some(Second::Matrix(up)))
         }
     };
     let decode = if tokens == 1 {
@@ -276,11 +354,19 @@ pub fn encode_tokens(
     };
     // Q4_0 GEMVs that unpacking bounds take the integer-dot kernel (gemv_decode.wgsl).
     let glu = matches!(epilogue, Epilogue::Glu { .. });
-    let dot = decode == Some("decode_q4_0")
+    let quantized_in = matches!(epilogue, Epilogue::AccumulateQuantized { .. });
+    let dot = !quantized_in
+        && decode == Some("decode_q4_0")
         && dot_tuning().on
         && w.cols() <= DOT_MAX_COLS
         && (glu || w.rows() >= DOT_MIN_ROWS);
-    let decode = if dot { Some("decode_q4_0_dot") } else { decode };
+    let decode = if quantized_in {
+        Some("decode_q4_0_dotq")
+    } else if dot {
+        Some("decode_q4_0_dot")
+    } else {
+        decode
+    };
     if norm.is_some() && decode.is_none() {
         return Err(GpuError::Shape {
             op: OP,
@@ -295,7 +381,10 @@ pub fn encode_tokens(
     let gemm = decode.is_none() && tokens >= GEMM_MIN_TOKENS && w.cols().is_multiple_of(4);
     // One dispatch per part of a split matrix, each writing its rows at their offset.
     for (i, part) in w.parts().iter().enumerate() {
-        let w2 = w2.map(|up| &up.parts()[i].buffer);
+        let w2 = w2.map(|second| match second {
+            Second::Matrix(up) => &up.parts()[i].buffer,
+            Second::Input(b) => b,
+        });
         let rows = Rows {
             buffer: &part.buffer,
             first: part.first,
@@ -306,7 +395,12 @@ pub fn encode_tokens(
             encode_gemm(ctx, rec, w, &rows, x, (flags, bias, w2), y, tokens)?;
             continue;
         }
-        let lanes = if dot {
+        let lanes = if quantized_out.is_some() {
+            // One row group per block of the quantised output.
+            8
+        } else if quantized_in {
+            dot_tuning().quantized_lanes
+        } else if dot {
             dot_tuning().lanes
         } else {
             decode_lanes(w)
@@ -351,6 +445,7 @@ pub fn encode_tokens(
         let [split1, split2] = split.map_or([0, 0], |(r, _)| r.map(|v| v as u32));
         // Unused outputs get buffers of their own: writable bindings must not alias.
         let [y2, y3] = split.map_or([&ctx.spare_outputs[0], &ctx.spare_outputs[1]], |(_, o)| o);
+        let y2 = quantized_out.unwrap_or(y2);
         let decode_params = [&params[..], &[split1, split2]].concat();
         ctx.dispatch_with(
             rec,

@@ -51,7 +51,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> w2: array<u32>;
 @group(0) @binding(5) var<storage, read> norm: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> y2: array<f32>;
+// f32 values (split), or quantised blocks (`flags & 32`): u32 words either way.
+@group(0) @binding(6) var<storage, read_write> y2: array<u32>;
 @group(0) @binding(7) var<storage, read_write> y3: array<f32>;
 @group(0) @binding(8) var<uniform> params: Params;
 
@@ -60,6 +61,7 @@ const ACCUMULATE: u32 = 2u;
 const GLU: u32 = 4u;
 const NORM: u32 = 8u;
 const SPLIT: u32 = 16u;
+const QUANTIZE_OUT: u32 = 32u;
 
 // 1 / rms(x) when normalising (uniform across the workgroup).
 var<private> scale: f32;
@@ -315,7 +317,7 @@ fn finish(v: vec2<f32>, t: u32) {
             if (params.flags & SPLIT) == 0u || i < params.split1 {
                 y[i] = o;
             } else if i < params.split2 {
-                y2[i - params.split1] = o;
+                y2[i - params.split1] = bitcast<u32>(o);
             } else {
                 y3[i - params.split2] = o;
             }
@@ -484,15 +486,19 @@ fn q4_0_block(base: u32, b: u32) -> Q4Block {
     return Q4Block(select(shifted, vec4<u32>(a1, a2, a3, a4), odd), select(d.x, d.y, odd));
 }
 
-// d · dx · Σ (q − 8)·(256·hi + lo) for block j: nibbles `q` (byte i: inputs i and i + 16).
+// d · dx · Σ (q − 8)·(256·hi + lo) for block j of the input in `xq`, `xd`.
 fn block_dot(p: Q4Block, j: u32) -> f32 {
+    return block_dot_with(p, xq[j * 4u], xq[j * 4u + 1u], xq[j * 4u + 2u], xq[j * 4u + 3u], xd[j]);
+}
+
+// The same against one block of quantised input given as its words: low bytes of inputs
+// 0..16 and 16..32 (l0, l1), high bytes (h0, h1), and (dx, 8 · Σ (256·hi + lo)). Nibbles `q`:
+// byte i holds inputs i and i + 16.
+fn block_dot_with(p: Q4Block, l0: vec4<u32>, l1: vec4<u32>, h0: vec4<u32>, h1: vec4<u32>,
+                  x: vec2<f32>) -> f32 {
     let m = vec4<u32>(0x0f0f0f0fu);
     let ql = p.q & m;
     let qh = (p.q >> vec4<u32>(4u)) & m;
-    let l0 = xq[j * 4u];
-    let l1 = xq[j * 4u + 1u];
-    let h0 = xq[j * 4u + 2u];
-    let h1 = xq[j * 4u + 3u];
     let lo = dot4U8Packed(ql.x, l0.x) + dot4U8Packed(ql.y, l0.y) + dot4U8Packed(ql.z, l0.z)
         + dot4U8Packed(ql.w, l0.w) + dot4U8Packed(qh.x, l1.x) + dot4U8Packed(qh.y, l1.y)
         + dot4U8Packed(qh.z, l1.z) + dot4U8Packed(qh.w, l1.w);
@@ -500,7 +506,6 @@ fn block_dot(p: Q4Block, j: u32) -> f32 {
         + dot4I8Packed(ql.w, h0.w) + dot4I8Packed(qh.x, h1.x) + dot4I8Packed(qh.y, h1.y)
         + dot4I8Packed(qh.z, h1.z) + dot4I8Packed(qh.w, h1.w);
     let s = f32(bitcast<i32>(lo) + 256 * hi);
-    let x = xd[j];
     return p.d * x.x * (s - x.y);
 }
 
@@ -532,6 +537,7 @@ fn decode_q4_0_dot(@builtin(workgroup_id) wid: vec3<u32>,
     let stride = nwg.x * nwg.y;
     let groups = (params.n + ROWS - 1u) / ROWS;
     let glu = (params.flags & GLU) != 0u;
+    let quantize_out = (params.flags & QUANTIZE_OUT) != 0u;
     norm_scale(t);
     quantize_input(t);
     for (var g = first; g < groups; g += stride) {
@@ -540,6 +546,95 @@ fn decode_q4_0_dot(@builtin(workgroup_id) wid: vec3<u32>,
         if live {
             v = row_q4_0_dot(my_row, my_lane, glu);
         }
-        finish(v, t);
+        if quantize_out {
+            finish_quantized(v, t, g);
+        } else {
+            finish(v, t);
+        }
     }
+}
+
+// GLU's output quantised for the next GEMV (down), as `quantize_input` would: with ROWS = 32
+// (the Rust side sets LANES = 8), row group g is the next input's block g, so the workgroup
+// that computed it writes it to y2 as 18 words: low bytes of its 32 values (8 words), high
+// bytes (8 words), dx and 8 · Σ (256·hi + lo). The down GEMV then reads it as is
+// (`decode_q4_0_dotq`), with no quantisation of its own.
+var<workgroup> out_vals: array<f32, 32>;
+var<workgroup> out_q: array<i32, 32>;
+
+fn finish_quantized(v: vec2<f32>, t: u32, g: u32) {
+    partial[t] = v;
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if my_lane < s {
+            partial[t] += partial[t + s];
+        }
+        workgroupBarrier();
+    }
+    if my_lane == 0u {
+        var o = 0.0;
+        if live {
+            let r = partial[t];
+            o = r.x / (1.0 + exp(-r.x)) * r.y;
+            y[params.row0 + my_row] = o;
+        }
+        out_vals[t / LANES] = o;
+    }
+    workgroupBarrier();
+    if t < 32u {
+        var amax = 0.0;
+        for (var i = 0u; i < 32u; i++) {
+            amax = max(amax, abs(out_vals[i]));
+        }
+        let id = select(0.0, 32767.0 / amax, amax > 0.0);
+        out_q[t] = i32(round(out_vals[t] * id));
+        if t == 0u {
+            // dx goes out now; the sum once every value is quantised.
+            y2[g * 18u + 16u] = bitcast<u32>(amax / 32767.0);
+        }
+    }
+    workgroupBarrier();
+    if t < 8u {
+        let q = vec4<i32>(out_q[4u * t], out_q[4u * t + 1u], out_q[4u * t + 2u], out_q[4u * t + 3u]);
+        let p = split16(q);
+        y2[g * 18u + t] = p.x;
+        y2[g * 18u + 8u + t] = p.y;
+    } else if t == 8u {
+        var sum = 0;
+        for (var i = 0u; i < 32u; i++) {
+            sum += out_q[i];
+        }
+        y2[g * 18u + 17u] = bitcast<u32>(8.0 * f32(sum));
+    }
+    // `partial` and `out_vals` are written again by the next row group.
+    workgroupBarrier();
+}
+
+// A one-token Q4_0 GEMV whose input comes already quantised (by `finish_quantized`) in w2's
+// binding, 18 words a block: the down projection after GLU. No norm, no quantisation, no
+// workgroup memory but the final sums: every row reads the input blocks it needs directly.
+@compute @workgroup_size(WG)
+fn decode_q4_0_dotq(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) t: u32) {
+    // Binds what the other entry points bind (the layout is derived per entry point), though
+    // a quantised input has no norm to apply.
+    _ = &norm;
+    begin(wid, nwg, t);
+    var v = vec2<f32>(0.0);
+    which = 0u;
+    if live {
+        let base = my_row * (params.row_bytes >> 2u);
+        for (var b = my_lane; b < (params.k >> 5u); b += LANES) {
+            let p = q4_0_block(base, b);
+            let o = b * 18u;
+            let l0 = vec4<u32>(w2[o], w2[o + 1u], w2[o + 2u], w2[o + 3u]);
+            let l1 = vec4<u32>(w2[o + 4u], w2[o + 5u], w2[o + 6u], w2[o + 7u]);
+            let h0 = vec4<u32>(w2[o + 8u], w2[o + 9u], w2[o + 10u], w2[o + 11u]);
+            let h1 = vec4<u32>(w2[o + 12u], w2[o + 13u], w2[o + 14u], w2[o + 15u]);
+            let x = vec2<f32>(bitcast<f32>(w2[o + 16u]), bitcast<f32>(w2[o + 17u]));
+            v.x += block_dot_with(p, l0, l1, h0, h1, x);
+        }
+    }
+    finish(v, t);
 }
