@@ -289,10 +289,9 @@ fn stage_input(t: u32) {
     staged = stage;
 }
 
-// Sums the row's partial dot products (`v`: with W, and with W2 for GLU) and applies the
-// epilogue.
-fn finish(v: vec2<f32>, t: u32) {
-    let glu = (params.flags & GLU) != 0u;
+// Sums the row's partial dot products (`v`: with W, and with W2 for GLU) over its LANES
+// threads: the row's lane 0 finds the sums in partial[t].
+fn reduce_lanes(v: vec2<f32>, t: u32) {
     partial[t] = v;
     workgroupBarrier();
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
@@ -301,6 +300,12 @@ fn finish(v: vec2<f32>, t: u32) {
         }
         workgroupBarrier();
     }
+}
+
+// Sums the row's partial dot products and applies the epilogue.
+fn finish(v: vec2<f32>, t: u32) {
+    let glu = (params.flags & GLU) != 0u;
+    reduce_lanes(v, t);
     if my_lane == 0u && live {
         let r = partial[t];
         let i = params.row0 + my_row;
@@ -563,14 +568,7 @@ var<workgroup> out_vals: array<f32, 32>;
 var<workgroup> out_q: array<i32, 32>;
 
 fn finish_quantized(v: vec2<f32>, t: u32, g: u32) {
-    partial[t] = v;
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if my_lane < s {
-            partial[t] += partial[t + s];
-        }
-        workgroupBarrier();
-    }
+    reduce_lanes(v, t);
     if my_lane == 0u {
         var o = 0.0;
         if live {
