@@ -29,7 +29,9 @@
 //!   wgpu's objects are not `Send` there.
 //! - [`ops`]: the kernels, each WGSL file beside the Rust that dispatches it — GEMV for every
 //!   weight format with store/accumulate/GLU epilogues and a fused RMS norm, a one-token
-//!   GEMV on aligned words, embedding, RMS norm, rope (deferred into the KV store and the
+//!   GEMV on aligned words (q/k/v in one dispatch over a fused copy; Q4_0 gate/up, down and
+//!   vocabulary-sized matrices on integer dot products over 16-bit quantised inputs),
+//!   embedding, RMS norm, rope (deferred into the KV store and the
 //!   attention's query load), split (flash-decoding) attention with a combine pass,
 //!   elementwise ops, and token selection (the best `k` logits, penalised tokens set aside,
 //!   read back instead of the row). Tested against f64 references on a real Vulkan device
