@@ -24,7 +24,8 @@ const ATTENTION: Shader = Shader {
 /// The largest head size `attention.wgsl` handles (`MAX_HD`).
 pub const MAX_HEAD_DIM: usize = 256;
 
-/// The most chunks one decode row's attention is split into (flash-decoding).
+/// The most chunks one decode row's attention is split into (flash-decoding);
+/// `MAX_CHUNKS` in `attention_combine.wgsl` must match.
 pub const MAX_CHUNKS: usize = 32;
 
 /// Positions per chunk: a multiple of the kernel's 64-position tile.
