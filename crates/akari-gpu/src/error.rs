@@ -32,6 +32,13 @@ pub enum GpuError {
         expected: usize,
         got: usize,
     },
+    /// A kernel variant asked for where it does not apply (a caller's mistake: the
+    /// `fuses_*` / `*_quantized` checks in `ops::gemv` say where each applies).
+    #[error("{op}: {what}")]
+    NotApplicable {
+        op: &'static str,
+        what: &'static str,
+    },
     /// One binding would exceed the device's `maxStorageBufferBindingSize` (or `maxBufferSize`).
     #[error(
         "{what} needs {bytes} bytes in one binding; this device allows {limit} \

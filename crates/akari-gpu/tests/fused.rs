@@ -14,7 +14,7 @@ use akari_core::weights::{Bytes, Matrix};
 use akari_core::QuantFormat;
 use akari_gpu::ops::gemv::{encode_tokens, fuses_split, Epilogue, Norm};
 use akari_gpu::ops::Recording;
-use akari_gpu::{GpuBackend, GpuContext, GpuMatrix};
+use akari_gpu::{GpuBackend, GpuContext, GpuError, GpuMatrix};
 
 mod common;
 use common::{f32_bytes, quantized, sample};
@@ -232,6 +232,42 @@ fn down_projection_reads_the_glu_output_quantised() {
             "row {r}: {} vs {} (error {err:e}, bound {bound:e})",
             got[r],
             want[r]
+        );
+    }
+}
+
+/// The fused variants, asked for where they do not apply, are errors, not wrong results.
+#[test]
+fn fused_variants_refuse_what_they_cannot_do() {
+    let ctx = context();
+    let f16 = ctx
+        .upload_matrix_bytes(
+            QuantFormat::F16,
+            64,
+            COLS,
+            &quantized(QuantFormat::F16, 64, COLS, 70),
+        )
+        .expect("upload");
+    let x = ctx
+        .storage_buffer("x", &f32_bytes(&sample(2 * COLS, 71)))
+        .expect("x");
+    let y = ctx.f32_buffer("y", 2 * 64).expect("y");
+    let spare = ctx.f32_buffer("spare", 2 * 64).expect("spare");
+    let split = Epilogue::Split {
+        bias: None,
+        rows: [32, 48],
+        outputs: [&spare, &spare],
+    };
+    let quantized_input = Epilogue::AccumulateQuantized { input: &spare };
+    for (epilogue, tokens, what) in [
+        (split, 2, "a split GEMV of two tokens"),
+        (quantized_input, 1, "an f16 matrix on a quantised input"),
+    ] {
+        let mut rec = Recording::new(&ctx);
+        let r = encode_tokens(&ctx, &mut rec, &f16, &x, None, epilogue, &y, tokens);
+        assert!(
+            matches!(r, Err(GpuError::NotApplicable { .. })),
+            "{what}: {r:?}"
         );
     }
 }

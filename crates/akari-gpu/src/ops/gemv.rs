@@ -266,11 +266,10 @@ pub fn encode_tokens(
             outputs,
         } => {
             if tokens != 1 || !fuses_split(ctx, w) || rows[0] > rows[1] || rows[1] > w.rows() {
-                return Err(GpuError::Shape {
+                return Err(GpuError::NotApplicable {
                     op: OP,
-                    what: "split GEMV (one token, one-token kernel, rows in order)",
-                    expected: 1,
-                    got: tokens,
+                    what: "a split GEMV takes one token, an unsplit matrix with a one-token \
+                           kernel, and output rows in order",
                 });
             }
             if let Some(b) = bias {
@@ -285,11 +284,10 @@ pub fn encode_tokens(
         Epilogue::Accumulate => (ACCUMULATE, None, None),
         Epilogue::AccumulateQuantized { input } => {
             if tokens != 1 || !reads_quantized(ctx, w) {
-                return Err(GpuError::Shape {
+                return Err(GpuError::NotApplicable {
                     op: OP,
-                    what: "GEMV of a quantised input (one token, Q4_0 one-token kernel)",
-                    expected: 1,
-                    got: tokens,
+                    what: "a quantised input takes one token and a Q4_0 matrix with a \
+                           one-token kernel",
                 });
             }
             need(
@@ -302,11 +300,10 @@ pub fn encode_tokens(
         Epilogue::Glu { up, quantized } => {
             if let Some(q) = quantized {
                 if tokens != 1 || !quantizes_glu(ctx, w) {
-                    return Err(GpuError::Shape {
+                    return Err(GpuError::NotApplicable {
                         op: OP,
-                        what: "GLU with a quantised output (one token, Q4_0 integer-dot kernel)",
-                        expected: 1,
-                        got: tokens,
+                        what: "a quantised GLU output takes one token and unsplit Q4_0 \
+                               matrices of at most 4096 columns and a multiple of 32 rows",
                     });
                 }
                 need(
