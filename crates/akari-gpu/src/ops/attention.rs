@@ -1,7 +1,9 @@
-//! Attention with a KV cache: `kv_store.wgsl` appends the new keys and values to one
-//! layer's cache, `attention.wgsl` attends causally, one workgroup per (head, token), with
-//! an online softmax (no score buffer). Next: split long sequences over several workgroups
-//! and merge their partial softmaxes (flash-decoding).
+//! Attention with a KV cache. A prompt: `kv_store.wgsl` appends the new keys and values to
+//! one layer's cache, `attention.wgsl` attends causally, one workgroup per (head, token),
+//! with an online softmax (no score buffer). A decode step: `attention_decode.wgsl` attends
+//! the one row, split over the cache (flash-decoding), taking the new key and value as
+//! inputs and appending them itself (one dispatch fewer), and `attention_combine.wgsl`
+//! merges the chunks' partial softmaxes. Both share `attention_common.wgsl`.
 
 use super::{check_dim, Recording, Shader};
 use crate::{GpuContext, GpuError};
@@ -18,7 +20,18 @@ const COMBINE: Shader = Shader {
 
 const ATTENTION: Shader = Shader {
     name: "attention.wgsl",
-    source: include_str!("attention.wgsl"),
+    source: concat!(
+        include_str!("attention_common.wgsl"),
+        include_str!("attention.wgsl")
+    ),
+};
+
+const ATTENTION_DECODE: Shader = Shader {
+    name: "attention_decode.wgsl",
+    source: concat!(
+        include_str!("attention_common.wgsl"),
+        include_str!("attention_decode.wgsl")
+    ),
 };
 
 /// The largest head size `attention.wgsl` handles (`MAX_HD`).
@@ -88,6 +101,9 @@ pub fn encode(
         Some(t) => (t.half as u32, t.sin_off(), &t.buffer),
         None => (0, 0, &ctx.dummy),
     };
+    if d.rows == 1 {
+        return encode_decode(ctx, rec, b, d, (rope_half, sin_off, table));
+    }
     ctx.dispatch(
         rec,
         &KV_STORE,
@@ -102,50 +118,68 @@ pub fn encode(
         ],
         (gx, rows, 1),
     )?;
+    // Prompt rows: one chunk each, the rows give the parallelism.
     let heads = check_dim(ctx, "attention heads", d.heads)?;
-    let scale = 1.0 / (d.head_dim as f32).sqrt();
-    // One row (decode): split the cache so every SM gets work; prefill has parallelism in
-    // its rows already.
-    let (chunks, chunk_len) = if d.rows == 1 {
-        let n = d.pos + 1;
-        let len = n
-            .div_ceil(MAX_CHUNKS)
-            .next_multiple_of(MIN_CHUNK)
-            .max(MIN_CHUNK);
-        (n.div_ceil(len), len)
-    } else {
-        (1, d.max_seq)
-    };
-    let params = |chunk_len: usize| {
-        [
-            d.heads as u32,
-            d.kv_heads as u32,
-            d.head_dim as u32,
-            d.max_seq as u32,
-            chunk_len as u32,
-            scale.to_bits(),
-            rope_half,
-            sin_off,
-        ]
-    };
     let buffers = [b.q, b.k_cache, b.v_cache, b.out, b.scratch, b.step, table];
     ctx.dispatch(
         rec,
         &ATTENTION,
         "attention",
         &buffers,
-        &params(chunk_len),
-        (heads, rows, chunks as u32),
+        &params(&d, d.max_seq, rope_half, sin_off),
+        (heads, rows, 1),
+    )
+}
+
+/// The kernels' parameters, with `chunk_len` (positions per chunk, or for `combine` the
+/// number of chunks).
+fn params(d: &Dims, chunk_len: usize, rope_half: u32, sin_off: u32) -> [u32; 8] {
+    [
+        d.heads as u32,
+        d.kv_heads as u32,
+        d.head_dim as u32,
+        d.max_seq as u32,
+        chunk_len as u32,
+        (1.0 / (d.head_dim as f32).sqrt()).to_bits(),
+        rope_half,
+        sin_off,
+    ]
+}
+
+/// A decode step's attention: `attention_decode.wgsl` over the cache's chunks, storing the
+/// new key and value itself, then `combine` (even for one chunk: the kernel always writes
+/// partial results).
+fn encode_decode(
+    ctx: &GpuContext,
+    rec: &mut Recording,
+    b: &Buffers<'_>,
+    d: Dims,
+    (rope_half, sin_off, table): (u32, u32, &wgpu::Buffer),
+) -> Result<(), GpuError> {
+    let heads = check_dim(ctx, "attention heads", d.heads)?;
+    // Split the cache so every SM gets work.
+    let n = d.pos + 1;
+    let len = n
+        .div_ceil(MAX_CHUNKS)
+        .next_multiple_of(MIN_CHUNK)
+        .max(MIN_CHUNK);
+    let chunks = n.div_ceil(len);
+    ctx.dispatch(
+        rec,
+        &ATTENTION_DECODE,
+        "attention_decode",
+        &[
+            b.q, b.k, b.v, b.k_cache, b.v_cache, b.scratch, b.step, table,
+        ],
+        &params(&d, len, rope_half, sin_off),
+        (heads, 1, chunks as u32),
     )?;
-    if chunks > 1 {
-        ctx.dispatch(
-            rec,
-            &COMBINE,
-            "combine",
-            &[b.scratch, b.out],
-            &params(chunks),
-            (heads, 1, 1),
-        )?;
-    }
-    Ok(())
+    ctx.dispatch(
+        rec,
+        &COMBINE,
+        "combine",
+        &[b.scratch, b.out],
+        &params(&d, chunks, rope_half, sin_off),
+        (heads, 1, 1),
+    )
 }

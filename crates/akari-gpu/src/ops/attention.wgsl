@@ -17,21 +17,6 @@
 // tile, then each thread accumulates head_dim / WG output values over the tile.
 // head_dim ≤ MAX_HD and a multiple of 4.
 
-const WG: u32 = 64u;
-const MAX_HD: u32 = 256u;
-const PER_THREAD: u32 = 4u; // MAX_HD / WG
-
-struct Params {
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    max_seq: u32,
-    chunk_len: u32,
-    scale: f32,
-    rope_half: u32,
-    sin_off: u32,
-}
-
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k_cache: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> v_cache: array<f32>;
@@ -41,134 +26,17 @@ struct Params {
 @group(0) @binding(6) var<storage, read> table: array<f32>;
 @group(0) @binding(7) var<uniform> params: Params;
 
-var<workgroup> qs: array<vec4<f32>, 64>; // MAX_HD / 4
-var<workgroup> qf: array<f32, MAX_HD>;
-var<workgroup> probs: array<f32, WG>;
-var<workgroup> red: array<f32, WG>;
-
-fn reduce_max(t: u32, v: f32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if t < s {
-            red[t] = max(red[t], red[t + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum(t: u32, v: f32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if t < s {
-            red[t] += red[t + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
 @compute @workgroup_size(WG)
 fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) t: u32) {
     let h = wid.x;
     let r = wid.y;
     let c = wid.z;
-    let chunks = nwg.z;
-    let hd = params.head_dim;
-    let hd4 = hd / 4u;
-    let kvh = h / (params.heads / params.kv_heads);
-    let qo = (r * params.heads + h) * hd;
-    let half = params.rope_half;
-    for (var d = t; d < hd; d += WG) {
-        var v = q[qo + d];
-        if half > 0u {
-            let i = d % half;
-            let p = (step[0] + r) * half + i;
-            let c = table[p];
-            let s = table[params.sin_off + p];
-            let q0 = q[qo + i];
-            let q1 = q[qo + i + half];
-            v = select(q1 * c + q0 * s, q0 * c - q1 * s, d < half);
-        }
-        qf[d] = v;
-    }
-    workgroupBarrier();
-    for (var d = t; d < hd4; d += WG) {
-        qs[d] = vec4<f32>(qf[4u * d], qf[4u * d + 1u], qf[4u * d + 2u], qf[4u * d + 3u]);
-    }
-    workgroupBarrier();
-    let n = step[0] + r + 1u;
-    let start = c * params.chunk_len;
-    let end = min(n, start + params.chunk_len);
-    let cbase = kvh * params.max_seq * hd;
-    var m = -1e30;
-    var l = 0.0;
-    var acc: array<f32, PER_THREAD>;
-    for (var base = start; base < end; base += WG) {
-        let j = base + t;
-        var s = -1e30;
-        if j < end {
-            // Four independent sums keep four loads in flight (a warp issues in order).
-            var d0 = vec4<f32>(0.0);
-            var d1 = vec4<f32>(0.0);
-            var d2 = vec4<f32>(0.0);
-            var d3 = vec4<f32>(0.0);
-            let ko = (cbase + j * hd) / 4u;
-            var d = 0u;
-            for (; d + 4u <= hd4; d += 4u) {
-                d0 += qs[d] * k_cache[ko + d];
-                d1 += qs[d + 1u] * k_cache[ko + d + 1u];
-                d2 += qs[d + 2u] * k_cache[ko + d + 2u];
-                d3 += qs[d + 3u] * k_cache[ko + d + 3u];
-            }
-            for (; d < hd4; d++) {
-                d0 += qs[d] * k_cache[ko + d];
-            }
-            let dot = d0 + d1 + d2 + d3;
-            s = (dot.x + dot.y + dot.z + dot.w) * params.scale;
-        }
-        let new_m = max(m, reduce_max(t, s));
-        let corr = exp(m - new_m);
-        var e = 0.0;
-        if j < end {
-            e = exp(s - new_m);
-        }
-        probs[t] = e;
-        // The barriers inside make `probs` visible to every thread.
-        l = l * corr + reduce_sum(t, e);
-        let count = min(WG, end - base);
-        for (var i = 0u; i < PER_THREAD; i++) {
-            let d = t + i * WG;
-            if d < hd {
-                let vo = cbase + base * hd + d;
-                var a0 = 0.0;
-                var a1 = 0.0;
-                var a2 = 0.0;
-                var a3 = 0.0;
-                var jj = 0u;
-                for (; jj + 4u <= count; jj += 4u) {
-                    a0 += probs[jj] * v_cache[vo + jj * hd];
-                    a1 += probs[jj + 1u] * v_cache[vo + (jj + 1u) * hd];
-                    a2 += probs[jj + 2u] * v_cache[vo + (jj + 2u) * hd];
-                    a3 += probs[jj + 3u] * v_cache[vo + (jj + 3u) * hd];
-                }
-                for (; jj < count; jj++) {
-                    a0 += probs[jj] * v_cache[vo + jj * hd];
-                }
-                acc[i] = acc[i] * corr + (a0 + a1) + (a2 + a3);
-            }
-        }
-        m = new_m;
-        workgroupBarrier();
-    }
-    if chunks == 1u {
+    load_q(h, r, t);
+    attend(h, r, c, t);
+    if nwg.z == 1u {
+        let hd = params.head_dim;
+        let qo = (r * params.heads + h) * hd;
         for (var i = 0u; i < PER_THREAD; i++) {
             let d = t + i * WG;
             if d < hd {
@@ -177,16 +45,5 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         }
         return;
     }
-    // Partial result of this chunk (decode: one row). An empty chunk (past n) has l = 0.
-    let so = (h * chunks + c) * (hd + 2u);
-    for (var i = 0u; i < PER_THREAD; i++) {
-        let d = t + i * WG;
-        if d < hd {
-            scratch[so + d] = acc[i];
-        }
-    }
-    if t == 0u {
-        scratch[so + hd] = m;
-        scratch[so + hd + 1u] = l;
-    }
+    write_partial(h, c, nwg.z, t);
 }
