@@ -8,11 +8,12 @@
 // `rope_half` > 0 the query is rotated as it is loaded (rope.wgsl's rotation, fused).
 //
 // Dispatch `attention`: one workgroup of WG threads per (head = wid.x, row = wid.y,
-// chunk = wid.z). A chunk is `chunk_len` consecutive positions: decode splits a long cache
-// into chunks that run in parallel (flash-decoding), and `combine` (one workgroup per head)
-// merges their partial softmaxes; with one chunk the result is written directly.
-//
-// Within a chunk the softmax is computed online over tiles of WG positions (running max and
+// chunk = wid.z). A chunk is `chunk_len` consecutive positions; with one chunk (prompts:
+// the rows give the parallelism) the result is written directly, with several each writes
+// its partial softmax for `combine` (one workgroup per head) to merge. Decode, which splits
+// a long cache into chunks that run in parallel (flash-decoding), uses
+// attention_decode.wgsl. The method (attention_common.wgsl):
+// within a chunk the softmax is computed online over tiles of WG positions (running max and
 // sum, the accumulator rescaled when the max grows): each thread scores one position of the
 // tile, then each thread accumulates head_dim / WG output values over the tile.
 // head_dim ≤ MAX_HD and a multiple of 4.
