@@ -14,7 +14,7 @@ use akari_core::weights::{Bytes, Matrix};
 use akari_core::QuantFormat;
 use akari_gpu::ops::gemv::{encode_tokens, fuses_split, Epilogue, Norm};
 use akari_gpu::ops::Recording;
-use akari_gpu::{GpuBackend, GpuContext, GpuError, GpuMatrix};
+use akari_gpu::{GpuBackend, GpuContext, GpuError, GpuMatrix, GpuTensor};
 
 mod common;
 use common::{f32_bytes, quantized, sample};
@@ -37,6 +37,29 @@ const FORMATS: [QuantFormat; 4] = [
     QuantFormat::Q4_0,
     QuantFormat::Q4_1,
 ];
+
+/// `bytes` (`[rows, cols]` of `format`) on the backend.
+fn upload(
+    be: &GpuBackend,
+    format: QuantFormat,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+) -> GpuMatrix {
+    be.upload_matrix(Matrix {
+        format,
+        rows,
+        cols,
+        bytes: Bytes::from_vec(bytes),
+    })
+    .expect("upload")
+}
+
+/// A one-row activation holding `values` (an embedding lookup in an f32 table of one row).
+fn one_row(be: &GpuBackend, values: &[f32]) -> GpuTensor {
+    let table = upload(be, QuantFormat::F32, 1, values.len(), f32_bytes(values));
+    be.embed(&table, &[0]).expect("one row")
+}
 
 /// The split epilogue over a concatenated matrix, against one GEMV per matrix.
 #[test]
@@ -115,13 +138,13 @@ fn fused_projections_match_separate_ones() {
                 .iter()
                 .enumerate()
                 .map(|(i, &rows)| {
-                    be.upload_matrix(Matrix {
+                    upload(
+                        &be,
                         format,
                         rows,
-                        cols: COLS,
-                        bytes: Bytes::from_vec(quantized(format, rows, COLS, 30 + i as u64)),
-                    })
-                    .expect("upload")
+                        COLS,
+                        quantized(format, rows, COLS, 30 + i as u64),
+                    )
                 })
                 .collect();
             let biases: Vec<_> = ROWS
@@ -130,15 +153,7 @@ fn fused_projections_match_separate_ones() {
                 .map(|(i, &r)| be.upload_vector(sample(r, 40 + i as u64)).expect("bias"))
                 .collect();
             let norm = be.upload_vector(sample(COLS, 50)).expect("norm");
-            let table = be
-                .upload_matrix(Matrix {
-                    format: QuantFormat::F32,
-                    rows: 1,
-                    cols: COLS,
-                    bytes: Bytes::from_vec(f32_bytes(&sample(COLS, 51))),
-                })
-                .expect("table");
-            let x = be.embed(&table, &[0]).expect("x");
+            let x = one_row(&be, &sample(COLS, 51));
             let ws: Vec<_> = mats
                 .iter()
                 .zip(&biases)
@@ -168,37 +183,25 @@ fn down_projection_reads_the_glu_output_quantised() {
     let (hidden, inter) = (64, 128);
     let q4 = |rows: usize, cols: usize, seed: u64| {
         let bytes = quantized(QuantFormat::Q4_0, rows, cols, seed);
-        let m = be
-            .upload_matrix(Matrix {
-                format: QuantFormat::Q4_0,
-                rows,
-                cols,
-                bytes: Bytes::from_vec(bytes.clone()),
-            })
-            .expect("upload");
-        (m, bytes)
+        (
+            upload(&be, QuantFormat::Q4_0, rows, cols, bytes.clone()),
+            bytes,
+        )
     };
     let (gate, _) = q4(inter, hidden, 60);
     let (up, _) = q4(inter, hidden, 61);
     let (down, down_bytes) = q4(hidden, inter, 62);
     let norm = be.upload_vector(sample(hidden, 63)).expect("norm");
-    let table = be
-        .upload_matrix(Matrix {
-            format: QuantFormat::F32,
-            rows: 1,
-            cols: hidden,
-            bytes: Bytes::from_vec(f32_bytes(&sample(hidden, 64))),
-        })
-        .expect("table");
-    let x = be.embed(&table, &[0]).expect("x");
+    let residual = sample(hidden, 64);
+    let x = one_row(&be, &residual);
     let glu = be
         .norm_matmul_glu(&x, &norm, 1e-5, &gate, &up)
         .expect("glu");
     assert!(glu.has_quantized(), "the GLU wrote its output quantised");
     let plain = be.last_row(&glu).expect("copy");
     assert!(!plain.has_quantized());
-    let mut with_q = be.embed(&table, &[0]).expect("residual");
-    let mut with_f = be.embed(&table, &[0]).expect("residual");
+    let mut with_q = one_row(&be, &residual);
+    let mut with_f = one_row(&be, &residual);
     be.matmul_add(&mut with_q, &glu, &down)
         .expect("down, quantised input");
     be.matmul_add(&mut with_f, &plain, &down)

@@ -425,6 +425,8 @@ pub fn encode_tokens(
             (gx, gy)
         };
         let flags = flags | if norm.is_some() { NORM } else { 0 };
+        let [split1, split2] = split.map_or([0, 0], |(r, _)| r.map(|v| v as u32));
+        // gemv.wgsl takes the first eight; the decode kernels also the split rows.
         let params = [
             rows.count as u32,
             w.cols() as u32,
@@ -434,16 +436,16 @@ pub fn encode_tokens(
             norm.map_or(0, |n| n.eps.to_bits()),
             rows.first as u32,
             rows.total as u32,
+            split1,
+            split2,
         ];
         let (shader, entry, constants) = match decode {
             Some(entry) => (&DECODE, entry, vec![("LANES", lanes)]),
             None => (&SHADER, entry_point(w.format()), vec![]),
         };
-        let [split1, split2] = split.map_or([0, 0], |(r, _)| r.map(|v| v as u32));
         // Unused outputs get buffers of their own: writable bindings must not alias.
         let [y2, y3] = split.map_or([&ctx.spare_outputs[0], &ctx.spare_outputs[1]], |(_, o)| o);
         let y2 = quantized_out.unwrap_or(y2);
-        let decode_params = [&params[..], &[split1, split2]].concat();
         ctx.dispatch_with(
             rec,
             shader,
@@ -459,11 +461,7 @@ pub fn encode_tokens(
                 y2,
                 y3,
             ][..if decode.is_some() { 8 } else { 5 }],
-            if decode.is_some() {
-                &decode_params
-            } else {
-                &params
-            },
+            &params[..if decode.is_some() { 10 } else { 8 }],
             (gx, gy, gz),
         )?;
     }
