@@ -1,9 +1,12 @@
 //! Attention with a KV cache. A prompt: `kv_store.wgsl` appends the new keys and values to
 //! one layer's cache, `attention.wgsl` attends causally, one workgroup per (head, token),
 //! with an online softmax (no score buffer). A decode step: `attention_decode.wgsl` attends
-//! the one row, split over the cache (flash-decoding), taking the new key and value as
-//! inputs and appending them itself (one dispatch fewer), and `attention_combine.wgsl`
-//! merges the chunks' partial softmaxes. Both share `attention_common.wgsl`.
+//! the one row, taking the new key and value as inputs and appending them itself (one
+//! dispatch fewer); past a few hundred positions it splits the cache into chunks that run
+//! in parallel (flash-decoding) and `attention_combine.wgsl` merges their partial
+//! softmaxes. Both attention kernels share `attention_common.wgsl`.
+
+use std::sync::OnceLock;
 
 use super::{check_dim, Recording, Shader};
 use crate::{GpuContext, GpuError};
@@ -41,12 +44,15 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// `MAX_CHUNKS` in `attention_combine.wgsl` must match.
 pub const MAX_CHUNKS: usize = 32;
 
-/// Positions per chunk: a multiple of the kernel's 64-position tile.
+/// Positions per chunk: a multiple of the decode kernel's 64-position tile.
 const MIN_CHUNK: usize = 64;
+
+/// Threads a workgroup of `attention_decode.wgsl` and `attention_combine.wgsl` (`WG`).
+const DECODE_WG: u32 = 256;
 
 /// f32 values of the scratch buffer [`encode`] needs for `heads` heads of `head_dim`.
 pub fn scratch_len(heads: usize, head_dim: usize) -> usize {
-    heads * MAX_CHUNKS * (head_dim + 2)
+    heads * MAX_CHUNKS * (head_dim + 4)
 }
 
 /// Shapes of one attention call.
@@ -120,7 +126,7 @@ pub fn encode(
     )?;
     // Prompt rows: one chunk each, the rows give the parallelism.
     let heads = check_dim(ctx, "attention heads", d.heads)?;
-    let buffers = [b.q, b.k_cache, b.v_cache, b.out, b.scratch, b.step, table];
+    let buffers = [b.q, b.k_cache, b.v_cache, b.out, b.step, table];
     ctx.dispatch(
         rec,
         &ATTENTION,
@@ -146,9 +152,22 @@ fn params(d: &Dims, chunk_len: usize, rope_half: u32, sin_off: u32) -> [u32; 8] 
     ]
 }
 
+/// Positions up to which one workgroup a head attends to the whole cache, writing the result
+/// itself: below this, the parallel chunks and the `combine` dispatch after them cost more
+/// than one workgroup's walk over the tiles. `AKARI_GPU_ATTENTION_ONE_CHUNK` overrides it,
+/// for tuning.
+fn one_chunk_positions() -> usize {
+    static POSITIONS: OnceLock<usize> = OnceLock::new();
+    *POSITIONS.get_or_init(|| {
+        std::env::var("AKARI_GPU_ATTENTION_ONE_CHUNK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64)
+    })
+}
+
 /// A decode step's attention: `attention_decode.wgsl` over the cache's chunks, storing the
-/// new key and value itself, then `combine` (even for one chunk: the kernel always writes
-/// partial results).
+/// new key and value itself, then, with more than one chunk, `combine`.
 fn encode_decode(
     ctx: &GpuContext,
     rec: &mut Recording,
@@ -157,27 +176,43 @@ fn encode_decode(
     (rope_half, sin_off, table): (u32, u32, &wgpu::Buffer),
 ) -> Result<(), GpuError> {
     let heads = check_dim(ctx, "attention heads", d.heads)?;
-    // Split the cache so every SM gets work.
+    // The head size, fixed for the pipeline so the kernels' loops over it unroll.
+    let hd4 = (d.head_dim / 4) as u32;
+    let constants = [("HD4", hd4), ("GROUPS", DECODE_WG / hd4)];
     let n = d.pos + 1;
+    if n <= one_chunk_positions() {
+        return ctx.dispatch_with(
+            rec,
+            &ATTENTION_DECODE,
+            "attention_decode",
+            &constants,
+            &[b.q, b.k, b.v, b.k_cache, b.v_cache, b.out, b.step, table],
+            &params(&d, n, rope_half, sin_off),
+            (heads, 1, 1),
+        );
+    }
+    // Split the cache so every SM gets work.
     let len = n
         .div_ceil(MAX_CHUNKS)
         .next_multiple_of(MIN_CHUNK)
         .max(MIN_CHUNK);
     let chunks = n.div_ceil(len);
-    ctx.dispatch(
+    ctx.dispatch_with(
         rec,
         &ATTENTION_DECODE,
         "attention_decode",
+        &constants,
         &[
             b.q, b.k, b.v, b.k_cache, b.v_cache, b.scratch, b.step, table,
         ],
         &params(&d, len, rope_half, sin_off),
         (heads, 1, chunks as u32),
     )?;
-    ctx.dispatch(
+    ctx.dispatch_with(
         rec,
         &COMBINE,
         "combine",
+        &constants,
         &[b.scratch, b.out],
         &params(&d, chunks, rope_half, sin_off),
         (heads, 1, 1),

@@ -1,12 +1,21 @@
-// Merges the partial softmaxes that `attention.wgsl` wrote for each chunk of a decode row.
+// Merges the partial softmaxes that attention_decode.wgsl wrote for each chunk of a decode
+// row: out = Σ_c acc_c·e^(m_c − M) / Σ_c l_c·e^(m_c − M).
 //
-// Bindings: 0 scratch: [heads, chunks, head_dim + 2] (acc[head_dim], m, l per chunk),
-// 1 out: [heads · head_dim] (written), 2 params (`attention.wgsl`'s, with the number of
-// chunks in `chunk_len`).
+// Bindings: 0 scratch: [heads, chunks, head_dim] sums of values, then [heads, chunks, 4]
+// (m, l, 0, 0) (attention_decode.wgsl's layout), 1 out: [heads · head_dim] (written),
+// 2 params (attention_common.wgsl's, with the number of chunks in `chunk_len`).
+// Dispatch: one workgroup per head (wid.x).
+//
+// Like the decode kernel, built for latency: the head size is a pipeline constant and the
+// chunks (at most MAX_CHUNKS, as in attention.rs) are spread over GROUPS groups of HD4
+// threads, so each thread's few loads are independent and in flight together. (A loop
+// over the chunks, one after another, was a chain of 17 to 32 loads: 20 µs a layer at
+// 2048 positions on an H100.)
 
-const WG: u32 = 64u;
-const PER_THREAD: u32 = 4u; // MAX_HD / WG
+const WG: u32 = 256u;
+const MAX_CHUNKS: u32 = 32u;
 
+// attention_common.wgsl's, which this file does not include (it needs no rope).
 struct Params {
     heads: u32,
     kv_heads: u32,
@@ -14,59 +23,75 @@ struct Params {
     max_seq: u32,
     chunk_len: u32,
     scale: f32,
-    _a: u32,
-    _b: u32,
+    rope_half: u32,
+    sin_off: u32,
 }
 
-@group(0) @binding(0) var<storage, read> scratch: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+// head_dim / 4, and WG / HD4.
+override HD4: u32 = 32u;
+override GROUPS: u32 = 8u;
+override PER_GROUP: u32 = (MAX_CHUNKS + GROUPS - 1u) / GROUPS;
+
+@group(0) @binding(0) var<storage, read> scratch: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> params: Params;
 
-// Each chunk's max and sum, loaded once by the workgroup (at most MAX_CHUNKS, as in
-// attention.rs), so the loop over chunks below issues only independent loads: with the
-// values read one chunk after another, a long cache's 17 or 32 chunks were a chain of
-// dependent loads.
-const MAX_CHUNKS: u32 = 32u;
-var<workgroup> ms: array<f32, MAX_CHUNKS>;
+// Each chunk's weight e^(m_c − M) (0 for an empty chunk) and sum.
+var<workgroup> ws: array<f32, MAX_CHUNKS>;
 var<workgroup> ls: array<f32, MAX_CHUNKS>;
+var<workgroup> sums: array<vec4<f32>, WG>;
 
-// One row: out = Σ_c acc_c·e^(m_c − M) / Σ_c l_c·e^(m_c − M), over the chunks with l_c > 0
-// (an empty chunk, past the row's positions, has l = 0 and acc = 0).
-// Dispatch: one workgroup per head (wid.x); params.chunk_len holds the number of chunks.
 @compute @workgroup_size(WG)
 fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let h = wid.x;
-    let hd = params.head_dim;
     let chunks = min(params.chunk_len, MAX_CHUNKS);
-    for (var c = t; c < chunks; c += WG) {
-        let so = (h * chunks + c) * (hd + 2u);
-        ms[c] = scratch[so + hd];
-        ls[c] = scratch[so + hd + 1u];
+    let ml_base = params.heads * chunks * HD4 + h * chunks;
+    var m_c = -1e30;
+    var l_c = 0.0;
+    if t < chunks {
+        let ml = scratch[ml_base + t];
+        m_c = ml.x;
+        l_c = ml.y;
+        ls[t] = l_c;
+        // The max first: `ws` holds the chunks' maxima until every thread has read them.
+        ws[t] = select(-1e30, m_c, l_c > 0.0);
     }
     workgroupBarrier();
     var mx = -1e30;
-    for (var c = 0u; c < chunks; c++) {
-        if ls[c] > 0.0 {
-            mx = max(mx, ms[c]);
+    for (var c = 0u; c < MAX_CHUNKS; c++) {
+        if c < chunks {
+            mx = max(mx, ws[c]);
         }
     }
-    var total = 0.0;
-    var acc: array<f32, PER_THREAD>;
-    for (var c = 0u; c < chunks; c++) {
-        let f = select(0.0, exp(ms[c] - mx), ls[c] > 0.0);
-        total += ls[c] * f;
-        let so = (h * chunks + c) * (hd + 2u);
-        for (var i = 0u; i < PER_THREAD; i++) {
-            let d = t + i * WG;
-            if d < hd {
-                acc[i] += scratch[so + d] * f;
+    workgroupBarrier();
+    if t < chunks {
+        ws[t] = select(0.0, exp(m_c - mx), l_c > 0.0);
+    }
+    workgroupBarrier();
+    let g = t / HD4;
+    let dv = t % HD4;
+    if g < GROUPS {
+        var acc = vec4<f32>(0.0);
+        for (var r = 0u; r < PER_GROUP; r++) {
+            let c = g + r * GROUPS;
+            if c < chunks {
+                acc += ws[c] * scratch[(h * chunks + c) * HD4 + dv];
             }
         }
+        sums[t] = acc;
     }
-    for (var i = 0u; i < PER_THREAD; i++) {
-        let d = t + i * WG;
-        if d < hd {
-            out[h * hd + d] = acc[i] / total;
+    workgroupBarrier();
+    if t < HD4 {
+        var total = vec4<f32>(0.0);
+        for (var i = 0u; i < GROUPS; i++) {
+            total += sums[i * HD4 + t];
         }
+        var weight = 0.0;
+        for (var c = 0u; c < MAX_CHUNKS; c++) {
+            if c < chunks {
+                weight += ls[c] * ws[c];
+            }
+        }
+        out[h * HD4 + t] = total / weight;
     }
 }
