@@ -26,6 +26,7 @@ use akari_core::sampler::{Candidates, Selection};
 use akari_core::weights::Matrix;
 use akari_core::{Error, ModelConfig, QuantFormat, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Dispatches recorded before a partial submission (see the module docs). Overridable with
@@ -61,6 +62,36 @@ pub struct GpuTensor {
     /// 32), when the GLU that wrote them wrote that too; dropped by any op that changes
     /// the tensor.
     quantized: Option<Box<GpuTensor>>,
+    /// Split decode attention's partial results not yet merged into the tensor: the
+    /// GEMV that reads it merges them as it loads its input
+    /// ([`Epilogue::AccumulateCombined`]); any other use merges them first
+    /// ([`GpuBackend::settle`]).
+    combine: Mutex<Option<PendingCombine>>,
+}
+
+/// Partial results of a decode row's attention left in a cache's scratch buffer.
+#[derive(Clone, Debug)]
+struct PendingCombine {
+    scratch: wgpu::Buffer,
+    dims: attention::Dims,
+    chunks: usize,
+    /// The cache's count of attention calls, and its value when these were written: the
+    /// next call overwrites the scratch, after which merging would give garbage.
+    writes: Arc<AtomicU64>,
+    at: u64,
+}
+
+impl PendingCombine {
+    fn check(&self) -> Result<()> {
+        if self.writes.load(Ordering::Relaxed) != self.at {
+            return Err(Error::InvalidArgument(
+                "an attention output was used after a later attention call on the same \
+                 cache (its partial results are overwritten)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A rope to apply to a tensor: its tables, heads and position.
@@ -121,6 +152,8 @@ pub struct GpuKvCache {
     layers: Vec<(wgpu::Buffer, wgpu::Buffer)>,
     /// Partial results of split decode attention ([`attention::scratch_len`]).
     scratch: wgpu::Buffer,
+    /// Attention calls so far, which each overwrite `scratch` (see [`PendingCombine`]).
+    scratch_writes: Arc<AtomicU64>,
     max_seq: usize,
     heads: usize,
     kv_heads: usize,
@@ -464,6 +497,7 @@ impl GpuBackend {
             pool: self.pool.clone(),
             rope: Mutex::new(None),
             quantized: None,
+            combine: Mutex::new(None),
         })
     }
 
@@ -504,8 +538,15 @@ impl GpuBackend {
         Ok(out)
     }
 
-    /// Applies a rotation still pending on `t` (see [`GpuTensor`]).
+    /// Applies a rotation or merge still pending on `t` (see [`GpuTensor`]).
     fn settle(&self, t: &GpuTensor) -> Result<()> {
+        let combine = t.combine.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(c) = combine {
+            c.check()?;
+            self.record(None, |ctx, rec| {
+                attention::encode_combine(ctx, rec, &c.scratch, t.buffer(), c.dims, c.chunks)
+            })?;
+        }
         let pending = t.rope.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(p) = pending {
             self.record(Some(p.pos), |ctx, rec| {
@@ -595,6 +636,7 @@ impl Backend for GpuBackend {
         Ok(GpuKvCache {
             layers,
             scratch,
+            scratch_writes: Arc::new(AtomicU64::new(0)),
             max_seq,
             heads: cfg.num_heads,
             kv_heads: cfg.num_kv_heads,
@@ -761,12 +803,35 @@ impl Backend for GpuBackend {
 
     fn matmul_add(&self, x: &mut GpuTensor, a: &GpuTensor, w: &GpuMatrix) -> Result<()> {
         self.settle(x)?;
-        self.settle(a)?;
         Self::check_cols(a, w.cols(), "matmul input")?;
         Self::check_cols(x, w.rows(), "residual")?;
         if a.rows != x.rows {
             return Err(shape("residual rows", vec![x.rows], vec![a.rows]));
         }
+        // Attention partials the GEMV can merge as it loads them (the o projection).
+        let combine = {
+            let mut c = a.combine.lock().unwrap_or_else(|p| p.into_inner());
+            match &*c {
+                Some(p)
+                    if a.rows == 1 && gemv::folds_combine(&self.ctx, w, p.dims.heads, p.chunks) =>
+                {
+                    c.take()
+                }
+                _ => None,
+            }
+        };
+        if let Some(c) = combine {
+            c.check()?;
+            x.quantized = None;
+            let epilogue = Epilogue::AccumulateCombined {
+                chunks: c.chunks,
+                head_dim: c.dims.head_dim,
+            };
+            return self.record(None, |ctx, rec| {
+                gemv::encode_tokens(ctx, rec, w, &c.scratch, None, epilogue, x.buffer(), 1)
+            });
+        }
+        self.settle(a)?;
         x.quantized = None;
         let epilogue = match &a.quantized {
             Some(q) if a.rows == 1 && gemv::reads_quantized(&self.ctx, w) => {
@@ -903,10 +968,23 @@ impl Backend for GpuBackend {
             scratch: &cache.scratch,
             step: &self.step,
             rope: table,
+            defer_combine: true,
         };
+        let at = cache.scratch_writes.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut deferred = None;
         self.record(Some(pos), |ctx, rec| {
-            attention::encode(ctx, rec, &buffers, dims)
+            deferred = attention::encode(ctx, rec, &buffers, dims)?;
+            Ok(())
         })?;
+        if let Some(chunks) = deferred {
+            *out.combine.lock().unwrap_or_else(|p| p.into_inner()) = Some(PendingCombine {
+                scratch: cache.scratch.clone(),
+                dims,
+                chunks,
+                writes: cache.scratch_writes.clone(),
+                at,
+            });
+        }
         Ok(out)
     }
 

@@ -82,16 +82,22 @@ pub struct Buffers<'a> {
     pub step: &'a wgpu::Buffer,
     /// Rotate `q` and `k` (not yet rotated) with these tables on the way in.
     pub rope: Option<&'a super::rope::Table>,
+    /// Leave a split decode row's partial results in `scratch` for the caller to merge
+    /// (see [`encode`]).
+    pub defer_combine: bool,
 }
 
 /// Records the cache append of `k`, `v` (`[rows, kv_heads · head_dim]`) at `pos` and the
-/// attention of `q` over positions `0..=pos + r` into `out`.
+/// attention of `q` over positions `0..=pos + r` into `out`. With `defer_combine`, a decode
+/// row split into chunks leaves its partial results in `scratch` instead and returns the
+/// number of chunks: the caller merges them, by [`encode_combine`] or in the GEMV that
+/// reads the result (`gemv::Epilogue::AccumulateCombined`).
 pub fn encode(
     ctx: &GpuContext,
     rec: &mut Recording,
     b: &Buffers<'_>,
     d: Dims,
-) -> Result<(), GpuError> {
+) -> Result<Option<usize>, GpuError> {
     if d.head_dim > MAX_HEAD_DIM || !d.head_dim.is_multiple_of(4) {
         return Err(GpuError::Shape {
             op: "attention",
@@ -134,7 +140,8 @@ pub fn encode(
         &buffers,
         &params(&d, d.max_seq, rope_half, sin_off),
         (heads, rows, 1),
-    )
+    )?;
+    Ok(None)
 }
 
 /// The kernels' parameters, with `chunk_len` (positions per chunk, or for `combine` the
@@ -166,22 +173,26 @@ fn one_chunk_positions() -> usize {
     })
 }
 
+/// The head size, fixed for the decode pipelines so their loops over it unroll.
+fn decode_constants(d: &Dims) -> [(&'static str, u32); 2] {
+    let hd4 = (d.head_dim / 4) as u32;
+    [("HD4", hd4), ("GROUPS", DECODE_WG / hd4)]
+}
+
 /// A decode step's attention: `attention_decode.wgsl` over the cache's chunks, storing the
-/// new key and value itself, then, with more than one chunk, `combine`.
+/// new key and value itself, then, with more than one chunk, `combine` (unless deferred).
 fn encode_decode(
     ctx: &GpuContext,
     rec: &mut Recording,
     b: &Buffers<'_>,
     d: Dims,
     (rope_half, sin_off, table): (u32, u32, &wgpu::Buffer),
-) -> Result<(), GpuError> {
+) -> Result<Option<usize>, GpuError> {
     let heads = check_dim(ctx, "attention heads", d.heads)?;
-    // The head size, fixed for the pipeline so the kernels' loops over it unroll.
-    let hd4 = (d.head_dim / 4) as u32;
-    let constants = [("HD4", hd4), ("GROUPS", DECODE_WG / hd4)];
+    let constants = decode_constants(&d);
     let n = d.pos + 1;
     if n <= one_chunk_positions() {
-        return ctx.dispatch_with(
+        ctx.dispatch_with(
             rec,
             &ATTENTION_DECODE,
             "attention_decode",
@@ -189,7 +200,8 @@ fn encode_decode(
             &[b.q, b.k, b.v, b.k_cache, b.v_cache, b.out, b.step, table],
             &params(&d, n, rope_half, sin_off),
             (heads, 1, 1),
-        );
+        )?;
+        return Ok(None);
     }
     // Split the cache so every SM gets work.
     let len = n
@@ -208,13 +220,31 @@ fn encode_decode(
         &params(&d, len, rope_half, sin_off),
         (heads, 1, chunks as u32),
     )?;
+    if b.defer_combine {
+        return Ok(Some(chunks));
+    }
+    encode_combine(ctx, rec, b.scratch, b.out, d, chunks)?;
+    Ok(None)
+}
+
+/// Merges a decode row's partial results, `chunks` chunks in `scratch` (left there by
+/// [`encode`] with `defer_combine`), into `out`.
+pub fn encode_combine(
+    ctx: &GpuContext,
+    rec: &mut Recording,
+    scratch: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    d: Dims,
+    chunks: usize,
+) -> Result<(), GpuError> {
+    let heads = check_dim(ctx, "attention heads", d.heads)?;
     ctx.dispatch_with(
         rec,
         &COMBINE,
         "combine",
-        &constants,
-        &[b.scratch, b.out],
-        &params(&d, chunks, rope_half, sin_off),
+        &decode_constants(&d),
+        &[scratch, out],
+        &params(&d, chunks, 0, 0),
         (heads, 1, 1),
     )
 }

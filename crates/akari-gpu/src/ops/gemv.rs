@@ -125,6 +125,12 @@ const GLU: u32 = 4;
 const NORM: u32 = 8;
 const SPLIT: u32 = 16;
 const QUANTIZE_OUT: u32 = 32;
+const COMBINE: u32 = 64;
+
+/// Inputs `gemv_decode.wgsl` stages in workgroup memory (`4 · STAGE`).
+const STAGE_MAX_COLS: usize = 2048;
+/// (head, chunk) pairs of attention partials it merges at most (`MAX_PARTIALS`).
+const MAX_PARTIALS: usize = 512;
 
 /// RMS-normalise the input first (one-token GEMVs only, see [`fuses_norm`]).
 #[derive(Clone, Copy, Debug)]
@@ -155,6 +161,23 @@ pub fn reads_quantized(ctx: &GpuContext, w: &GpuMatrix) -> bool {
     dot_tuning().on && decode_entry(ctx, w) == Some("decode_q4_0")
 }
 
+/// Whether a one-token GEMV of `w` can take [`Epilogue::AccumulateCombined`] for partial
+/// results of `heads` heads in `chunks` chunks.
+pub fn folds_combine(ctx: &GpuContext, w: &GpuMatrix, heads: usize, chunks: usize) -> bool {
+    decode_entry(ctx, w).is_some()
+        && !takes_dot(w, false)
+        && w.cols() <= STAGE_MAX_COLS
+        && heads * chunks <= MAX_PARTIALS
+}
+
+/// Whether a one-token Q4_0 GEMV of `w` runs on integer dot products (`decode_q4_0_dot`).
+fn takes_dot(w: &GpuMatrix, glu: bool) -> bool {
+    w.format() == QuantFormat::Q4_0
+        && dot_tuning().on
+        && w.cols() <= DOT_MAX_COLS
+        && (glu || w.rows() >= DOT_MIN_ROWS)
+}
+
 /// Whether a one-token GEMV of `w` can take [`Epilogue::Split`].
 pub fn fuses_split(ctx: &GpuContext, w: &GpuMatrix) -> bool {
     decode_entry(ctx, w).is_some() && w.parts().len() == 1
@@ -178,6 +201,10 @@ pub enum Epilogue<'a> {
     /// `y += W·x` with x given quantised by a GLU (`input`; the f32 `x` still sizes the
     /// call). One token, see [`reads_quantized`].
     AccumulateQuantized { input: &'a wgpu::Buffer },
+    /// `y += W·x` with x the split decode attention's partial results in `chunks` chunks
+    /// of heads of `head_dim` (attention_decode.wgsl's scratch, given as `x`), merged as
+    /// the kernel stages its input. One token, see [`folds_combine`].
+    AccumulateCombined { chunks: usize, head_dim: usize },
     /// `W·x (+ bias)` with W several matrices' rows one after another: rows `0..rows[0]` to
     /// y, `rows[0]..rows[1]` to `outputs[0]`, the rest to `outputs[1]`. One token, one-token
     /// kernel and an unsplit W only (see [`fuses_split`]).
@@ -253,6 +280,7 @@ pub fn encode_tokens(
     need("y buffer length", y, tokens * y_rows)?;
     let mut split = None;
     let mut quantized_out = None;
+    let mut combined = None;
     let (flags, bias, w2) = match epilogue {
         Epilogue::Store { bias } => {
             if let Some(b) = bias {
@@ -282,6 +310,29 @@ pub fn encode_tokens(
             (flags, bias, None)
         }
         Epilogue::Accumulate => (ACCUMULATE, None, None),
+        Epilogue::AccumulateCombined { chunks, head_dim } => {
+            let heads = w.cols() / head_dim.max(1);
+            if tokens != 1
+                || chunks == 0
+                || head_dim % 4 != 0
+                || heads * head_dim != w.cols()
+                || !folds_combine(ctx, w, heads, chunks)
+            {
+                return Err(GpuError::NotApplicable {
+                    op: OP,
+                    what: "merging attention partials takes one token, a matrix with a \
+                           one-token kernel (not the integer-dot one) of at most 2048 \
+                           columns, whole heads and at most 512 (head, chunk) pairs",
+                });
+            }
+            need(
+                "attention partials length",
+                x,
+                heads * chunks * (head_dim + 4),
+            )?;
+            combined = Some([chunks as u32, (head_dim / 4) as u32]);
+            (ACCUMULATE | COMBINE, None, None)
+        }
         Epilogue::AccumulateQuantized { input } => {
             if tokens != 1 || !reads_quantized(ctx, w) {
                 return Err(GpuError::NotApplicable {
@@ -352,11 +403,7 @@ pub fn encode_tokens(
     // Q4_0 GEMVs that unpacking bounds take the integer-dot kernel (gemv_decode.wgsl).
     let glu = matches!(epilogue, Epilogue::Glu { .. });
     let quantized_in = matches!(epilogue, Epilogue::AccumulateQuantized { .. });
-    let dot = !quantized_in
-        && decode == Some("decode_q4_0")
-        && dot_tuning().on
-        && w.cols() <= DOT_MAX_COLS
-        && (glu || w.rows() >= DOT_MIN_ROWS);
+    let dot = !quantized_in && combined.is_none() && decode.is_some() && takes_dot(w, glu);
     let decode = if quantized_in {
         Some("decode_q4_0_dotq")
     } else if dot {
@@ -426,7 +473,9 @@ pub fn encode_tokens(
         };
         let flags = flags | if norm.is_some() { NORM } else { 0 };
         let [split1, split2] = split.map_or([0, 0], |(r, _)| r.map(|v| v as u32));
-        // gemv.wgsl takes the first eight; the decode kernels also the split rows.
+        let [chunks, hd4] = combined.unwrap_or([0, 0]);
+        // gemv.wgsl takes the first eight; the decode kernels also the split rows and the
+        // attention partials' shape.
         let params = [
             rows.count as u32,
             w.cols() as u32,
@@ -438,6 +487,8 @@ pub fn encode_tokens(
             rows.total as u32,
             split1,
             split2,
+            chunks,
+            hd4,
         ];
         let (shader, entry, constants) = match decode {
             Some(entry) => (&DECODE, entry, vec![("LANES", lanes)]),
@@ -461,7 +512,7 @@ pub fn encode_tokens(
                 y2,
                 y3,
             ][..if decode.is_some() { 8 } else { 5 }],
-            &params[..if decode.is_some() { 10 } else { 8 }],
+            &params[..if decode.is_some() { 12 } else { 8 }],
             (gx, gy, gz),
         )?;
     }

@@ -43,6 +43,9 @@ struct Params {
     // Where y2's and y3's rows begin, with `flags & 16`.
     split1: u32,
     split2: u32,
+    // With `flags & 64`: chunks of the attention's partial results, and head_dim / 4.
+    chunks: u32,
+    hd4: u32,
 }
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -62,6 +65,7 @@ const GLU: u32 = 4u;
 const NORM: u32 = 8u;
 const SPLIT: u32 = 16u;
 const QUANTIZE_OUT: u32 = 32u;
+const COMBINE: u32 = 64u;
 
 // 1 / rms(x) when normalising (uniform across the workgroup).
 var<private> scale: f32;
@@ -221,7 +225,7 @@ fn row_f16(row: u32, lane: u32) -> f32 {
         let v1 = unpack2x16float(wl(o + 1u));
         let v2 = unpack2x16float(wl(o + 2u));
         let v3 = unpack2x16float(wl(o + 3u));
-        acc += dot(vec4<f32>(v0, v1), xg(2u * g)) + dot(vec4<f32>(v2, v3), xg(2u * g + 1u));
+        acc += dot(vec4<f32>(v0, v1), xv(2u * g)) + dot(vec4<f32>(v2, v3), xv(2u * g + 1u));
     }
     return acc;
 }
@@ -277,16 +281,70 @@ fn norm_scale(t: u32) {
 fn stage_input(t: u32) {
     let stage = params.k <= 4u * STAGE;
     if stage {
-        for (var i = t; i < params.k / 4u; i += WG) {
-            var xi = x[i];
-            if normed {
-                xi *= norm[i] * scale;
+        if (params.flags & COMBINE) != 0u {
+            combine_input(t);
+        } else {
+            for (var i = t; i < params.k / 4u; i += WG) {
+                var xi = x[i];
+                if normed {
+                    xi *= norm[i] * scale;
+                }
+                xs[i] = xi;
             }
-            xs[i] = xi;
         }
         workgroupBarrier();
     }
     staged = stage;
+}
+
+// With `flags & 64` (combine; one token, staged, no norm) x is not the input but the split
+// decode attention's partial results (attention_decode.wgsl's scratch: per head and chunk
+// the sum of values, then (max, sum of exponents)), and staging merges them into the input
+// as attention_combine.wgsl would, which saves that dispatch. Every workgroup merges them
+// itself: a few loads from L2 next to its rows of W.
+const MAX_PARTIALS: u32 = 512u;
+// Per (head, chunk): (max, sum), then its weight e^(m − M) / Σ_c l_c·e^(m_c − M).
+var<workgroup> parts: array<vec2<f32>, MAX_PARTIALS>;
+
+fn combine_input(t: u32) {
+    let hd4 = params.hd4;
+    let chunks = params.chunks;
+    let heads = params.k / (4u * hd4);
+    let n = heads * chunks;
+    for (var i = t; i < n; i += WG) {
+        let ml = x[n * hd4 + i];
+        parts[i] = ml.xy;
+    }
+    workgroupBarrier();
+    if t < heads {
+        let first = t * chunks;
+        var mx = -1e30;
+        for (var c = 0u; c < chunks; c++) {
+            let p = parts[first + c];
+            if p.y > 0.0 {
+                mx = max(mx, p.x);
+            }
+        }
+        var total = 0.0;
+        for (var c = 0u; c < chunks; c++) {
+            let p = parts[first + c];
+            total += select(0.0, p.y * exp(p.x - mx), p.y > 0.0);
+        }
+        for (var c = 0u; c < chunks; c++) {
+            let p = parts[first + c];
+            parts[first + c].x = select(0.0, exp(p.x - mx) / total, p.y > 0.0);
+        }
+    }
+    workgroupBarrier();
+    for (var i = t; i < params.k / 4u; i += WG) {
+        let first = (i / hd4) * chunks;
+        let dv = i % hd4;
+        var acc = vec4<f32>(0.0);
+        for (var c = 0u; c < chunks; c++) {
+            acc += parts[first + c].x * x[(first + c) * hd4 + dv];
+        }
+        xs[i] = acc;
+    }
 }
 
 // Sums the row's partial dot products (`v`: with W, and with W2 for GLU) over its LANES
@@ -337,6 +395,10 @@ fn finish(v: vec2<f32>, t: u32) {
 fn decode_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) t: u32) {
     begin(wid, nwg, t);
+    // Staged only to merge attention partials (see stage_input).
+    if (params.flags & COMBINE) != 0u {
+        stage_input(t);
+    }
     var v = vec2<f32>(0.0);
     which = 0u;
     if live {
