@@ -159,12 +159,14 @@ fn gemv_q4_0() {
 }
 
 /// Vocabulary-sized Q4_0 matrices take the integer-dot kernel: one block, a row of 1536
-/// (DeepSeek-R1-Distill-Qwen-1.5B's width) and the longest row it takes.
+/// (DeepSeek-R1-Distill-Qwen-1.5B's width) and the longest row it takes (past the blocks a
+/// lane prefetches); and more row groups than workgroups, so each loops over several.
 #[test]
 fn gemv_q4_0_integer_dot() {
     for cols in [32, 1536, 4096] {
         check(QuantFormat::Q4_0, 16389, cols, true);
     }
+    check(QuantFormat::Q4_0, 2048 * 32 * 2 + 5, 64, true);
 }
 
 #[test]
