@@ -159,8 +159,8 @@ fn gemv_q4_0() {
 }
 
 /// Vocabulary-sized Q4_0 matrices take the integer-dot kernel: one block, a row of 1536
-/// (DeepSeek-R1-Distill-Qwen-1.5B's width) and the longest row it takes (past the blocks a
-/// lane prefetches); and more row groups than workgroups, so each loops over several.
+/// (DeepSeek-R1-Distill-Qwen-1.5B's width) and the longest row it takes; and more row
+/// groups than workgroups, so each loops over several.
 #[test]
 fn gemv_q4_0_integer_dot() {
     for cols in [32, 1536, 4096] {
