@@ -55,10 +55,12 @@ fn w4(fmt: u32, row: u32, k: u32) -> vec4<f32> {
     }
 }
 
-// The tiles, k-major: ws[kk · TM + row], xs[kk · TN + token], so a thread reads its four
-// rows (or tokens) side by side. 16 KiB together: WebGPU's default workgroup storage limit.
-var<workgroup> ws: array<f32, 2048>;
-var<workgroup> xs: array<f32, 2048>;
+// The tiles, k-major: value (kk, row) at ws[(kk · TM + row) / 4][row % 4], likewise xs by
+// token, so a thread reads its four rows (or tokens) as one vector load: four scalar
+// loads made the inner loop wait on workgroup memory. 16 KiB together: WebGPU's default
+// workgroup storage limit.
+var<workgroup> ws: array<vec4<f32>, 512>;
+var<workgroup> xs: array<vec4<f32>, 512>;
 
 fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
@@ -91,15 +93,13 @@ fn put4(tok: u32, row: u32, a: vec4<f32>, b: vec4<f32>, glu: bool) {
     put(tok + 3u, row, a.w, b.w, glu);
 }
 
-// Four rows' (or tokens') values at step kk of a tile.
+// Four rows' (or tokens') values at step kk of a tile; r a multiple of 4.
 fn ws4(kk: u32, r: u32) -> vec4<f32> {
-    let i = kk * TM + r;
-    return vec4<f32>(ws[i], ws[i + 1u], ws[i + 2u], ws[i + 3u]);
+    return ws[(kk * TM + r) / 4u];
 }
 
 fn xs4(kk: u32, c: u32) -> vec4<f32> {
-    let i = kk * TN + c;
-    return vec4<f32>(xs[i], xs[i + 1u], xs[i + 2u], xs[i + 3u]);
+    return xs[(kk * TN + c) / 4u];
 }
 
 fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
@@ -131,11 +131,12 @@ fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
                 let o = (tok0 + lr) * params.k + k;
                 xv = vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
             }
-            let kk = lk + h;
-            xs[kk * TN + lr] = xv.x;
-            xs[(kk + 1u) * TN + lr] = xv.y;
-            xs[(kk + 2u) * TN + lr] = xv.z;
-            xs[(kk + 3u) * TN + lr] = xv.w;
+            let i = (lk + h) * (TN / 4u) + lr / 4u;
+            let c = lr % 4u;
+            xs[i][c] = xv.x;
+            xs[i + TN / 4u][c] = xv.y;
+            xs[i + TN / 2u][c] = xv.z;
+            xs[i + 3u * TN / 4u][c] = xv.w;
         }
         for (var p = 0u; p < passes; p++) {
             which = p;
@@ -145,11 +146,12 @@ fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
                 if row0 + lr < params.n && k < params.k {
                     wv = w4(fmt, row0 + lr, k);
                 }
-                let kk = lk + h;
-                ws[kk * TM + lr] = wv.x;
-                ws[(kk + 1u) * TM + lr] = wv.y;
-                ws[(kk + 2u) * TM + lr] = wv.z;
-                ws[(kk + 3u) * TM + lr] = wv.w;
+                let i = (lk + h) * (TM / 4u) + lr / 4u;
+                let c = lr % 4u;
+                ws[i][c] = wv.x;
+                ws[i + TM / 4u][c] = wv.y;
+                ws[i + TM / 2u][c] = wv.z;
+                ws[i + 3u * TM / 4u][c] = wv.w;
             }
             workgroupBarrier();
             var s0 = vec4<f32>(0.0);
