@@ -2,9 +2,10 @@
 //! one layer's cache, `attention.wgsl` attends causally, one workgroup per (head, token),
 //! with an online softmax (no score buffer). A decode step: `attention_decode.wgsl` attends
 //! the one row, taking the new key and value as inputs and appending them itself (one
-//! dispatch fewer); past a few hundred positions it splits the cache into chunks that run
-//! in parallel (flash-decoding) and `attention_combine.wgsl` merges their partial
-//! softmaxes. Both attention kernels share `attention_common.wgsl`.
+//! dispatch fewer); past one tile (64 positions) it splits the cache into chunks that run
+//! in parallel (flash-decoding), and their partial softmaxes are merged by
+//! `attention_combine.wgsl` or, deferred, by the GEMV that reads the result. Both attention
+//! kernels share `attention_common.wgsl`.
 
 use std::sync::OnceLock;
 
@@ -160,9 +161,9 @@ fn params(d: &Dims, chunk_len: usize, rope_half: u32, sin_off: u32) -> [u32; 8] 
 }
 
 /// Positions up to which one workgroup a head attends to the whole cache, writing the result
-/// itself: below this, the parallel chunks and the `combine` dispatch after them cost more
-/// than one workgroup's walk over the tiles. `AKARI_GPU_ATTENTION_ONE_CHUNK` overrides it,
-/// for tuning.
+/// itself. One tile: past it, one workgroup's walk over the tiles costs more than parallel
+/// chunks and their merge (on an H100, 128 or 256 measured no better, and 512 much worse,
+/// at 128–400 positions). `AKARI_GPU_ATTENTION_ONE_CHUNK` overrides it, for tuning.
 fn one_chunk_positions() -> usize {
     static POSITIONS: OnceLock<usize> = OnceLock::new();
     *POSITIONS.get_or_init(|| {
