@@ -827,9 +827,14 @@ impl Backend for GpuBackend {
                 chunks: c.chunks,
                 head_dim: c.dims.head_dim,
             };
-            return self.record(None, |ctx, rec| {
+            let done = self.record(None, |ctx, rec| {
                 gemv::encode_tokens(ctx, rec, w, &c.scratch, None, epilogue, x.buffer(), 1)
             });
+            if done.is_err() {
+                // Still pending: a later use must merge the partials itself.
+                *a.combine.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+            }
+            return done;
         }
         self.settle(a)?;
         x.quantized = None;
