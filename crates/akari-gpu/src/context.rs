@@ -41,6 +41,8 @@ pub struct GpuContext {
     timeout: Duration,
     /// One-token GEMVs use `gemv_decode.wgsl` ([`GpuContext::set_decode_kernels`]).
     decode_kernels: bool,
+    /// Prompts use `gemm_soft.wgsl` ([`GpuContext::set_soft_gemm`]).
+    soft_gemm: bool,
     /// A lower size than the binding limit to split weight matrices at
     /// ([`GpuContext::set_matrix_binding_limit`]).
     matrix_limit: Option<u64>,
@@ -174,6 +176,7 @@ impl GpuContext {
             "GPU device ready"
         );
         let decode_kernels = decode_kernels_default(&caps);
+        let soft_gemm = soft_gemm_default(&caps);
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("akari.dummy"),
             size: 16,
@@ -200,6 +203,7 @@ impl GpuContext {
             lost,
             timeout: DEFAULT_TIMEOUT,
             decode_kernels,
+            soft_gemm,
             matrix_limit: std::env::var("AKARI_GPU_MATRIX_BINDING_LIMIT")
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -237,6 +241,18 @@ impl GpuContext {
 
     pub fn decode_kernels(&self) -> bool {
         self.decode_kernels
+    }
+
+    /// Whether prompts take the tiled GEMM built for software adapters (`gemm_soft.wgsl`:
+    /// fewer threads, larger patches, since there a barrier costs a switch of every
+    /// thread) rather than the GPU one. On by default on software adapters;
+    /// `AKARI_GPU_SOFT_GEMM=0|1` overrides natively, and tests run both.
+    pub fn set_soft_gemm(&mut self, on: bool) {
+        self.soft_gemm = on;
+    }
+
+    pub fn soft_gemm(&self) -> bool {
+        self.soft_gemm
     }
 
     /// The most bytes one buffer of a weight matrix takes: the device's binding limit
@@ -464,6 +480,14 @@ impl GpuContext {
         }
         *self.staging.lock().unwrap_or_else(|p| p.into_inner()) = Some(staging);
         Ok(out)
+    }
+}
+
+fn soft_gemm_default(caps: &GpuCaps) -> bool {
+    match std::env::var("AKARI_GPU_SOFT_GEMM").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => caps.software,
     }
 }
 

@@ -35,6 +35,20 @@ fn ctx() -> &'static GpuContext {
     })
 }
 
+/// A second context with the other tiled GEMM (`gemm.wgsl` or `gemm_soft.wgsl`) than the
+/// adapter's default, so both are tested on any adapter.
+fn ctx_other_gemm() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new() {
+        Ok(mut c) => {
+            c.set_decode_kernels(true);
+            c.set_soft_gemm(!ctx().soft_gemm());
+            c
+        }
+        Err(e) => panic!("no GPU device for the GPU tests: {e}"),
+    })
+}
+
 /// `W·x (+ bias)` on the dequantised rows, in f64, and Σ|W·x| per row (the scale that
 /// rounding errors grow with).
 fn reference(
@@ -218,10 +232,16 @@ fn rows_past_the_dispatch_limit_use_a_second_dimension() {
 
 /// The batched GEMV (one x row per token, several tokens per workgroup) and the tiled GEMM
 /// (from `GEMM_MIN_TOKENS` tokens; here over two token tiles and two row tiles, neither
-/// full) give each token what the one-token GEMV gives it, to f32 rounding.
+/// full; both tiled GEMMs) give each token what the one-token GEMV gives it, to f32
+/// rounding.
 #[test]
 fn tokens_in_one_dispatch_match_one_at_a_time() {
-    let ctx = ctx();
+    for ctx in [ctx(), ctx_other_gemm()] {
+        tokens_match_one_at_a_time(ctx);
+    }
+}
+
+fn tokens_match_one_at_a_time(ctx: &GpuContext) {
     for (format, (rows, tokens)) in QuantFormat::ALL
         .into_iter()
         .flat_map(|f| [(f, (13, 6)), (f, (70, 70))])
@@ -253,10 +273,15 @@ fn tokens_in_one_dispatch_match_one_at_a_time() {
 
 /// The fused epilogues against the f64 reference: `y += W·x` keeps what `y` held, and
 /// `silu(W·x)·(U·x)` is the gated MLP's activation, for one token (decode) and several
-/// (prefill), on shapes that are not multiples of the workgroup's rows.
+/// (prefill, both tiled GEMMs), on shapes that are not multiples of the workgroup's rows.
 #[test]
 fn fused_epilogues_match_the_reference() {
-    let ctx = ctx();
+    for ctx in [ctx(), ctx_other_gemm()] {
+        fused_epilogues_match(ctx);
+    }
+}
+
+fn fused_epilogues_match(ctx: &GpuContext) {
     for format in QuantFormat::ALL {
         // 96 columns are 3 blocks (the general kernel for Q4_0/Q8_0 at one token), 128 are 4
         // (the aligned-pair decode kernel).

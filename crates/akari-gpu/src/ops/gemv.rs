@@ -24,16 +24,27 @@ const SHADER: Shader = Shader {
     ),
 };
 
-/// Prompts of at least this many tokens use the tiled GEMM (`gemm.wgsl`).
+/// Prompts of at least this many tokens use the tiled GEMM (`gemm.wgsl`, or
+/// `gemm_soft.wgsl` on software adapters).
 pub const GEMM_MIN_TOKENS: usize = 8;
-/// W rows and tokens per GEMM workgroup; must match `TM` and `TN` in `gemm.wgsl`.
+/// W rows and tokens per GEMM workgroup; must match `TM` and `TN` in `gemm_common.wgsl`.
 const GEMM_TILE: u32 = 64;
 
 const GEMM: Shader = Shader {
     name: "gemm.wgsl",
     source: concat!(
         include_str!("matmul_common.wgsl"),
+        include_str!("gemm_common.wgsl"),
         include_str!("gemm.wgsl")
+    ),
+};
+
+const GEMM_SOFT: Shader = Shader {
+    name: "gemm_soft.wgsl",
+    source: concat!(
+        include_str!("matmul_common.wgsl"),
+        include_str!("gemm_common.wgsl"),
+        include_str!("gemm_soft.wgsl")
     ),
 };
 
@@ -560,9 +571,10 @@ fn encode_gemm(
         rows.first as u32,
         rows.total as u32,
     ];
+    let shader = if ctx.soft_gemm() { &GEMM_SOFT } else { &GEMM };
     ctx.dispatch(
         rec,
-        &GEMM,
+        shader,
         entry,
         &[
             rows.buffer,
