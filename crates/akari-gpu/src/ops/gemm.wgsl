@@ -33,12 +33,7 @@ fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
                 let o = (tok0 + lr) * params.k + k;
                 xv = vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
             }
-            let i = (lk + h) * (TN / 4u) + lr / 4u;
-            let c = lr % 4u;
-            xs[i][c] = xv.x;
-            xs[i + TN / 4u][c] = xv.y;
-            xs[i + TN / 2u][c] = xv.z;
-            xs[i + 3u * TN / 4u][c] = xv.w;
+            store_x(lk + h, lr, xv);
         }
         for (var p = 0u; p < passes; p++) {
             which = p;
@@ -48,12 +43,7 @@ fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
                 if row0 + lr < params.n && k < params.k {
                     wv = w4(fmt, row0 + lr, k);
                 }
-                let i = (lk + h) * (TM / 4u) + lr / 4u;
-                let c = lr % 4u;
-                ws[i][c] = wv.x;
-                ws[i + TM / 4u][c] = wv.y;
-                ws[i + TM / 2u][c] = wv.z;
-                ws[i + 3u * TM / 4u][c] = wv.w;
+                store_w(lk + h, lr, wv);
             }
             workgroupBarrier();
             var s0 = vec4<f32>(0.0);

@@ -91,6 +91,26 @@ fn put4(tok: u32, row: u32, a: vec4<f32>, b: vec4<f32>, glu: bool) {
     put(tok + 3u, row, a.w, b.w, glu);
 }
 
+// Stores W[row, k .. k + 4] (`v`, k at step kk of the block) into the tile: row r of it.
+fn store_w(kk: u32, r: u32, v: vec4<f32>) {
+    let i = kk * (TM / 4u) + r / 4u;
+    let c = r % 4u;
+    ws[i][c] = v.x;
+    ws[i + TM / 4u][c] = v.y;
+    ws[i + TM / 2u][c] = v.z;
+    ws[i + 3u * TM / 4u][c] = v.w;
+}
+
+// The same for X: token `tok` of the tile.
+fn store_x(kk: u32, tok: u32, v: vec4<f32>) {
+    let i = kk * (TN / 4u) + tok / 4u;
+    let c = tok % 4u;
+    xs[i][c] = v.x;
+    xs[i + TN / 4u][c] = v.y;
+    xs[i + TN / 2u][c] = v.z;
+    xs[i + 3u * TN / 4u][c] = v.w;
+}
+
 // Four rows' (or tokens') values at step kk of a tile; r a multiple of 4.
 fn ws4(kk: u32, r: u32) -> vec4<f32> {
     return ws[(kk * TM + r) / 4u];

@@ -28,12 +28,7 @@ fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
                 let o = (tok0 + t) * params.k + k;
                 xv = vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
             }
-            let i = h * (TN / 4u) + t / 4u;
-            let c = t % 4u;
-            xs[i][c] = xv.x;
-            xs[i + TN / 4u][c] = xv.y;
-            xs[i + TN / 2u][c] = xv.z;
-            xs[i + 3u * TN / 4u][c] = xv.w;
+            store_x(h, t, xv);
         }
         for (var p = 0u; p < passes; p++) {
             which = p;
@@ -43,12 +38,7 @@ fn run(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
                 if row0 + t < params.n && k < params.k {
                     wv = w4(fmt, row0 + t, k);
                 }
-                let i = h * (TM / 4u) + t / 4u;
-                let c = t % 4u;
-                ws[i][c] = wv.x;
-                ws[i + TM / 4u][c] = wv.y;
-                ws[i + TM / 2u][c] = wv.z;
-                ws[i + 3u * TM / 4u][c] = wv.w;
+                store_w(h, t, wv);
             }
             workgroupBarrier();
             var s: array<vec4<f32>, 16>;
