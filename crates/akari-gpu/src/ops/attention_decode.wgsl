@@ -7,9 +7,10 @@
 // Bindings: 0 q, 1 k, 2 v: this step's [heads or kv_heads · head_dim], 3 k_cache,
 // 4 v_cache (the new position written), 5 out, 6 step, 7 table, 8 params
 // (attention_common.wgsl's). With one chunk (`chunk_len` covers the cache) `out` is the
-// result [heads · head_dim]; with several it is the scratch that attention_combine.wgsl
-// merges: each (head, chunk)'s sum of values [heads, chunks, head_dim], then its (max, sum
-// of exponents, 0, 0) [heads, chunks, 4].
+// result [heads · head_dim]; with several it is the scratch that attention_combine.wgsl,
+// or the GEMV that reads the result (gemv_decode.wgsl's `combine_input`), merges: each
+// (head, chunk)'s sum of values [heads, chunks, head_dim], then its (max, sum of exponents,
+// 0, 0) [heads, chunks, 4].
 // Dispatch: one workgroup per (head = wid.x, chunk = wid.z).
 //
 // Built for latency, since a decode step's cache is small. The head size is a pipeline
