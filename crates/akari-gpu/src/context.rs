@@ -175,8 +175,8 @@ impl GpuContext {
             ?caps,
             "GPU device ready"
         );
-        let decode_kernels = decode_kernels_default(&caps);
-        let soft_gemm = soft_gemm_default(&caps);
+        let decode_kernels = env_switch("AKARI_GPU_DECODE_KERNELS", !caps.software);
+        let soft_gemm = env_switch("AKARI_GPU_SOFT_GEMM", caps.software);
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("akari.dummy"),
             size: 16,
@@ -483,18 +483,11 @@ impl GpuContext {
     }
 }
 
-fn soft_gemm_default(caps: &GpuCaps) -> bool {
-    match std::env::var("AKARI_GPU_SOFT_GEMM").as_deref() {
+/// `default`, unless the environment variable `name` is `0` or `1`.
+fn env_switch(name: &str, default: bool) -> bool {
+    match std::env::var(name).as_deref() {
         Ok("0") => false,
         Ok("1") => true,
-        _ => caps.software,
-    }
-}
-
-fn decode_kernels_default(caps: &GpuCaps) -> bool {
-    match std::env::var("AKARI_GPU_DECODE_KERNELS").as_deref() {
-        Ok("0") => false,
-        Ok("1") => true,
-        _ => !caps.software,
+        _ => default,
     }
 }

@@ -4,8 +4,9 @@
 //! the one row, taking the new key and value as inputs and appending them itself (one
 //! dispatch fewer); past one tile (64 positions) it splits the cache into chunks that run
 //! in parallel (flash-decoding), and their partial softmaxes are merged by
-//! `attention_combine.wgsl` or, deferred, by the GEMV that reads the result. Both attention
-//! kernels share `attention_common.wgsl`.
+//! `attention_combine.wgsl` or, deferred, by the GEMV that reads the result. The kernels
+//! share `attention_common.wgsl` (parameters), `attention_rope.wgsl` (the rotation of q and
+//! k) and, decode and combine, `attention_split.wgsl` (head size, merge of thread groups).
 
 use std::sync::OnceLock;
 
@@ -19,13 +20,18 @@ const KV_STORE: Shader = Shader {
 
 const COMBINE: Shader = Shader {
     name: "attention_combine.wgsl",
-    source: include_str!("attention_combine.wgsl"),
+    source: concat!(
+        include_str!("attention_common.wgsl"),
+        include_str!("attention_split.wgsl"),
+        include_str!("attention_combine.wgsl")
+    ),
 };
 
 const ATTENTION: Shader = Shader {
     name: "attention.wgsl",
     source: concat!(
         include_str!("attention_common.wgsl"),
+        include_str!("attention_rope.wgsl"),
         include_str!("attention.wgsl")
     ),
 };
@@ -34,6 +40,8 @@ const ATTENTION_DECODE: Shader = Shader {
     name: "attention_decode.wgsl",
     source: concat!(
         include_str!("attention_common.wgsl"),
+        include_str!("attention_rope.wgsl"),
+        include_str!("attention_split.wgsl"),
         include_str!("attention_decode.wgsl")
     ),
 };
@@ -48,7 +56,8 @@ pub const MAX_CHUNKS: usize = 32;
 /// Positions per chunk: a multiple of the decode kernel's 64-position tile.
 const MIN_CHUNK: usize = 64;
 
-/// Threads a workgroup of `attention_decode.wgsl` and `attention_combine.wgsl` (`WG`).
+/// Threads a workgroup of `attention_decode.wgsl` and `attention_combine.wgsl` (`WG` in
+/// `attention_split.wgsl`).
 const DECODE_WG: u32 = 256;
 
 /// f32 values of the scratch buffer [`encode`] needs for `heads` heads of `head_dim`.
@@ -192,35 +201,29 @@ fn encode_decode(
     let heads = check_dim(ctx, "attention heads", d.heads)?;
     let constants = decode_constants(&d);
     let n = d.pos + 1;
-    if n <= one_chunk_positions() {
-        ctx.dispatch_with(
-            rec,
-            &ATTENTION_DECODE,
-            "attention_decode",
-            &constants,
-            &[b.q, b.k, b.v, b.k_cache, b.v_cache, b.out, b.step, table],
-            &params(&d, n, rope_half, sin_off),
-            (heads, 1, 1),
-        )?;
-        return Ok(None);
-    }
-    // Split the cache so every SM gets work.
-    let len = n
-        .div_ceil(MAX_CHUNKS)
-        .next_multiple_of(MIN_CHUNK)
-        .max(MIN_CHUNK);
+    // One chunk writes the result itself; past that the cache is split so every SM gets
+    // work, and the chunks write partial results.
+    let len = if n <= one_chunk_positions() {
+        n
+    } else {
+        n.div_ceil(MAX_CHUNKS)
+            .next_multiple_of(MIN_CHUNK)
+            .max(MIN_CHUNK)
+    };
     let chunks = n.div_ceil(len);
+    let out = if chunks == 1 { b.out } else { b.scratch };
     ctx.dispatch_with(
         rec,
         &ATTENTION_DECODE,
         "attention_decode",
         &constants,
-        &[
-            b.q, b.k, b.v, b.k_cache, b.v_cache, b.scratch, b.step, table,
-        ],
+        &[b.q, b.k, b.v, b.k_cache, b.v_cache, out, b.step, table],
         &params(&d, len, rope_half, sin_off),
         (heads, 1, chunks as u32),
     )?;
+    if chunks == 1 {
+        return Ok(None);
+    }
     if b.defer_combine {
         return Ok(Some(chunks));
     }

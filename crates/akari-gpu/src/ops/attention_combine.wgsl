@@ -4,6 +4,7 @@
 // Bindings: 0 scratch: [heads, chunks, head_dim] sums of values, then [heads, chunks, 4]
 // (m, l, 0, 0) (attention_decode.wgsl's layout), 1 out: [heads · head_dim] (written),
 // 2 params (attention_common.wgsl's, with the number of chunks in `chunk_len`).
+// attention_split.wgsl gives the workgroup and the head size.
 // Dispatch: one workgroup per head (wid.x).
 //
 // Like the decode kernel, built for latency: the head size is a pipeline constant and the
@@ -12,24 +13,8 @@
 // over the chunks, one after another, was a chain of 17 to 32 loads: 20 µs a layer at
 // 2048 positions on an H100.)
 
-const WG: u32 = 256u;
 const MAX_CHUNKS: u32 = 32u;
 
-// attention_common.wgsl's, which this file does not include (it needs no rope).
-struct Params {
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    max_seq: u32,
-    chunk_len: u32,
-    scale: f32,
-    rope_half: u32,
-    sin_off: u32,
-}
-
-// head_dim / 4, and WG / HD4.
-override HD4: u32 = 32u;
-override GROUPS: u32 = 8u;
 override PER_GROUP: u32 = (MAX_CHUNKS + GROUPS - 1u) / GROUPS;
 
 @group(0) @binding(0) var<storage, read> scratch: array<vec4<f32>>;
@@ -39,7 +24,6 @@ override PER_GROUP: u32 = (MAX_CHUNKS + GROUPS - 1u) / GROUPS;
 // Each chunk's weight e^(m_c − M) (0 for an empty chunk) and sum.
 var<workgroup> ws: array<f32, MAX_CHUNKS>;
 var<workgroup> ls: array<f32, MAX_CHUNKS>;
-var<workgroup> sums: array<vec4<f32>, WG>;
 
 @compute @workgroup_size(WG)
 fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -70,22 +54,17 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     workgroupBarrier();
     let g = t / HD4;
     let dv = t % HD4;
+    var acc = vec4<f32>(0.0);
     if g < GROUPS {
-        var acc = vec4<f32>(0.0);
         for (var r = 0u; r < PER_GROUP; r++) {
             let c = g + r * GROUPS;
             if c < chunks {
                 acc += ws[c] * scratch[(h * chunks + c) * HD4 + dv];
             }
         }
-        sums[t] = acc;
     }
-    workgroupBarrier();
+    let total = group_total(acc, t);
     if t < HD4 {
-        var total = vec4<f32>(0.0);
-        for (var i = 0u; i < GROUPS; i++) {
-            total += sums[i * HD4 + t];
-        }
         var weight = 0.0;
         for (var c = 0u; c < MAX_CHUNKS; c++) {
             if c < chunks {

@@ -6,7 +6,8 @@
 //
 // Bindings: 0 q, 1 k, 2 v: this step's [heads or kv_heads · head_dim], 3 k_cache,
 // 4 v_cache (the new position written), 5 out, 6 step, 7 table, 8 params
-// (attention_common.wgsl's). With one chunk (`chunk_len` covers the cache) `out` is the
+// (attention_common.wgsl's; attention_split.wgsl gives the workgroup and the head size).
+// With one chunk (`chunk_len` covers the cache) `out` is the
 // result [heads · head_dim]; with several it is the scratch that attention_combine.wgsl,
 // or the GEMV that reads the result (gemv_decode.wgsl's `combine_input`), merges: each
 // (head, chunk)'s sum of values [heads, chunks, head_dim], then its (max, sum of exponents,
@@ -23,15 +24,11 @@
 // attention.wgsl does for prompts, made each tile a chain of dependent loads: 30 µs a
 // layer at 128 positions on an H100.)
 
-const WG: u32 = 256u;
 const TEAM: u32 = 4u;
 const TILE: u32 = 64u; // WG / TEAM
 const MAX_HD4: u32 = 64u; // head_dim ≤ 256
 
-// head_dim / 4, and WG / HD4; the loops below count from 0 to these, fixed numbers, so
-// they unroll.
-override HD4: u32 = 32u;
-override GROUPS: u32 = 8u;
+// The loops below count from 0 to these, fixed numbers, so they unroll.
 override PER_LANE: u32 = (HD4 + TEAM - 1u) / TEAM;
 override PER_GROUP: u32 = (TILE + GROUPS - 1u) / GROUPS;
 
@@ -52,8 +49,6 @@ var<workgroup> vn: array<vec4<f32>, MAX_HD4>;
 var<workgroup> part: array<f32, WG>;
 var<workgroup> scores: array<f32, TILE>;
 var<workgroup> ex: array<f32, TILE>;
-// Each group's sum of values, merged at the end.
-var<workgroup> sums: array<vec4<f32>, WG>;
 
 // Value `i` of the query (`of_q`) or the new key: WGSL passes no storage pointers to
 // functions.
@@ -169,15 +164,8 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
         workgroupBarrier();
     }
 
-    if g < GROUPS {
-        sums[t] = acc;
-    }
-    workgroupBarrier();
+    let total = group_total(acc, t);
     if t < HD4 {
-        var total = vec4<f32>(0.0);
-        for (var i = 0u; i < GROUPS; i++) {
-            total += sums[i * HD4 + t];
-        }
         if nwg.z == 1u {
             out[h * HD4 + t] = total / l;
         } else {

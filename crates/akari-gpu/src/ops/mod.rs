@@ -163,7 +163,8 @@ fn shader_checks() -> ShaderChecks {
 
 /// A kernel's WGSL from `$AKARI_GPU_KERNELS_FROM/<name>` when that file exists (natively),
 /// for trying a kernel's variants without rebuilding. The file holds the whole source the
-/// pipeline compiles (for the attention kernels, attention_common.wgsl's text included).
+/// pipeline compiles (with the files attention.rs and gemv.rs prepend, such as
+/// attention_common.wgsl, included).
 fn kernel_override(name: &str) -> Option<String> {
     if cfg!(target_arch = "wasm32") {
         return None;
