@@ -28,6 +28,8 @@ pub trait Backend: Send + Sync {
     type Vector: Send + Sync;
     type Rope: Send + Sync;
     type KvCache: Send;
+    /// A selection recorded and submitted but not yet read back ([`Backend::select_ahead`]).
+    type Selected: Send;
 
     fn name(&self) -> &'static str;
 
@@ -149,6 +151,32 @@ pub trait Backend: Send + Sync {
         async move { Ok(sel.select(&self.read_async(&x).await?)) }
     }
 
+    /// Whether this backend can leave a selection on the device and feed its best token to
+    /// the next step before reading it back ([`Backend::select_ahead`],
+    /// [`Backend::embed_selected`]): a greedy decode then records step N + 1 while the
+    /// device still runs step N, so the host's recording and the read-back's round trip
+    /// stop adding to every token.
+    fn runs_ahead(&self) -> bool {
+        false
+    }
+    /// Records and submits the selection `sel` asks for from the `[1, vocab]` logits `x`
+    /// (consumed), to be read with [`Backend::read_selected`]. Only where
+    /// [`Backend::runs_ahead`].
+    fn select_ahead(&self, _x: Self::Tensor, _sel: &Selection) -> Result<Self::Selected> {
+        Err(no_run_ahead(self.name()))
+    }
+    /// The embedding row of a pending selection's best token, without reading it back.
+    fn embed_selected(&self, _table: &Self::Matrix, _s: &Self::Selected) -> Result<Self::Tensor> {
+        Err(no_run_ahead(self.name()))
+    }
+    /// Waits for a pending selection and returns its candidates.
+    fn read_selected(&self, _s: Self::Selected) -> Result<Candidates> {
+        Err(no_run_ahead(self.name()))
+    }
+    /// [`Backend::read_selected`] without blocking (see [`Backend::read_async`]).
+    fn read_selected_async(&self, s: Self::Selected) -> impl Future<Output = Result<Candidates>> {
+        std::future::ready(self.read_selected(s))
+    }
     /// Drops work recorded but not yet run: a forward pass failed before its read, and
     /// what it left must not run later.
     fn discard(&self) {}
@@ -157,5 +185,13 @@ pub trait Backend: Send + Sync {
     /// than once per op.
     fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         f()
+    }
+}
+
+/// What the run-ahead methods of a backend without [`Backend::runs_ahead`] return.
+fn no_run_ahead(backend: &'static str) -> crate::Error {
+    crate::Error::Unsupported {
+        backend,
+        what: "a selection left on the device for the next step".into(),
     }
 }

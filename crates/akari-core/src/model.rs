@@ -51,6 +51,19 @@ pub struct Model<B: Backend> {
     pos: usize,
     /// Rows per forward pass; longer prompts are fed in chunks.
     chunk: usize,
+    /// The greedy step recorded ahead of the last read, where the backend runs ahead.
+    ahead: Option<Ahead<B>>,
+}
+
+/// A decode step recorded before its input was known on the host: the backend fed it the
+/// best token of the previous step's selection on the device ([`Backend::embed_selected`]).
+/// It stands for feeding `token` at `pos` with selection `sel`, and is used only if that is
+/// what comes next; otherwise the step that does come overwrites its cache entry.
+struct Ahead<B: Backend> {
+    selected: B::Selected,
+    pos: usize,
+    token: u32,
+    sel: Selection,
 }
 
 /// The object-safe face of a [`Model`], so callers need not be generic over the backend.
@@ -181,11 +194,17 @@ impl<B: Backend> Model<B> {
             max_seq,
             pos: 0,
             chunk: 256,
+            ahead: None,
         })
     }
 
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// Whether a greedy step is recorded ahead of the last read ([`Backend::runs_ahead`]).
+    pub fn has_step_ahead(&self) -> bool {
+        self.ahead.is_some()
     }
 
     /// Runs the decoder once over `tokens` placeholder tokens at position 0 and returns the
@@ -195,6 +214,7 @@ impl<B: Backend> Model<B> {
     /// token ids and positions the decoder passes and take them from graph inputs instead,
     /// so one trace serves every call with that many tokens. Other backends never need it.
     pub fn trace(&mut self, tokens: usize) -> Result<B::Tensor> {
+        self.ahead = None;
         let saved = self.pos;
         self.pos = 0;
         let out = self.forward_in_scope(&vec![0; tokens]);
@@ -204,15 +224,21 @@ impl<B: Backend> Model<B> {
 
     /// Runs `tokens` (at most one chunk) and returns the hidden state of the last one.
     fn step(&mut self, tokens: &[u32]) -> Result<B::Tensor> {
+        let x = self.backend.embed(&self.embed, tokens)?;
+        self.layers(x, tokens.len())
+    }
+
+    /// Runs the layers over `x`, the embeddings of the next `rows` tokens, and returns the
+    /// hidden state of the last one.
+    fn layers(&mut self, mut x: B::Tensor, rows: usize) -> Result<B::Tensor> {
         let be = &self.backend;
         let cfg = &self.cfg;
         // Longrope switches frequency sets by the length the sequence reaches, as
         // transformers does.
         let rope = match &self.rope_long {
-            Some((long, switch)) if self.pos + tokens.len() > *switch => long,
+            Some((long, switch)) if self.pos + rows > *switch => long,
             _ => &self.rope_short,
         };
-        let mut x = be.embed(&self.embed, tokens)?;
         for (i, l) in self.layers.iter().enumerate() {
             let [mut q, mut k, v]: [B::Tensor; 3] = be
                 .norm_matmul_many(
@@ -236,8 +262,74 @@ impl<B: Backend> Model<B> {
             let act = be.norm_matmul_glu(&x, &l.ffn_norm, cfg.rms_norm_eps, &l.gate, &l.up)?;
             be.matmul_add(&mut x, &act, &l.down)?;
         }
-        self.pos += tokens.len();
+        self.pos += rows;
         be.last_row(&x)
+    }
+
+    /// The logits of the hidden state `last`.
+    fn head(&self, last: &B::Tensor) -> Result<B::Tensor> {
+        let be = &self.backend;
+        let h = be.rms_norm(last, &self.norm, self.cfg.rms_norm_eps)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        be.matmul(&h, head, None)
+    }
+
+    /// Feeds `tokens` and leaves the greedy selection `sel` pending on the device: the step
+    /// recorded ahead, when it was for exactly this, or a forward pass recorded now.
+    fn select_pending(&mut self, tokens: &[u32], sel: &Selection) -> Result<B::Selected> {
+        if let Some(a) = self.ahead.take() {
+            if a.pos == self.pos && tokens == [a.token] && a.sel == *sel {
+                self.pos += 1;
+                return Ok(a.selected);
+            }
+        }
+        let backend = self.backend.clone();
+        let logits = self.record(tokens)?;
+        backend.select_ahead(logits, sel)
+    }
+
+    /// Records the next greedy step on the device's pick of `selected`, before it is read
+    /// back, when the cache has room for it; the position stays where it is. A failure
+    /// records nothing: the step will be run again once its token is known, and report it.
+    fn record_ahead(&mut self, selected: &B::Selected, sel: &Selection) -> Option<B::Selected> {
+        if self.pos >= self.max_seq {
+            return None;
+        }
+        let backend = self.backend.clone();
+        let pos = self.pos;
+        let logits = backend.embed_selected(&self.embed, selected).and_then(|x| {
+            backend.scope(|| {
+                let last = self.layers(x, 1)?;
+                self.head(&last)
+            })
+        });
+        self.pos = pos;
+        match logits.and_then(|logits| backend.select_ahead(logits, sel)) {
+            Ok(next) => Some(next),
+            Err(e) => {
+                tracing::debug!(error = %e, "no step recorded ahead");
+                backend.discard();
+                None
+            }
+        }
+    }
+
+    /// Keeps `next` (recorded ahead on the best token of `cands`) for the next call.
+    fn keep_ahead(&mut self, next: Option<B::Selected>, cands: &Candidates, sel: &Selection) {
+        self.ahead = next
+            .zip(cands.top.first())
+            .map(|(selected, &(token, _))| Ahead {
+                selected,
+                pos: self.pos,
+                token,
+                sel: sel.clone(),
+            });
+    }
+
+    /// Whether `sel` is plain greedy on a backend that runs ahead: the only case where the
+    /// next step's input is the device's best token, known before it is read back.
+    fn runs_ahead(&self, sel: &Selection) -> bool {
+        sel.k == 1 && sel.penalised.is_empty() && self.backend.runs_ahead()
     }
 }
 
@@ -274,8 +366,15 @@ impl<B: Backend> LanguageModel for Model<B> {
 
     fn forward_select(&mut self, tokens: &[u32], sel: &Selection) -> Result<Candidates> {
         let backend = self.backend.clone();
-        let logits = self.record(tokens)?;
-        backend.read_candidates(logits, sel)
+        if !self.runs_ahead(sel) {
+            let logits = self.record(tokens)?;
+            return backend.read_candidates(logits, sel);
+        }
+        let selected = self.select_pending(tokens, sel)?;
+        let next = self.record_ahead(&selected, sel);
+        let cands = backend.read_selected(selected)?;
+        self.keep_ahead(next, &cands, sel);
+        Ok(cands)
     }
 
     fn forward_select_async<'a>(
@@ -285,12 +384,20 @@ impl<B: Backend> LanguageModel for Model<B> {
     ) -> LocalFuture<'a, Result<Candidates>> {
         Box::pin(async move {
             let backend = self.backend.clone();
-            let logits = self.record(tokens)?;
-            backend.read_candidates_async(logits, sel).await
+            if !self.runs_ahead(sel) {
+                let logits = self.record(tokens)?;
+                return backend.read_candidates_async(logits, sel).await;
+            }
+            let selected = self.select_pending(tokens, sel)?;
+            let next = self.record_ahead(&selected, sel);
+            let cands = backend.read_selected_async(selected).await?;
+            self.keep_ahead(next, &cands, sel);
+            Ok(cands)
         })
     }
 
     fn truncate(&mut self, pos: usize) {
+        self.ahead = None;
         self.pos = self.pos.min(pos);
     }
 }
@@ -299,6 +406,8 @@ impl<B: Backend> Model<B> {
     /// [`Model::forward_in_scope`] inside the backend's scope; a failure discards what it
     /// recorded.
     fn record(&mut self, tokens: &[u32]) -> Result<B::Tensor> {
+        // Whatever was recorded ahead is not what comes next.
+        self.ahead = None;
         let backend = self.backend.clone();
         let logits = backend.scope(|| self.forward_in_scope(tokens));
         if logits.is_err() {
@@ -336,9 +445,6 @@ impl<B: Backend> Model<B> {
                 "forward needs at least one token".into(),
             ));
         };
-        let be = &self.backend;
-        let h = be.rms_norm(&last, &self.norm, self.cfg.rms_norm_eps)?;
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        be.matmul(&h, head, None)
+        self.head(&last)
     }
 }

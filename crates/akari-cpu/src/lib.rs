@@ -154,6 +154,8 @@ impl Backend for CpuBackend {
     type Vector = Vec<f32>;
     type Rope = RopeTables;
     type KvCache = KvCache;
+    /// Never made: this backend does not run ahead.
+    type Selected = std::convert::Infallible;
 
     fn name(&self) -> &'static str {
         "cpu"

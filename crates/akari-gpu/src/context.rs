@@ -399,13 +399,27 @@ impl GpuContext {
     async fn read_back<T>(
         &self,
         op: &'static str,
-        mut rec: Recording,
+        rec: Recording,
         src: &wgpu::Buffer,
         len: usize,
         word: fn([u8; 4]) -> T,
     ) -> Result<Vec<T>, GpuError> {
+        let read = self.submit_read(op, rec, src, len)?;
+        self.finish_read(read, word).await
+    }
+
+    /// Submits `rec` with a copy of the first `len` words of `src` into a read-back buffer,
+    /// and asks for that buffer's mapping; [`GpuContext::finish_read`] waits for it. Work
+    /// submitted in between runs first: the device is kept busy while the host waits.
+    pub fn submit_read(
+        &self,
+        op: &'static str,
+        mut rec: Recording,
+        src: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<PendingRead, GpuError> {
         let size = (len.max(1) * 4) as u64;
-        // Reuse the last read-back buffer when it fits; a concurrent read makes its own.
+        // Reuse the last read-back buffer when it fits; a read still pending makes its own.
         let reused = {
             let mut slot = self.staging.lock().unwrap_or_else(|p| p.into_inner());
             slot.take().filter(|b| b.size() == size)
@@ -435,12 +449,36 @@ impl GpuContext {
             "read submitted"
         );
         self.check(op)?;
-
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             // The receiver is dropped only when the caller gave up waiting.
             let _ = tx.send(r);
         });
+        Ok(PendingRead {
+            op,
+            staging,
+            index,
+            mapped: rx,
+            len,
+            profiled,
+        })
+    }
+
+    /// Waits (at most the context's timeout, natively) for a read from
+    /// [`GpuContext::submit_read`] and returns its words.
+    pub async fn finish_read<T>(
+        &self,
+        read: PendingRead,
+        word: fn([u8; 4]) -> T,
+    ) -> Result<Vec<T>, GpuError> {
+        let PendingRead {
+            op,
+            staging,
+            index,
+            mapped,
+            len,
+            profiled,
+        } = read;
         // Natively the map callback runs inside the poll that sees the submission finish;
         // the browser runs it from its event loop.
         #[cfg(not(target_arch = "wasm32"))]
@@ -460,10 +498,10 @@ impl GpuContext {
         #[cfg(target_arch = "wasm32")]
         let _ = index;
         // wgpu drops the callback unrun only when the device goes away.
-        let mapped = rx
+        let result = mapped
             .await
             .map_err(|_| GpuError::DeviceLost(format!("{op}: the read-back was abandoned")))?;
-        mapped.map_err(|source| GpuError::Map { op, source })?;
+        result.map_err(|source| GpuError::Map { op, source })?;
         self.check(op)?;
         let out = {
             let view = staging
@@ -481,6 +519,23 @@ impl GpuContext {
         *self.staging.lock().unwrap_or_else(|p| p.into_inner()) = Some(staging);
         Ok(out)
     }
+
+    /// Whether kernel timings are being taken (`AKARI_GPU_PROFILE`): they cover one
+    /// submission at a time, so reads must not overlap.
+    pub fn profiling(&self) -> bool {
+        self.profiler.is_some()
+    }
+}
+
+/// A read-back in flight ([`GpuContext::submit_read`]). Dropping it abandons the read.
+pub struct PendingRead {
+    op: &'static str,
+    staging: wgpu::Buffer,
+    index: wgpu::SubmissionIndex,
+    mapped: futures_channel::oneshot::Receiver<Result<(), wgpu::BufferAsyncError>>,
+    len: usize,
+    /// Timestamps resolved with it, when profiling.
+    profiled: usize,
 }
 
 /// `default`, unless the environment variable `name` is `0` or `1`.

@@ -260,6 +260,8 @@ impl Backend for WebNnBackend {
     type Vector = WeightVector;
     type Rope = RopeId;
     type KvCache = KvCache;
+    /// Never made: this backend does not run ahead.
+    type Selected = std::convert::Infallible;
 
     fn name(&self) -> &'static str {
         "webnn"
