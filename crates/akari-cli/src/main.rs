@@ -341,6 +341,8 @@ fn load(args: &ModelArgs) -> Result<Engine> {
         threads: args.threads,
         context: args.context,
         cpu_activations: args.activations,
+        // `AKARI_GPU_RUN_AHEAD=0|1` overrides the adapter's default.
+        gpu_run_ahead: None,
     };
     let mut on_progress = |p: Progress<'_>| {
         if p.total > 1 {
@@ -586,7 +588,7 @@ fn cmd_info(model: &ModelArgs, as_json: bool) -> Result<()> {
                 "kv_heads": c.num_kv_heads, "head_dim": c.head_dim, "vocab_size": c.vocab_size,
                 "intermediate_size": c.intermediate_size, "context_length": c.max_position_embeddings,
                 "tied_embeddings": c.tie_word_embeddings, "rope_scaling": format!("{:?}", c.rope_scaling),
-                "weights": formats, "weight_bytes": i.weight_bytes, "backend": i.backend,
+                "weights": formats, "weight_bytes": i.weight_bytes, "backend": i.backend, "run_ahead": i.run_ahead,
                 "stop_ids": engine.stop_ids(),
             })
         );

@@ -107,20 +107,37 @@ fn tiny_models_on_the_gpu_match_reference_logits() {
     assert!(failures.is_empty(), "mismatches:\n{}", failures.join("\n"));
 }
 
-/// The real SmolLM2 in f32 on both devices: greedy decoding must pick the same 32 tokens.
+/// The real SmolLM2 in f32 on both devices: greedy decoding must pick the same 32 tokens,
+/// with each step recorded ahead of the previous one's read (on GPUs by default, forced here
+/// on the software adapter) and without.
 #[test]
 fn smollm2_greedy_tokens_on_the_gpu_equal_the_cpu() {
     let prompt = "Write a short poem about the ocean.";
-    let run = |device: &str| smollm2_tokens(device, prompt, 32, &[]);
-    let cpu = run("cpu");
-    let gpu = run("gpu");
+    let cpu = smollm2_tokens("cpu", prompt, 32, &[]);
     assert_eq!(cpu.len(), 32, "the CPU reply should run to 32 tokens");
-    let same = cpu.iter().zip(&gpu).take_while(|(a, b)| a == b).count();
-    assert_eq!(gpu, cpu, "GPU and CPU tokens part ways after {same}");
+    for ahead in ["1", "0"] {
+        let gpu = smollm2_tokens_env("gpu", prompt, 32, &[], &[("AKARI_GPU_RUN_AHEAD", ahead)]);
+        let same = cpu.iter().zip(&gpu).take_while(|(a, b)| a == b).count();
+        assert_eq!(
+            gpu, cpu,
+            "GPU (running ahead: {ahead}) and CPU tokens part ways after {same}"
+        );
+    }
 }
 
 /// SmolLM2's tokens on `device` for `prompt`, with extra sampling flags.
 fn smollm2_tokens(device: &str, prompt: &str, tokens: usize, flags: &[&str]) -> Vec<u32> {
+    smollm2_tokens_env(device, prompt, tokens, flags, &[])
+}
+
+/// [`smollm2_tokens`] with extra environment variables.
+fn smollm2_tokens_env(
+    device: &str,
+    prompt: &str,
+    tokens: usize,
+    flags: &[&str],
+    envs: &[(&str, &str)],
+) -> Vec<u32> {
     let model = smollm2();
     let max = tokens.to_string();
     let mut args = vec![
@@ -137,7 +154,7 @@ fn smollm2_tokens(device: &str, prompt: &str, tokens: usize, flags: &[&str]) -> 
         "--json",
     ];
     args.extend_from_slice(flags);
-    let out = akari(&args).json();
+    let out = akari_env(&args, envs).json();
     eprintln!("{device} {flags:?}: {:?}", out["text"]);
     ids(&out["tokens"])
 }

@@ -94,6 +94,11 @@ pub trait LanguageModel: Send {
     ) -> LocalFuture<'a, Result<Candidates>> {
         Box::pin(async move { Ok(sel.select(&self.forward_async(tokens).await?)) })
     }
+    /// Whether greedy decode records each step before the previous one is read back
+    /// ([`Backend::runs_ahead`]).
+    fn runs_ahead(&self) -> bool {
+        false
+    }
     /// Forgets everything after the first `pos` tokens.
     fn truncate(&mut self, pos: usize);
     fn reset(&mut self) {
@@ -394,6 +399,10 @@ impl<B: Backend> LanguageModel for Model<B> {
             self.keep_ahead(next, &cands, sel);
             Ok(cands)
         })
+    }
+
+    fn runs_ahead(&self) -> bool {
+        self.backend.runs_ahead()
     }
 
     fn truncate(&mut self, pos: usize) {

@@ -28,6 +28,9 @@ pub struct LoadOptions {
     pub context: Option<usize>,
     /// How the CPU backend quantises activations for quantised weights.
     pub cpu_activations: Activations,
+    /// Whether greedy decode on the GPU records each step before the previous one is read
+    /// back; `None` leaves it to the adapter (on, except on software adapters).
+    pub gpu_run_ahead: Option<bool>,
 }
 
 /// Default cache size: enough for a long chat, small enough for any machine.
@@ -94,6 +97,9 @@ pub struct ModelInfo {
     /// Weights in the model (matrix elements plus norm and bias values).
     pub parameters: usize,
     pub context: usize,
+    /// Whether greedy decode records each step before the previous one is read back
+    /// ([`LoadOptions::gpu_run_ahead`]).
+    pub run_ahead: bool,
     pub metadata: Vec<(String, String)>,
 }
 
@@ -144,9 +150,10 @@ fn load_gpu(
     weights: akari_core::weights::ModelWeights,
     context: usize,
     gpu: Option<GpuContext>,
+    run_ahead: Option<bool>,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Box<dyn LanguageModel>, String)> {
-    let backend = match gpu {
+    let mut backend = match gpu {
         Some(ctx) => akari_gpu::GpuBackend::with_context(ctx),
         #[cfg(not(target_arch = "wasm32"))]
         None => akari_gpu::GpuBackend::new()?,
@@ -160,6 +167,9 @@ fn load_gpu(
             })
         }
     };
+    if let Some(on) = run_ahead {
+        backend.set_run_ahead(on);
+    }
     let backend_name = backend.description();
     progress(Progress {
         stage: "uploading weights",
@@ -176,6 +186,7 @@ fn load_gpu(
     _weights: akari_core::weights::ModelWeights,
     _context: usize,
     _gpu: Option<GpuContext>,
+    _run_ahead: Option<bool>,
     _progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(Box<dyn LanguageModel>, String)> {
     Err(Error::Unsupported {
@@ -456,7 +467,14 @@ impl Engine {
                 weights.take()
             };
             let w = w.ok_or_else(|| Error::InvalidArgument("weights already taken".into()))?;
-            match load_gpu(cfg.clone(), w, context, gpu_ctx, progress) {
+            match load_gpu(
+                cfg.clone(),
+                w,
+                context,
+                gpu_ctx,
+                opts.gpu_run_ahead,
+                progress,
+            ) {
                 Ok(m) => Some(m),
                 Err(e) if opts.device == Device::Auto => {
                     tracing::warn!("the GPU could not load the model, using the CPU: {e}");
@@ -509,6 +527,7 @@ impl Engine {
                 weight_bytes,
                 parameters,
                 context,
+                run_ahead: model.runs_ahead(),
                 metadata: src.metadata,
             },
             session: Session::new(model),

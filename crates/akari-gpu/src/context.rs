@@ -539,7 +539,7 @@ pub struct PendingRead {
 }
 
 /// `default`, unless the environment variable `name` is `0` or `1`.
-fn env_switch(name: &str, default: bool) -> bool {
+pub(crate) fn env_switch(name: &str, default: bool) -> bool {
     match std::env::var(name).as_deref() {
         Ok("0") => false,
         Ok("1") => true,

@@ -358,12 +358,14 @@ fn fused_norm_matches_the_reference() {
     use akari_gpu::ops::gemv::{fuses_norm, Norm};
     let ctx = ctx();
     let mut checked = 0;
-    // 128 columns: the input staged in workgroup memory; 2560: read from memory per row.
-    for (format, cols) in QuantFormat::ALL
+    // 128 columns: the input staged in workgroup memory; 2560: read from memory per row;
+    // Q4_0 with 16389 rows: the integer-dot kernel, which quantises the normalised input.
+    for (format, cols, rows) in QuantFormat::ALL
         .into_iter()
-        .flat_map(|f| [(f, 128), (f, 2560)])
+        .flat_map(|f| [(f, 128, 37), (f, 2560, 37)])
+        .chain([(QuantFormat::Q4_0, 1536, 16389)])
     {
-        let (rows, eps) = (37, 1e-5f32);
+        let eps = 1e-5f32;
         let wb = quantized(format, rows, cols, 31);
         let w = ctx.upload_matrix_bytes(format, rows, cols, &wb).unwrap();
         if !fuses_norm(ctx, &w) {

@@ -166,6 +166,9 @@ pub struct ModelInfo {
     /// What runs the model, e.g. `cpu (wasm simd128, …)` or `webnn (gpu)`, with a note when
     /// WebNN weights were dequantised at load.
     pub backend: String,
+    /// Whether greedy decode records each step before the previous token is read back (the
+    /// JS API's `runAhead` load option).
+    pub run_ahead: bool,
     /// The WebAssembly heap's size once the model is loaded (it never shrinks, so this is its
     /// peak so far); `None` outside WebAssembly.
     pub heap_bytes: Option<u64>,
@@ -230,11 +233,21 @@ pub fn check_device(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn load_options(dtype: &str, device_name: &str, context: Option<usize>) -> Result<LoadOptions> {
+/// What a load takes besides its files, dtype and device.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadSettings {
+    /// Tokens the KV cache holds; `None` for the engine's default.
+    pub context: Option<usize>,
+    /// [`LoadOptions::gpu_run_ahead`].
+    pub run_ahead: Option<bool>,
+}
+
+fn load_options(dtype: &str, device_name: &str, settings: LoadSettings) -> Result<LoadOptions> {
     Ok(LoadOptions {
         device: device(device_name)?,
         dtype: dtype.parse()?,
-        context,
+        context: settings.context,
+        gpu_run_ahead: settings.run_ahead,
         ..Default::default()
     })
 }
@@ -273,10 +286,10 @@ impl Chat {
         files: &MemoryFiles,
         dtype: &str,
         device_name: &str,
-        context: Option<usize>,
+        settings: LoadSettings,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Chat> {
-        let opts = load_options(dtype, device_name, context)?;
+        let opts = load_options(dtype, device_name, settings)?;
         let engine = Engine::load_memory(files, &opts, &mut |p: Progress<'_>| progress(p.stage))?;
         Ok(Chat::new(engine, files, None))
     }
@@ -287,13 +300,13 @@ impl Chat {
         files: &MemoryFiles,
         dtype: &str,
         device_name: &str,
-        context: Option<usize>,
+        settings: LoadSettings,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Chat> {
         if let Some(webnn) = WebNnDevice::from_name(device_name) {
             let opts = LoadOptions {
                 dtype: dtype.parse()?,
-                context,
+                context: settings.context,
                 ..Default::default()
             };
             let engine = Engine::load_memory_webnn(files, &opts, webnn, &mut |p: Progress<'_>| {
@@ -302,7 +315,7 @@ impl Chat {
             .await?;
             return Ok(Chat::new(engine, files, Some(device_name)));
         }
-        let opts = load_options(dtype, device_name, context)?;
+        let opts = load_options(dtype, device_name, settings)?;
         let engine =
             Engine::load_memory_async(files, &opts, &mut |p: Progress<'_>| progress(p.stage))
                 .await
@@ -330,6 +343,7 @@ impl Chat {
             parameters: i.parameters,
             context_length: i.context,
             backend: i.backend.clone(),
+            run_ahead: i.run_ahead,
             heap_bytes: heap_bytes(),
         };
         Chat {

@@ -12,7 +12,7 @@
 pub mod chat;
 
 use akari_engine::{ByteSource, FileData, MemoryFiles};
-use chat::{Chat, ChatError, ChatMessage, ChatOptions, ErrorCode};
+use chat::{Chat, ChatError, ChatMessage, ChatOptions, ErrorCode, LoadSettings};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -249,13 +249,15 @@ impl WebEngine {
 
 #[wasm_bindgen]
 impl WebEngine {
-    /// Loads the model in `files` (consumed). `dtype`, `device`: the JS API's names.
-    /// `progress(stage)` is called as loading goes on. Resolves to the engine.
+    /// Loads the model in `files` (consumed). `dtype`, `device`: the JS API's names;
+    /// `context`, `run_ahead`: the JS API's `context` and `runAhead` (`undefined` for the
+    /// defaults). `progress(stage)` is called as loading goes on. Resolves to the engine.
     pub async fn load(
         files: ModelFiles,
         dtype: String,
         device: String,
         context: Option<u32>,
+        run_ahead: Option<bool>,
         progress: js_sys::Function,
     ) -> Result<WebEngine, JsValue> {
         let files = files.into_memory();
@@ -267,7 +269,10 @@ impl WebEngine {
             &files,
             &dtype,
             &device,
-            context.map(|c| c as usize),
+            LoadSettings {
+                context: context.map(|c| c as usize),
+                run_ahead,
+            },
             &mut report,
         )
         .await

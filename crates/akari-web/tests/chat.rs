@@ -7,7 +7,7 @@ use akari_core::template::Message;
 use akari_core::weights::Bytes;
 use akari_core::Device;
 use akari_engine::{Engine, FileData, LoadOptions, MemoryFiles};
-use akari_web::chat::{Chat, ChatMessage, ChatOptions, Chunk, ErrorCode};
+use akari_web::chat::{Chat, ChatMessage, ChatOptions, Chunk, ErrorCode, LoadSettings};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -91,7 +91,8 @@ fn onnx_repository_in_memory_matches_the_engine_on_disk() {
     let dir = root().join("fixtures/onnx/llama");
     let files = memory_files(&dir);
     for dtype in ["q4", "fp32"] {
-        let mut chat = Chat::load(&files, dtype, "wasm", None, &mut |_| {}).unwrap();
+        let mut chat =
+            Chat::load(&files, dtype, "wasm", LoadSettings::default(), &mut |_| {}).unwrap();
         assert_eq!(chat.info().architecture, "llama");
         assert!(chat.info().parameters > 0);
         let (text, chunks) = run_steps(&mut chat, "hello there", 24);
@@ -114,7 +115,17 @@ fn gguf_in_memory_matches_the_engine_on_disk_and_cancel_ends_the_reply() {
     let path = root().join("fixtures/tiny/qwen2-q8_0/model.gguf");
     let bytes = Bytes::from_vec(std::fs::read(&path).unwrap());
     let files = MemoryFiles::new("tiny", [("model.gguf".to_string(), bytes)]);
-    let mut chat = Chat::load(&files, "auto", "auto", Some(128), &mut |_| {}).unwrap();
+    let mut chat = Chat::load(
+        &files,
+        "auto",
+        "auto",
+        LoadSettings {
+            context: Some(128),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
     let (text, _) = run_steps(&mut chat, "abc", 16);
     assert_eq!(
         text,
@@ -149,7 +160,7 @@ fn damaged_and_unsupported_inputs_give_coded_errors() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.truncate(bytes.len() / 2);
     let files = MemoryFiles::new("cut", [("model.gguf".to_string(), Bytes::from_vec(bytes))]);
-    let err = Chat::load(&files, "auto", "wasm", None, &mut |_| {})
+    let err = Chat::load(&files, "auto", "wasm", LoadSettings::default(), &mut |_| {})
         .err()
         .unwrap();
     assert_eq!(err.code, ErrorCode::Corrupt, "{}", err.message);
@@ -159,7 +170,7 @@ fn damaged_and_unsupported_inputs_give_coded_errors() {
         "junk",
         [("model.gguf".to_string(), Bytes::from_vec(vec![7; 64]))],
     );
-    let err = Chat::load(&junk, "auto", "wasm", None, &mut |_| {})
+    let err = Chat::load(&junk, "auto", "wasm", LoadSettings::default(), &mut |_| {})
         .err()
         .unwrap();
     assert_eq!(err.code, ErrorCode::Corrupt);
@@ -171,9 +182,15 @@ fn damaged_and_unsupported_inputs_give_coded_errors() {
             Bytes::from_vec(std::fs::read(&path).unwrap()),
         )],
     );
-    let err = Chat::load(&good, "auto", "webnn-npu", None, &mut |_| {})
-        .err()
-        .unwrap();
+    let err = Chat::load(
+        &good,
+        "auto",
+        "webnn-npu",
+        LoadSettings::default(),
+        &mut |_| {},
+    )
+    .err()
+    .unwrap();
     assert_eq!(err.code, ErrorCode::Unsupported);
     assert!(err.message.contains("WebNN"), "{}", err.message);
 }
@@ -233,7 +250,7 @@ fn a_file_that_shrinks_while_it_is_read_gives_a_readable_error() {
     let len = std::fs::metadata(&copy).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
     f.set_len(len / 2).unwrap();
-    let err = Chat::load(&files, "auto", "wasm", None, &mut |_| {})
+    let err = Chat::load(&files, "auto", "wasm", LoadSettings::default(), &mut |_| {})
         .err()
         .expect("a cut file must not load");
     assert!(

@@ -249,17 +249,69 @@ fn begin(wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
     norm_scale(t);
 }
 
+// The thread's share of the input times the norm weight, loaded once by `norm_scale` when it
+// normalises a row of at most 2 · WG units of 8 inputs: units t (h0, h1) and t + WG (h2,
+// h3). Staging and quantising take the input from here instead of loading it again: in a
+// one-token GEMV every load is a round trip to memory on the critical path.
+var<private> held: bool;
+var<private> h0: vec4<f32>;
+var<private> h1: vec4<f32>;
+var<private> h2: vec4<f32>;
+var<private> h3: vec4<f32>;
+
+// Inputs 8u + 4·half .. + 4 (vec4 2u + half), normalised when asked; with `held`, u is the
+// thread's own unit t or t + WG.
+fn xu(u: u32, half: u32, t: u32) -> vec4<f32> {
+    if held {
+        if u == t {
+            return select(h0, h1, half == 1u) * scale;
+        }
+        return select(h2, h3, half == 1u) * scale;
+    }
+    return xg(2u * u + half);
+}
+
+struct Unit {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    ss: f32,
+}
+
+// Unit u of the input times the norm weight, and the unit's sum of squares.
+fn unit_normed(u: u32) -> Unit {
+    let a = x[2u * u];
+    let b = x[2u * u + 1u];
+    return Unit(a * norm[2u * u], b * norm[2u * u + 1u], dot(a, a) + dot(b, b));
+}
+
 // 1 / rms(x) into `scale` when normalising.
 fn norm_scale(t: u32) {
     // The branch holds barriers, so it must test a value WGSL's uniformity analysis can see
     // is uniform: a private variable never counts as one.
     let norm_on = (params.flags & NORM) != 0u;
     normed = norm_on;
+    let units = params.k / 8u;
+    held = norm_on && params.k % 8u == 0u && units <= 2u * WG;
     if norm_on {
         var ss = 0.0;
-        for (var i = t; i < params.k / 4u; i += WG) {
-            let v = x[i];
-            ss += dot(v, v);
+        if held {
+            if t < units {
+                let p = unit_normed(t);
+                ss += p.ss;
+                h0 = p.a;
+                h1 = p.b;
+            }
+            if t + WG < units {
+                let p = unit_normed(t + WG);
+                ss += p.ss;
+                h2 = p.a;
+                h3 = p.b;
+            }
+        } else {
+            for (var i = t; i < params.k / 4u; i += WG) {
+                let v = x[i];
+                ss += dot(v, v);
+            }
         }
         partial[t] = vec2<f32>(ss, 0.0);
         workgroupBarrier();
@@ -283,6 +335,11 @@ fn stage_input(t: u32) {
     if stage {
         if (params.flags & COMBINE) != 0u {
             combine_input(t);
+        } else if held {
+            for (var u = t; u < params.k / 8u; u += WG) {
+                xs[2u * u] = xu(u, 0u, t);
+                xs[2u * u + 1u] = xu(u, 1u, t);
+            }
         } else {
             for (var i = t; i < params.k / 4u; i += WG) {
                 var xi = x[i];
@@ -499,7 +556,7 @@ fn block_max(j: u32) -> f32 {
 fn quantize_input(t: u32) {
     let units = params.k >> 3u;
     for (var u = t; u < units; u += WG) {
-        let m = max(abs(xg(2u * u)), abs(xg(2u * u + 1u)));
+        let m = max(abs(xu(u, 0u, t)), abs(xu(u, 1u, t)));
         qmax[u] = max(max(m.x, m.y), max(m.z, m.w));
     }
     workgroupBarrier();
@@ -507,8 +564,8 @@ fn quantize_input(t: u32) {
         let j = u >> 2u;
         let amax = block_max(j);
         let id = select(0.0, 32767.0 / amax, amax > 0.0);
-        let q0 = vec4<i32>(round(xg(2u * u) * id));
-        let q1 = vec4<i32>(round(xg(2u * u + 1u) * id));
+        let q0 = vec4<i32>(round(xu(u, 0u, t) * id));
+        let q1 = vec4<i32>(round(xu(u, 1u, t) * id));
         let s = q0 + q1;
         qsum[u] = s.x + s.y + s.z + s.w;
         let p0 = split16(q0);
