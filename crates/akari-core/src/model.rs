@@ -55,15 +55,15 @@ pub struct Model<B: Backend> {
     ahead: Option<Ahead<B>>,
 }
 
-/// A decode step recorded before its input was known on the host: the backend fed it the
-/// best token of the previous step's selection on the device ([`Backend::embed_selected`]).
-/// It stands for feeding `token` at `pos` with selection `sel`, and is used only if that is
-/// what comes next; otherwise the step that does come overwrites its cache entry.
+/// A greedy decode step recorded before its input was known on the host: the backend fed
+/// it the best token of the previous step's selection on the device
+/// ([`Backend::embed_selected`]). It stands for feeding `token` at `pos`, and is used only if
+/// that is what comes next (with a greedy selection, the only kind that runs ahead);
+/// otherwise the step that does come overwrites its cache entry.
 struct Ahead<B: Backend> {
     selected: B::Selected,
     pos: usize,
     token: u32,
-    sel: Selection,
 }
 
 /// The object-safe face of a [`Model`], so callers need not be generic over the backend.
@@ -283,7 +283,7 @@ impl<B: Backend> Model<B> {
     /// recorded ahead, when it was for exactly this, or a forward pass recorded now.
     fn select_pending(&mut self, tokens: &[u32], sel: &Selection) -> Result<B::Selected> {
         if let Some(a) = self.ahead.take() {
-            if a.pos == self.pos && tokens == [a.token] && a.sel == *sel {
+            if a.pos == self.pos && tokens == [a.token] {
                 self.pos += 1;
                 return Ok(a.selected);
             }
@@ -294,8 +294,10 @@ impl<B: Backend> Model<B> {
     }
 
     /// Records the next greedy step on the device's pick of `selected`, before it is read
-    /// back, when the cache has room for it; the position stays where it is. A failure
-    /// records nothing: the step will be run again once its token is known, and report it.
+    /// back, when the cache has room for it; the position stays where it is. A failure to
+    /// record it is not reported here: the step will be run again once its token is known,
+    /// and fail then. (An error the device reports for it asynchronously, as browsers do,
+    /// surfaces at the next read.)
     fn record_ahead(&mut self, selected: &B::Selected, sel: &Selection) -> Option<B::Selected> {
         if self.pos >= self.max_seq {
             return None;
@@ -320,14 +322,13 @@ impl<B: Backend> Model<B> {
     }
 
     /// Keeps `next` (recorded ahead on the best token of `cands`) for the next call.
-    fn keep_ahead(&mut self, next: Option<B::Selected>, cands: &Candidates, sel: &Selection) {
+    fn keep_ahead(&mut self, next: Option<B::Selected>, cands: &Candidates) {
         self.ahead = next
             .zip(cands.top.first())
             .map(|(selected, &(token, _))| Ahead {
                 selected,
                 pos: self.pos,
                 token,
-                sel: sel.clone(),
             });
     }
 
@@ -378,7 +379,7 @@ impl<B: Backend> LanguageModel for Model<B> {
         let selected = self.select_pending(tokens, sel)?;
         let next = self.record_ahead(&selected, sel);
         let cands = backend.read_selected(selected)?;
-        self.keep_ahead(next, &cands, sel);
+        self.keep_ahead(next, &cands);
         Ok(cands)
     }
 
@@ -396,7 +397,7 @@ impl<B: Backend> LanguageModel for Model<B> {
             let selected = self.select_pending(tokens, sel)?;
             let next = self.record_ahead(&selected, sel);
             let cands = backend.read_selected_async(selected).await?;
-            self.keep_ahead(next, &cands, sel);
+            self.keep_ahead(next, &cands);
             Ok(cands)
         })
     }

@@ -29,7 +29,8 @@ pub struct LoadOptions {
     /// How the CPU backend quantises activations for quantised weights.
     pub cpu_activations: Activations,
     /// Whether greedy decode on the GPU records each step before the previous one is read
-    /// back; `None` leaves it to the adapter (on, except on software adapters).
+    /// back; `None` leaves it to the adapter (on, except on software adapters) and, natively,
+    /// to `AKARI_GPU_RUN_AHEAD`. Kernel profiling (`AKARI_GPU_PROFILE`) turns it off.
     pub gpu_run_ahead: Option<bool>,
 }
 

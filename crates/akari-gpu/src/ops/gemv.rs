@@ -49,8 +49,19 @@ const GEMM_SOFT: Shader = Shader {
 };
 
 const DECODE: Shader = Shader {
-    name: "gemv_decode.wgsl",
-    source: include_str!("gemv_decode.wgsl"),
+    name: "gemv_decode_quant.wgsl",
+    source: concat!(
+        include_str!("gemv_decode.wgsl"),
+        include_str!("gemv_decode_quant.wgsl")
+    ),
+};
+
+const DECODE_F16: Shader = Shader {
+    name: "gemv_decode_f16.wgsl",
+    source: concat!(
+        include_str!("gemv_decode.wgsl"),
+        include_str!("gemv_decode_f16.wgsl")
+    ),
 };
 
 /// The integer-dot Q4_0 kernel takes inputs of at most this many values (one quantised
@@ -504,6 +515,7 @@ pub fn encode_tokens(
             hd4,
         ];
         let (shader, entry, constants) = match decode {
+            Some("decode_f16") => (&DECODE_F16, "decode_f16", vec![("LANES", lanes)]),
             Some(entry) => (&DECODE, entry, vec![("LANES", lanes)]),
             None => (&SHADER, entry_point(w.format()), vec![]),
         };
