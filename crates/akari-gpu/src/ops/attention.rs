@@ -13,12 +13,12 @@ use std::sync::OnceLock;
 use super::{check_dim, Recording, Shader};
 use crate::{GpuContext, GpuError};
 
-const KV_STORE: Shader = Shader {
+pub(super) const KV_STORE: Shader = Shader {
     name: "kv_store.wgsl",
     source: include_str!("kv_store.wgsl"),
 };
 
-const COMBINE: Shader = Shader {
+pub(super) const COMBINE: Shader = Shader {
     name: "attention_combine.wgsl",
     source: concat!(
         include_str!("attention_common.wgsl"),
@@ -27,7 +27,7 @@ const COMBINE: Shader = Shader {
     ),
 };
 
-const ATTENTION: Shader = Shader {
+pub(super) const ATTENTION: Shader = Shader {
     name: "attention.wgsl",
     source: concat!(
         include_str!("attention_common.wgsl"),
@@ -36,7 +36,7 @@ const ATTENTION: Shader = Shader {
     ),
 };
 
-const ATTENTION_DECODE: Shader = Shader {
+pub(super) const ATTENTION_DECODE: Shader = Shader {
     name: "attention_decode.wgsl",
     source: concat!(
         include_str!("attention_common.wgsl"),

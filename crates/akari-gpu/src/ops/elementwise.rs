@@ -3,12 +3,12 @@
 use super::{grid, Recording, Shader};
 use crate::{GpuContext, GpuError};
 
-const SILU_MUL: Shader = Shader {
+pub(super) const SILU_MUL: Shader = Shader {
     name: "silu_mul.wgsl",
     source: include_str!("silu_mul.wgsl"),
 };
 
-const ADD: Shader = Shader {
+pub(super) const ADD: Shader = Shader {
     name: "add.wgsl",
     source: include_str!("add.wgsl"),
 };

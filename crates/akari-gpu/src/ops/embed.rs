@@ -5,7 +5,7 @@ use super::{check_dim, Recording, Shader};
 use crate::{GpuContext, GpuError, GpuMatrix};
 use akari_core::QuantFormat;
 
-const SHADER: Shader = Shader {
+pub(super) const SHADER: Shader = Shader {
     name: "embed.wgsl",
     source: include_str!("embed.wgsl"),
 };

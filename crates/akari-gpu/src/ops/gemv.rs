@@ -16,7 +16,7 @@ pub const ROWS_PER_WORKGROUP: u32 = 8;
 /// Tokens per workgroup; must match `TB` in `gemv.wgsl`.
 pub const TOKENS_PER_WORKGROUP: u32 = 4;
 
-const SHADER: Shader = Shader {
+pub(super) const SHADER: Shader = Shader {
     name: "gemv.wgsl",
     source: concat!(
         include_str!("matmul_common.wgsl"),
@@ -30,7 +30,7 @@ pub const GEMM_MIN_TOKENS: usize = 8;
 /// W rows and tokens per GEMM workgroup; must match `TM` and `TN` in `gemm_common.wgsl`.
 const GEMM_TILE: u32 = 64;
 
-const GEMM: Shader = Shader {
+pub(super) const GEMM: Shader = Shader {
     name: "gemm.wgsl",
     source: concat!(
         include_str!("matmul_common.wgsl"),
@@ -39,7 +39,7 @@ const GEMM: Shader = Shader {
     ),
 };
 
-const GEMM_SOFT: Shader = Shader {
+pub(super) const GEMM_SOFT: Shader = Shader {
     name: "gemm_soft.wgsl",
     source: concat!(
         include_str!("matmul_common.wgsl"),
@@ -48,7 +48,7 @@ const GEMM_SOFT: Shader = Shader {
     ),
 };
 
-const DECODE: Shader = Shader {
+pub(super) const DECODE: Shader = Shader {
     name: "gemv_decode_quant.wgsl",
     source: concat!(
         include_str!("gemv_decode.wgsl"),
@@ -56,7 +56,7 @@ const DECODE: Shader = Shader {
     ),
 };
 
-const DECODE_F16: Shader = Shader {
+pub(super) const DECODE_F16: Shader = Shader {
     name: "gemv_decode_f16.wgsl",
     source: concat!(
         include_str!("gemv_decode.wgsl"),

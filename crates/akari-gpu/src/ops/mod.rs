@@ -24,6 +24,32 @@ pub(crate) struct Shader {
     pub source: &'static str,
 }
 
+/// Every kernel module as its pipelines compile it: (name, whole source). For checks that
+/// need no device, such as translating the kernels for the backends this machine cannot run.
+pub fn sources() -> Vec<(&'static str, &'static str)> {
+    [
+        &embed::SHADER,
+        &select::SET_ASIDE,
+        &select::TOP_K,
+        &attention::KV_STORE,
+        &attention::COMBINE,
+        &attention::ATTENTION,
+        &attention::ATTENTION_DECODE,
+        &rms_norm::SHADER,
+        &elementwise::SILU_MUL,
+        &elementwise::ADD,
+        &rope::SHADER,
+        &gemv::SHADER,
+        &gemv::GEMM,
+        &gemv::GEMM_SOFT,
+        &gemv::DECODE,
+        &gemv::DECODE_F16,
+    ]
+    .iter()
+    .map(|s| (s.name, s.source))
+    .collect()
+}
+
 /// Compiled shader modules and their pipelines, keyed by (shader, entry point), and the
 /// uniforms and bind groups built for them.
 #[derive(Default)]

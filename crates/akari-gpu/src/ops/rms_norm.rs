@@ -3,7 +3,7 @@
 use super::{grid, Recording, Shader};
 use crate::{GpuContext, GpuError};
 
-const SHADER: Shader = Shader {
+pub(super) const SHADER: Shader = Shader {
     name: "rms_norm.wgsl",
     source: include_str!("rms_norm.wgsl"),
 };

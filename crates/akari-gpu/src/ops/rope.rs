@@ -3,7 +3,7 @@
 use super::{check_dim, Recording, Shader};
 use crate::{GpuContext, GpuError};
 
-const SHADER: Shader = Shader {
+pub(super) const SHADER: Shader = Shader {
     name: "rope.wgsl",
     source: include_str!("rope.wgsl"),
 };

@@ -12,12 +12,12 @@ use super::{grid, Recording, Shader};
 use crate::{GpuContext, GpuError};
 use akari_core::sampler::Candidates;
 
-const SET_ASIDE: Shader = Shader {
+pub(super) const SET_ASIDE: Shader = Shader {
     name: "set_aside.wgsl",
     source: include_str!("set_aside.wgsl"),
 };
 
-const TOP_K: Shader = Shader {
+pub(super) const TOP_K: Shader = Shader {
     name: "top_k.wgsl",
     source: include_str!("top_k.wgsl"),
 };
