@@ -220,6 +220,14 @@ struct Pending {
     dispatches: usize,
 }
 
+impl Pending {
+    /// The recording, to submit or drop; what follows starts a new one.
+    fn take(&mut self) -> Option<Recording> {
+        self.reads_step = false;
+        self.rec.take()
+    }
+}
+
 /// How a forward pass went, logged at debug level by the read that ends it.
 struct ReadStats {
     started: Option<web_time::Instant>,
@@ -430,18 +438,26 @@ impl GpuBackend {
             // Outside what the kernel does: the whole row, selected on the host.
             Err(x) => return Ok(sel.select(&self.read_async(&x).await?)),
         };
+        let selected = self.submit_selection(recorded)?;
+        self.read_selected_async(selected).await
+    }
+
+    /// Submits everything recorded, ending with `selection`, and asks for its read-back
+    /// without waiting.
+    fn submit_selection(&self, selection: RecordedSelection) -> Result<GpuSelected> {
         let (rec, stats) = self.take_pending();
-        let words = self
-            .ctx
-            .submit_and_read_words_async(
-                "read candidates",
-                rec,
-                recorded.out.buffer(),
-                recorded.len,
-            )
-            .await?;
-        stats.log();
-        Ok(recorded.decode(&words))
+        let read = self.ctx.submit_read(
+            "read candidates",
+            rec,
+            selection.out.buffer(),
+            selection.len,
+        )?;
+        Ok(GpuSelected {
+            selection,
+            read,
+            stats,
+            _in_flight: InFlight::new(&self.in_flight),
+        })
     }
 
     /// Records the selection `sel` asks for from the logits `x`, or gives `x` back where the
@@ -510,8 +526,7 @@ impl GpuBackend {
     /// Takes everything recorded for the read that ends a forward pass, with its statistics.
     fn take_pending(&self) -> (Recording, ReadStats) {
         let mut p = self.pending();
-        p.reads_step = false;
-        let rec = p.rec.take().unwrap_or_else(|| Recording::new(&self.ctx));
+        let rec = p.take().unwrap_or_else(|| Recording::new(&self.ctx));
         let stats = ReadStats {
             started: p.started.take(),
             recording: std::mem::take(&mut p.recording),
@@ -523,8 +538,7 @@ impl GpuBackend {
 
     /// Submits what is recorded so far, if anything.
     fn flush(&self, pending: &mut Pending) -> Result<()> {
-        pending.reads_step = false;
-        if let Some(rec) = pending.rec.take() {
+        if let Some(rec) = pending.take() {
             if rec.dispatches() > 0 {
                 self.ctx.submit("forward", rec)?;
             }
@@ -1227,19 +1241,7 @@ impl Backend for GpuBackend {
                 return Err(e);
             }
         };
-        let (rec, stats) = self.take_pending();
-        let read = self.ctx.submit_read(
-            "read candidates",
-            rec,
-            selection.out.buffer(),
-            selection.len,
-        )?;
-        Ok(GpuSelected {
-            selection,
-            read,
-            stats,
-            _in_flight: InFlight::new(&self.in_flight),
-        })
+        self.submit_selection(selection)
     }
 
     fn embed_selected(&self, table: &GpuMatrix, s: &GpuSelected) -> Result<GpuTensor> {
@@ -1271,8 +1273,6 @@ impl Backend for GpuBackend {
     }
 
     fn discard(&self) {
-        let mut p = self.pending();
-        p.reads_step = false;
-        p.rec.take();
+        self.pending().take();
     }
 }

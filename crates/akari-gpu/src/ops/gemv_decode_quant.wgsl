@@ -121,58 +121,54 @@ fn row_q8_0(row: u32, lane: u32) -> f32 {
     return acc;
 }
 
-// Each entry point: its row's dot product with W, then with W2 for GLU (`which`). WGSL has
-// no generics, so the three repeat these lines with their own row function.
+// Row `row`'s dot product for thread `lane` in format `fmt` (0 Q8_0, 1 Q4_0, 2 Q4_1). WGSL
+// has no generics: each entry point passes a constant, which the compilers fold.
+fn row_dot(fmt: u32, row: u32, lane: u32) -> f32 {
+    switch fmt {
+        case 0u: {
+            return row_q8_0(row, lane);
+        }
+        case 1u: {
+            return row_q4_0(row, lane);
+        }
+        default: {
+            return row_q4_1(row, lane);
+        }
+    }
+}
 
-@compute @workgroup_size(WG)
-fn decode_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) t: u32) {
+// What each entry point runs: its row's dot product with W, then with W2 for GLU (`which`).
+fn run_rows(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
     begin(wid, nwg, t);
     stage_input(t);
     var v = vec2<f32>(0.0);
     which = 0u;
     if live {
-        v.x = row_q8_0(my_row, my_lane);
+        v.x = row_dot(fmt, my_row, my_lane);
     }
     which = 1u;
     if live && (params.flags & GLU) != 0u {
-        v.y = row_q8_0(my_row, my_lane);
+        v.y = row_dot(fmt, my_row, my_lane);
     }
     finish(v, t);
+}
+
+@compute @workgroup_size(WG)
+fn decode_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) t: u32) {
+    run_rows(0u, wid, nwg, t);
 }
 
 @compute @workgroup_size(WG)
 fn decode_q4_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) t: u32) {
-    begin(wid, nwg, t);
-    stage_input(t);
-    var v = vec2<f32>(0.0);
-    which = 0u;
-    if live {
-        v.x = row_q4_0(my_row, my_lane);
-    }
-    which = 1u;
-    if live && (params.flags & GLU) != 0u {
-        v.y = row_q4_0(my_row, my_lane);
-    }
-    finish(v, t);
+    run_rows(1u, wid, nwg, t);
 }
 
 @compute @workgroup_size(WG)
 fn decode_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) t: u32) {
-    begin(wid, nwg, t);
-    stage_input(t);
-    var v = vec2<f32>(0.0);
-    which = 0u;
-    if live {
-        v.x = row_q4_1(my_row, my_lane);
-    }
-    which = 1u;
-    if live && (params.flags & GLU) != 0u {
-        v.y = row_q4_1(my_row, my_lane);
-    }
-    finish(v, t);
+    run_rows(2u, wid, nwg, t);
 }
 
 // Q4_0 on integer dot products, for the matrices where unpacking nibbles to floats (~5
