@@ -34,6 +34,19 @@ const WG: u32 = 256u;
 // workgroup.
 override LANES: u32 = 16u;
 override ROWS: u32 = WG / LANES;
+// A lane's units of a row (pairs of blocks, blocks or 8-value groups) are lane, lane + LANES,
+// …. UNITS, set when the Rust side knows the row length as it builds the pipeline, is how
+// many a lane takes at most: the loops over them then have a fixed count and unroll, so a
+// lane's loads are all in flight at once rather than one round trip to memory per unit.
+override UNITS: u32 = 0u;
+
+// How many times a lane's loop over `n` units runs (units past `n` are skipped inside).
+fn lane_units(n: u32, lane: u32) -> u32 {
+    if UNITS > 0u {
+        return UNITS;
+    }
+    return (n + LANES - 1u - lane) / LANES;
+}
 
 struct Params {
     n: u32,

@@ -18,7 +18,10 @@ fn row_f16(row: u32, lane: u32, glu: bool) -> vec2<f32> {
     let groups = params.k >> 3u;
     let base = row * (params.row_bytes >> 4u);
     var acc = vec2<f32>(0.0);
-    for (var g = lane; g < groups; g += LANES) {
+    for (var i = 0u; i < lane_units(groups, lane); i++) {
+        let g = min(lane + i * LANES, groups - 1u);
+        // Past the row: a repeated load of its last group, weighted 0.
+        let w = select(0.0, 1.0, lane + i * LANES < groups);
         let a = wv[base + g];
         var b = vec4<u32>(0u);
         if glu {
@@ -26,9 +29,9 @@ fn row_f16(row: u32, lane: u32, glu: bool) -> vec2<f32> {
         }
         let x0 = xv(2u * g);
         let x1 = xv(2u * g + 1u);
-        acc.x += dot8(a, x0, x1);
+        acc.x += w * dot8(a, x0, x1);
         if glu {
-            acc.y += dot8(b, x0, x1);
+            acc.y += w * dot8(b, x0, x1);
         }
     }
     return acc;

@@ -51,7 +51,8 @@ fn row_q4_0(row: u32, lane: u32) -> f32 {
     let pairs = params.k >> 6u;
     let base = row * (params.row_bytes >> 2u);
     var acc = 0.0;
-    for (var p = lane; p < pairs; p += LANES) {
+    for (var i = 0u; i < lane_units(pairs, lane); i++) {
+        let p = min(lane + i * LANES, pairs - 1u);
         let o = base + p * 9u;
         let a0 = wl(o);
         let a1 = wl(o + 1u);
@@ -61,9 +62,11 @@ fn row_q4_0(row: u32, lane: u32) -> f32 {
         let xq = p * 16u;
         let d0 = unpack2x16float(a0).x;
         let d1 = unpack2x16float(a4).y;
-        acc += d0 * nibbles((a0 >> 16u) | (a1 << 16u), (a1 >> 16u) | (a2 << 16u),
+        // Past the row: the last pair again, weighted 0.
+        let w = select(0.0, 1.0, lane + i * LANES < pairs);
+        acc += w * d0 * nibbles((a0 >> 16u) | (a1 << 16u), (a1 >> 16u) | (a2 << 16u),
             (a2 >> 16u) | (a3 << 16u), (a3 >> 16u) | (a4 << 16u), xq, 8.0);
-        acc += d1 * nibbles(wl(o + 5u), wl(o + 6u), wl(o + 7u), wl(o + 8u), xq + 8u, 8.0);
+        acc += w * d1 * nibbles(wl(o + 5u), wl(o + 6u), wl(o + 7u), wl(o + 8u), xq + 8u, 8.0);
     }
     return acc;
 }
@@ -289,7 +292,11 @@ fn block_dot_with(p: Q4Block, l0: vec4<u32>, l1: vec4<u32>, h0: vec4<u32>, h1: v
 fn row_q4_0_dot(row: u32, lane: u32, glu: bool) -> vec2<f32> {
     let base = row * (params.row_bytes >> 2u);
     var v = vec2<f32>(0.0);
-    for (var b = lane; b < (params.k >> 5u); b += LANES) {
+    let blocks = params.k >> 5u;
+    for (var i = 0u; i < lane_units(blocks, lane); i++) {
+        let b = min(lane + i * LANES, blocks - 1u);
+        // Past the row: the last block again, weighted 0.
+        let w = select(0.0, 1.0, lane + i * LANES < blocks);
         which = 0u;
         let p = q4_0_block(base, b);
         var p2 = p;
@@ -297,9 +304,9 @@ fn row_q4_0_dot(row: u32, lane: u32, glu: bool) -> vec2<f32> {
             which = 1u;
             p2 = q4_0_block(base, b);
         }
-        v.x += block_dot(p, b);
+        v.x += w * block_dot(p, b);
         if glu {
-            v.y += block_dot(p2, b);
+            v.y += w * block_dot(p2, b);
         }
     }
     return v;
@@ -394,7 +401,9 @@ fn decode_q4_0_dotq(@builtin(workgroup_id) wid: vec3<u32>,
     which = 0u;
     if live {
         let base = my_row * (params.row_bytes >> 2u);
-        for (var b = my_lane; b < (params.k >> 5u); b += LANES) {
+        let blocks = params.k >> 5u;
+        for (var i = 0u; i < lane_units(blocks, my_lane); i++) {
+            let b = min(my_lane + i * LANES, blocks - 1u);
             let p = q4_0_block(base, b);
             let o = b * 18u;
             let l0 = vec4<u32>(w2[o], w2[o + 1u], w2[o + 2u], w2[o + 3u]);
@@ -402,7 +411,9 @@ fn decode_q4_0_dotq(@builtin(workgroup_id) wid: vec3<u32>,
             let h0 = vec4<u32>(w2[o + 8u], w2[o + 9u], w2[o + 10u], w2[o + 11u]);
             let h1 = vec4<u32>(w2[o + 12u], w2[o + 13u], w2[o + 14u], w2[o + 15u]);
             let x = vec2<f32>(bitcast<f32>(w2[o + 16u]), bitcast<f32>(w2[o + 17u]));
-            v.x += block_dot_with(p, l0, l1, h0, h1, x);
+            // Past the row: the last block again, weighted 0.
+            v.x += select(0.0, 1.0, my_lane + i * LANES < blocks)
+                * block_dot_with(p, l0, l1, h0, h1, x);
         }
     }
     finish(v, t);
