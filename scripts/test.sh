@@ -22,6 +22,8 @@ export AKARI_MODEL
 
 # The engine's core must keep compiling for the browser.
 rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+# …and its CPU kernels are tested as WebAssembly outside the browser too.
+rustup target list --installed | grep -q wasm32-wasip1 || rustup target add wasm32-wasip1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
@@ -35,6 +37,13 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --release --lib --bins --tests 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The CPU kernels as the browser runs them: built for wasm32-wasip1 with simd128 and run under
+# Node's WASI (scripts/wasi-run.mjs).
+CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $PWD/scripts/wasi-run.mjs" \
+    RUSTFLAGS="-C target-feature=+simd128" \
+    cargo test -p akari-cpu --release --target wasm32-wasip1 --lib 2>&1 | tee -a "$log"
+wasm_status=${PIPESTATUS[0]}
+[ "$status" -ne 0 ] || status=$wasm_status
 set -e
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 

@@ -8,9 +8,9 @@
 //! (llama.cpp's arithmetic). Float weights meet f32 activations.
 //!
 //! `scalar` is the reference every SIMD path is tested against; `x86` holds AVX2/FMA/F16C
-//! versions picked at run time; `wasm` the simd128 matmul the browser build compiles in (its
-//! results equal the scalar reference's exactly; the browser tests compare them with native
-//! runs). NEON versions slot in beside them.
+//! versions picked at run time; `wasm` the simd128 versions the browser build compiles in
+//! (tested against the scalar reference when built for wasm32-wasip1 and run under Node, and
+//! in the browser tests against native runs). NEON versions slot in beside them.
 
 pub(crate) mod scalar;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -198,7 +198,7 @@ impl Isa {
         match self {
             Isa::Scalar => scalar::dot_f(format, w, x),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Isa::Simd128 => scalar::dot_f(format, w, x),
+            Isa::Simd128 => wasm::dot_f(format, w, x),
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::dot_f(format, w, x) },
@@ -220,6 +220,8 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above; the kernel handles head sizes that are multiples of 8.
             Isa::Avx2 if q.len() % 8 == 0 => unsafe { x86::attend(q, k, v, scale, scores, out) },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 if q.len() % 4 == 0 => wasm::attend(q, k, v, scale, scores, out),
             _ => scalar::attend(q, k, v, scale, scores, out),
         }
     }
@@ -229,7 +231,7 @@ impl Isa {
         match self {
             Isa::Scalar => scalar::dot_f32(a, b),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Isa::Simd128 => scalar::dot_f32(a, b),
+            Isa::Simd128 => wasm::dot_f32(a, b),
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::dot_f32(a, b) },
@@ -241,7 +243,7 @@ impl Isa {
         match self {
             Isa::Scalar => scalar::axpy(a, x, y),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Isa::Simd128 => scalar::axpy(a, x, y),
+            Isa::Simd128 => wasm::axpy(a, x, y),
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::axpy(a, x, y) },
@@ -299,7 +301,9 @@ mod tests {
                 assert!((a.s() - b.s()).abs() <= 1e-6 * (1.0 + b.s().abs()));
             }
             for fmt in [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Q4_1] {
-                let (rows, toks) = (7usize, 6usize);
+                // 45 tokens: every tile width of the wasm kernel (32, 8, single) and its
+                // remainders.
+                let (rows, toks) = (7usize, 45usize);
                 let wb = encode(fmt, &random(rows * n, 77 + n as u64));
                 let rb = fmt.row_bytes(n);
                 let xs: Vec<Vec<f32>> = (0..toks).map(|c| random(n, 500 + c as u64)).collect();
@@ -315,11 +319,32 @@ mod tests {
                         let wr = &wb[r * rb..(r + 1) * rb];
                         let mut wd = vec![0f32; n];
                         fmt.dequantize_row(wr, &mut wd);
+                        // Kernels that keep the offset term (Q4_0's −8, Q4_1's minimum) apart
+                        // from the products, as the SIMD ones do, round the two large sums
+                        // before they cancel: their error scales with the terms, not the
+                        // result.
+                        let offsets: Vec<f32> = wr
+                            .chunks_exact(fmt.block_bytes())
+                            .map(|b| {
+                                let d = |i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]);
+                                match fmt {
+                                    QuantFormat::Q4_0 => 8.0 * d(0).to_f32().abs(),
+                                    QuantFormat::Q4_1 => d(2).to_f32().abs(),
+                                    _ => 0.0,
+                                }
+                            })
+                            .collect();
                         for c in 0..t {
                             let want = scalar::dot_q(fmt, wr, &xq[c]);
                             let g = got[r * t + c];
+                            let terms: f32 = wd
+                                .iter()
+                                .zip(&xs[c])
+                                .enumerate()
+                                .map(|(k, (a, b))| (a.abs() + offsets[k / QK]) * b.abs())
+                                .sum();
                             assert!(
-                                (want - g).abs() <= 1e-4 * (1.0 + want.abs()),
+                                (want - g).abs() <= 1e-4 * (1.0 + want.abs()) + 1e-6 * terms,
                                 "{fmt} n={n} t={t} r={r} c={c}: {want} vs {g}"
                             );
                             let exact: f64 = wd
