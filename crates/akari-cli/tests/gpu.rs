@@ -256,14 +256,15 @@ fn long_context_decode_on_the_gpu_matches_the_cpu() {
             .collect::<Vec<_>>()
     };
     // Software adapters default to the general GEMV, which merges in a pass of its own.
-    // The 300-token prompt takes the tiled GEMM: both kinds.
-    let cases: [(&str, &[(&str, &str)]); 6] = [
+    // The 300-token prompt takes the tiled GEMM and the prompt attention: both kinds each.
+    let cases: [(&str, &[(&str, &str)]); 7] = [
         ("llama-f32", &[("AKARI_GPU_ATTENTION_ONE_CHUNK", "0")]),
         ("llama-f32", &[("AKARI_GPU_ATTENTION_ONE_CHUNK", "512")]),
         ("llama-f32", &[("AKARI_GPU_DECODE_KERNELS", "1")]),
         ("llama-q4_0", &[("AKARI_GPU_DECODE_KERNELS", "1")]),
         ("llama-f16", &[("AKARI_GPU_DECODE_KERNELS", "1")]),
         ("llama-q4_0", &[("AKARI_GPU_SOFT_GEMM", "0")]),
+        ("llama-q4_0", &[("AKARI_GPU_SOFT_ATTENTION", "0")]),
     ];
     let mut failures = Vec::new();
     for (model, envs) in cases {

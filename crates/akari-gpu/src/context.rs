@@ -43,6 +43,8 @@ pub struct GpuContext {
     decode_kernels: bool,
     /// Prompts use `gemm_soft.wgsl` ([`GpuContext::set_soft_gemm`]).
     soft_gemm: bool,
+    /// Prompts use `attention_rows` ([`GpuContext::set_soft_attention`]).
+    soft_attention: bool,
     /// A lower size than the binding limit to split weight matrices at
     /// ([`GpuContext::set_matrix_binding_limit`]).
     matrix_limit: Option<u64>,
@@ -177,6 +179,7 @@ impl GpuContext {
         );
         let decode_kernels = env_switch("AKARI_GPU_DECODE_KERNELS", !caps.software);
         let soft_gemm = env_switch("AKARI_GPU_SOFT_GEMM", caps.software);
+        let soft_attention = env_switch("AKARI_GPU_SOFT_ATTENTION", caps.software);
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("akari.dummy"),
             size: 16,
@@ -204,6 +207,7 @@ impl GpuContext {
             timeout: DEFAULT_TIMEOUT,
             decode_kernels,
             soft_gemm,
+            soft_attention,
             matrix_limit: std::env::var("AKARI_GPU_MATRIX_BINDING_LIMIT")
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -253,6 +257,18 @@ impl GpuContext {
 
     pub fn soft_gemm(&self) -> bool {
         self.soft_gemm
+    }
+
+    /// Whether prompts take the attention built for software adapters (`attention.wgsl`'s
+    /// `attention_rows`: a thread a row, no barriers) rather than the GPU one (a workgroup a
+    /// row). On by default on software adapters; `AKARI_GPU_SOFT_ATTENTION=0|1` overrides
+    /// natively, and tests run both.
+    pub fn set_soft_attention(&mut self, on: bool) {
+        self.soft_attention = on;
+    }
+
+    pub fn soft_attention(&self) -> bool {
+        self.soft_attention
     }
 
     /// The most bytes one buffer of a weight matrix takes: the device's binding limit

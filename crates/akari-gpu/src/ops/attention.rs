@@ -143,20 +143,32 @@ pub fn encode(
     // Prompt rows: one chunk each, the rows give the parallelism.
     let heads = check_dim(ctx, "attention heads", d.heads)?;
     let buffers = [b.q, b.k_cache, b.v_cache, b.out, b.step, table];
-    ctx.dispatch(
-        rec,
-        &ATTENTION,
-        "attention",
-        &buffers,
-        &params(&d, d.max_seq, rope_half, sin_off),
-        (heads, rows, 1),
-    )?;
+    let params = params(&d, d.max_seq, rope_half, sin_off);
+    if ctx.soft_attention() {
+        ctx.dispatch(
+            rec,
+            &ATTENTION,
+            "attention_rows",
+            &buffers,
+            &params,
+            (d.rows.div_ceil(64) as u32, heads, 1),
+        )?;
+    } else {
+        ctx.dispatch(
+            rec,
+            &ATTENTION,
+            "attention",
+            &buffers,
+            &params,
+            (heads, rows, 1),
+        )?;
+    }
     Ok(None)
 }
 
 /// The kernels' parameters, with `chunk_len` (positions per chunk, or for `combine` the
 /// number of chunks).
-fn params(d: &Dims, chunk_len: usize, rope_half: u32, sin_off: u32) -> [u32; 8] {
+fn params(d: &Dims, chunk_len: usize, rope_half: u32, sin_off: u32) -> [u32; 9] {
     [
         d.heads as u32,
         d.kv_heads as u32,
@@ -166,6 +178,7 @@ fn params(d: &Dims, chunk_len: usize, rope_half: u32, sin_off: u32) -> [u32; 8] 
         (1.0 / (d.head_dim as f32).sqrt()).to_bits(),
         rope_half,
         sin_off,
+        d.rows as u32,
     ]
 }
 

@@ -7,6 +7,8 @@
 // cos then sin (any buffer when q is not to be rotated), 6 params (attention_common.wgsl's).
 // With `rope_half` > 0 the query is rotated as it is loaded (rope.wgsl's rotation, fused).
 //
+// Dispatch `attention_rows` (software adapters, below): one thread per (row, head).
+//
 // Dispatch `attention`: one workgroup of WG threads per (head = wid.x, row = wid.y); the
 // rows give the parallelism. The softmax is computed online over tiles of WG positions
 // (running max and sum, the accumulator rescaled when the max grows): each thread scores
@@ -165,5 +167,71 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         if d < hd {
             out[qo + d] = acc[i] / l;
         }
+    }
+}
+
+// The same for software adapters (lavapipe, SwiftShader), which run a workgroup's threads
+// on a CPU core a few SIMD lanes at a time: there every barrier switches each thread out and
+// back in, and `attention` takes about fourteen a tile. Here one thread walks its (row, head)'s
+// keys alone, with no workgroup memory and no barrier; a workgroup's threads are consecutive
+// rows of one head, so lanes run together read the same keys and values.
+// Dispatch: (⌈rows / WG⌉, heads); row = wid.x · WG + t, head = wid.y.
+const ROWS_MAX_HD4: u32 = 64u; // MAX_HD / 4
+
+@compute @workgroup_size(WG)
+fn attention_rows(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(local_invocation_index) t: u32) {
+    let r = wid.x * WG + t;
+    let h = wid.y;
+    if r >= params.rows {
+        return;
+    }
+    let hd = params.head_dim;
+    let hd4 = hd / 4u;
+    let pos = step[0] + r;
+    let qo = (r * params.heads + h) * hd;
+    let half = params.rope_half;
+    var qv: array<vec4<f32>, ROWS_MAX_HD4>;
+    for (var i = 0u; i < hd4; i++) {
+        var v: vec4<f32>;
+        for (var e = 0u; e < 4u; e++) {
+            let d = 4u * i + e;
+            v[e] = q[qo + d];
+            if half > 0u {
+                let j = d % half;
+                v[e] = rotated(pos, d, q[qo + j], q[qo + j + half]);
+            }
+        }
+        qv[i] = v * params.scale;
+    }
+    let kvh = h / (params.heads / params.kv_heads);
+    let cbase = kvh * params.max_seq * hd4;
+    var acc: array<vec4<f32>, ROWS_MAX_HD4>;
+    var mx = -1e30;
+    var sum = 0.0;
+    for (var j = 0u; j <= pos; j++) {
+        let ko = cbase + j * hd4;
+        var s4 = vec4<f32>(0.0);
+        for (var i = 0u; i < hd4; i++) {
+            s4 += qv[i] * k_cache[ko + i];
+        }
+        let s = s4.x + s4.y + s4.z + s4.w;
+        let new_m = max(mx, s);
+        let corr = exp(mx - new_m);
+        let p = exp(s - new_m);
+        sum = sum * corr + p;
+        for (var i = 0u; i < hd4; i++) {
+            let vo = 4u * (ko + i);
+            let v = vec4<f32>(v_cache[vo], v_cache[vo + 1u], v_cache[vo + 2u], v_cache[vo + 3u]);
+            acc[i] = acc[i] * corr + p * v;
+        }
+        mx = new_m;
+    }
+    for (var i = 0u; i < hd4; i++) {
+        let a = acc[i] / sum;
+        out[qo + 4u * i] = a.x;
+        out[qo + 4u * i + 1u] = a.y;
+        out[qo + 4u * i + 2u] = a.z;
+        out[qo + 4u * i + 3u] = a.w;
     }
 }

@@ -10,4 +10,6 @@ struct Params {
     scale: f32,
     rope_half: u32,
     sin_off: u32,
+    // Prompt rows (attention.wgsl's `attention_rows`).
+    rows: u32,
 }
