@@ -122,8 +122,10 @@ def export_worker(src: Path, out: Path):
         for f in src.iterdir():
             if f.name != "config.json":
                 (td / f.name).symlink_to(f.resolve())
+        # AKARI_EXPORT_VALIDATE=0 skips optimum's check against PyTorch, for models too large to
+        # hold twice in memory (make_big_onnx.py).
         main_export(model_name_or_path=str(td), output=str(out), task="text-generation-with-past",
-                    device="cpu", do_validation=True)
+                    device="cpu", do_validation=os.environ.get("AKARI_EXPORT_VALIDATE", "1") != "0")
 
 
 def optimum_export(src: Path, out: Path):
@@ -154,7 +156,10 @@ def to_fp16(model):
     # onnxconverter-common 1.16's converter produces invalid graphs here (an Unsqueeze typed f16 whose
     # input stays f32); onnxruntime's maintained copy of the same converter works.
     from onnxruntime.transformers import float16
-    disable_shape_infer = model.ByteSize() >= onnx.checker.MAXIMUM_PROTOBUF
+    try:
+        disable_shape_infer = model.ByteSize() >= onnx.checker.MAXIMUM_PROTOBUF
+    except Exception:  # protobuf cannot even size a model past 2 GiB held in memory
+        disable_shape_infer = True
     # transformers.js ships its own fork of this converter; its block list is onnxconverter-common's
     # without "Range", plus "RandomNormalLike" and "Cast" (existing fp32 Casts, e.g. in the rotary
     # embedding, stay fp32 with casts around them; without that the graph is invalid).

@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import * as harness from './harness.mjs';
 import { startServer } from './server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -48,10 +49,7 @@ let userData;
 
 // The native engine's greedy reply, as the browser must reproduce it.
 function nativeReply(model, prompt, maxTokens, extra = []) {
-  const out = execFileSync(akariBin, [
-    'generate', model, '--prompt', prompt, '--max-tokens', String(maxTokens), '--json', ...extra,
-  ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  return JSON.parse(out.trim().split('\n').pop()).text;
+  return harness.nativeReply(akariBin, model, prompt, maxTokens, extra);
 }
 
 async function copyDir(from, to) {
@@ -76,32 +74,8 @@ async function openPage() {
   await page.waitForFunction(() => window.akari !== undefined);
 }
 
-// Loads `source` in the page and generates a reply to each conversation (from an empty
-// cache each time); returns what the page saw, the first reply's fields at the top level.
-async function loadAndChat(source, options, messages, chatOptions, more = []) {
-  return page.evaluate(async ({ source, options, conversations, chatOptions }) => {
-    const stages = [];
-    const engine = await window.akari.load(source, {
-      ...options,
-      progress: (p) => stages.push(p.stage),
-    });
-    const replies = [];
-    for (const messages of conversations) {
-      await engine.reset();
-      let answer = '';
-      let think = '';
-      let done = null;
-      for await (const c of engine.chat(messages, chatOptions)) {
-        if (c.kind === 'answer') answer += c.text;
-        else if (c.kind === 'think') think += c.text;
-        else done = c.stats;
-      }
-      replies.push({ answer, think, done });
-    }
-    const info = engine.info;
-    await engine.unload();
-    return { stages: [...new Set(stages)], ...replies[0], replies, info };
-  }, { source, options, conversations: [messages, ...more], chatOptions });
+function loadAndChat(source, options, messages, chatOptions, more = []) {
+  return harness.loadAndChat(page, source, options, messages, chatOptions, more);
 }
 
 before(async () => {
@@ -128,18 +102,7 @@ before(async () => {
 
   server = await startServer({ root: bundle, models: modelsDir });
   userData = await fs.mkdtemp(path.join(os.tmpdir(), 'akari-web-chromium-'));
-  const context = await chromium.launchPersistentContext(userData, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--no-sandbox', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run',
-      // WebGPU on SwiftShader, Chromium's CPU implementation of Vulkan: real WebGPU
-      // without a GPU.
-      '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
-      '--use-webgpu-adapter=swiftshader',
-    ],
-  });
+  const context = await harness.launch(chromium, userData);
   browser = context;
   await openPage();
 });
