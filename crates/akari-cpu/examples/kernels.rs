@@ -100,6 +100,26 @@ fn main() {
         decode += one * per_layer as f64;
     }
 
+    // The tied embedding as the lm_head, Q8_0 (SmolLM2's GGUF), one token.
+    {
+        let rows = 49152;
+        let mut w = Vec::with_capacity(rows * HIDDEN / 32 * 34);
+        for _ in 0..rows * HIDDEN / 32 {
+            w.extend_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+            w.extend((0..32).map(|_| rng.next() as u8));
+        }
+        let x: Vec<f32> = (0..HIDDEN).map(|_| rng.f32()).collect();
+        let mut a = vec![Q16Act::default(); HIDDEN / 32];
+        isa.quantize_row(&x, &mut a);
+        let mut out = vec![0f32; rows];
+        let rb = QuantFormat::Q8_0.row_bytes(HIDDEN);
+        let one = time(|| isa.gemm_q(QuantFormat::Q8_0, &w, rb, &[a.as_slice()], &mut out));
+        println!(
+            "lm_head Q8_0 {rows} × {HIDDEN}, one token: {:.2} ms",
+            one * 1e3
+        );
+    }
+
     // One layer's causal attention over the prompt: every head, every token.
     let q: Vec<f32> = (0..TOKENS * HEADS * HEAD_DIM).map(|_| rng.f32()).collect();
     let k: Vec<f32> = (0..TOKENS * HEAD_DIM).map(|_| rng.f32()).collect();
@@ -119,6 +139,16 @@ fn main() {
     println!(
         "attention {HEADS} heads × {TOKENS} tokens (causal): {:8.3} ms",
         s * 1e3
+    );
+    let one = time(|| {
+        for h in 0..HEADS {
+            let qh = &q[h * HEAD_DIM..][..HEAD_DIM];
+            isa.attend(qh, &k, &v, scale, &mut scores, &mut out);
+        }
+    });
+    println!(
+        "attention of one token over {TOKENS} positions: {:.1} µs",
+        one * 1e6
     );
     total += s;
     println!(

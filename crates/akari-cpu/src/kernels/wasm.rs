@@ -116,89 +116,64 @@ fn block_dot(w: &[v128; 4], x: &[v128; 4]) -> v128 {
     )
 }
 
-/// `R` weight rows of `rb` bytes from `w` against `C` activation rows from `x`, into
-/// `out[r * t + c]`: each weight block is loaded and unpacked once for all `C` tokens, each
-/// activation block once for all `R` rows, and the sums stay in vectors until the end (a
-/// horizontal sum per block cost as much as its products).
+/// One weight row (`w`, `rb` bytes) against `C` activation rows from `x`, into
+/// `out[c]`: each weight block is loaded, unpacked and its scales converted once for all `C`
+/// tokens, and the sums stay in vectors until the end (a horizontal sum per block cost as
+/// much as its products).
 #[inline(always)]
-fn tile<A: WasmAct, const R: usize, const C: usize>(
+fn tile<A: WasmAct, const C: usize>(
     format: QuantFormat,
     w: &[u8],
     rb: usize,
     x: &[&[A]],
     out: &mut [f32],
-    t: usize,
 ) {
     let bb = format.block_bytes();
-    let nb = rb / bb;
-    let mut acc = [[f32x4_splat(0.0); C]; R];
-    let mut off = [[0f32; C]; R];
-    for b in 0..nb {
-        let mut wv = [[u8x16_splat(0); 4]; R];
-        let mut dw = [0f32; R];
-        let mut mw = [0f32; R];
-        for r in 0..R {
-            let blk = &w[r * rb + b * bb..][..bb];
-            wv[r] = load_w(format, blk);
-            dw[r] = f16_at(blk, 0);
-            mw[r] = match format {
-                QuantFormat::Q4_0 => -8.0 * dw[r],
-                QuantFormat::Q4_1 => f16_at(blk, 2),
-                _ => 0.0,
-            };
-        }
+    let mut acc = [f32x4_splat(0.0); C];
+    let mut off = [0f32; C];
+    for (b, blk) in w[..rb].chunks_exact(bb).enumerate() {
+        let wv = load_w(format, blk);
+        let dw = f16_at(blk, 0);
+        let mw = match format {
+            QuantFormat::Q4_0 => -8.0 * dw,
+            QuantFormat::Q4_1 => f16_at(blk, 2),
+            _ => 0.0,
+        };
         for c in 0..C {
             let xb = &x[c][b];
-            let xv = xb.load_i16();
-            for r in 0..R {
-                let p = f32x4_convert_i32x4(block_dot(&wv[r], &xv));
-                acc[r][c] = f32x4_add(acc[r][c], f32x4_mul(p, f32x4_splat(dw[r] * xb.d())));
-                off[r][c] += mw[r] * xb.s();
-            }
+            let p = f32x4_convert_i32x4(block_dot(&wv, &xb.load_i16()));
+            acc[c] = f32x4_add(acc[c], f32x4_mul(p, f32x4_splat(dw * xb.d())));
+            off[c] += mw * xb.s();
         }
     }
-    for r in 0..R {
-        for c in 0..C {
-            let a = acc[r][c];
-            out[r * t + c] = (f32x4_extract_lane::<0>(a) + f32x4_extract_lane::<1>(a))
-                + (f32x4_extract_lane::<2>(a) + f32x4_extract_lane::<3>(a))
-                + off[r][c];
-        }
+    for c in 0..C {
+        out[c] = hsum_f32(acc[c]) + off[c];
     }
 }
 
-/// As [`super::Isa::gemm_q`]. A prompt's tokens go 32 (then 8) at a time against one row:
-/// unpacking a weight block and converting its scales cost as much as its products, so the
-/// more tokens share them the better (one thread, SmolLM2-135M's shapes under Node: 3.3 GMAC/s
-/// a token at a time, 7.6 eight at a time, 13.5 thirty-two; 2 or 4 rows a tile measured
-/// lower: 16 vectors of accumulators are all the registers there are). The tokens left, or a
-/// single one, go against 4 rows at a time.
+/// As [`super::Isa::gemm_q`], one weight row at a time. A prompt's tokens go 32 (then 8) at a
+/// time against it: unpacking a weight block and converting its scales cost as much as its
+/// products, so the more tokens share them the better (one thread, SmolLM2-135M's shapes under
+/// Node: 3.3 GMAC/s a token at a time, 7.6 eight at a time, 13.5 thirty-two). Tiles of 2 or 4
+/// rows measured lower, for prompts and for one token alike (5.5 GMAC/s a row at a time
+/// against 3.7 for two and 4.2 for four): their unpacked blocks and sums outgrow the 16
+/// vector registers.
 pub fn gemm_q<A: WasmAct>(format: QuantFormat, w: &[u8], rb: usize, x: &[&[A]], out: &mut [f32]) {
     debug_assert_eq!(rb % format.block_bytes(), 0);
     let t = x.len();
-    let rows = w.len() / rb;
-    let mut c = 0;
-    while c + 32 <= t {
-        for r in 0..rows {
-            tile::<A, 1, 32>(format, &w[r * rb..], rb, &x[c..], &mut out[r * t + c..], t);
+    for (r, wr) in w.chunks_exact(rb).enumerate() {
+        let out = &mut out[r * t..(r + 1) * t];
+        let mut c = 0;
+        while c + 32 <= t {
+            tile::<A, 32>(format, wr, rb, &x[c..], &mut out[c..]);
+            c += 32;
         }
-        c += 32;
-    }
-    while c + 8 <= t {
-        for r in 0..rows {
-            tile::<A, 1, 8>(format, &w[r * rb..], rb, &x[c..], &mut out[r * t + c..], t);
+        while c + 8 <= t {
+            tile::<A, 8>(format, wr, rb, &x[c..], &mut out[c..]);
+            c += 8;
         }
-        c += 8;
-    }
-    for c in c..t {
-        let mut r = 0;
-        while r + 4 <= rows {
-            tile::<A, 4, 1>(format, &w[r * rb..], rb, &x[c..], &mut out[r * t + c..], t);
-            r += 4;
-        }
-        while r < rows {
-            tile::<A, 1, 1>(format, &w[r * rb..], rb, &x[c..], &mut out[r * t + c..], t);
-            r += 1;
+        for c in c..t {
+            tile::<A, 1>(format, wr, rb, &x[c..], &mut out[c..]);
         }
     }
 }
