@@ -73,7 +73,9 @@ const DOT_MIN_ROWS: usize = 16384;
 /// The integer-dot kernel's settings: threads per row, workgroups at most (each loops over
 /// row groups, so it quantises its input once for many rows). The defaults measured best on
 /// an H100 (DeepSeek-R1-Distill-Qwen-1.5B, Q4_0: 8 lanes 340 tok/s, 16 lanes 329, 32 lanes
-/// 324; 2048 workgroups 334, 512 324, no limit 305). `AKARI_GPU_Q4_DOT=0` turns it
+/// 324; 2048 workgroups 334, 512 324, no limit 305). Once a lane's loop unrolled
+/// ([`lane_units`]), 4 lanes a row (12 blocks each, the lm_head; GLU keeps 8) went ahead:
+/// 640–645 → 649–653 tok/s at 128 positions, 573 → 580 at 2048 (2: 653–654; 16: 637). `AKARI_GPU_Q4_DOT=0` turns it
 /// off, `AKARI_GPU_Q4_DOT_LANES` and `AKARI_GPU_Q4_DOT_WORKGROUPS` override the rest, for
 /// tuning.
 struct DotTuning {
@@ -94,7 +96,7 @@ fn dot_tuning() -> &'static DotTuning {
             on: var("AKARI_GPU_Q4_DOT") != Some(0),
             lanes: var("AKARI_GPU_Q4_DOT_LANES")
                 .filter(|n| n.is_power_of_two() && (1..=256).contains(n))
-                .unwrap_or(8),
+                .unwrap_or(4),
             workgroups: var("AKARI_GPU_Q4_DOT_WORKGROUPS")
                 .filter(|&n| n > 0)
                 .unwrap_or(2048),
@@ -146,8 +148,8 @@ fn lane_units(entry: &str, cols: usize, lanes: u32) -> u32 {
 /// The most units a lane's loop unrolls ([`lane_units`]). On an H100 (DeepSeek-R1-Distill-
 /// Qwen-1.5B, 128 positions) F16 decode went from 401–407 to 455–460 tok/s with it (the
 /// 1536-wide rows, three 16-byte words a lane); 32, which unrolls the down projection's 18
-/// as well, measured the same, and Q4_0 did not move (639–644 tok/s either way).
-const MAX_UNROLL: usize = 8;
+/// as well, measured the same. 16 covers the Q4_0 lm_head's 12 blocks a lane.
+const MAX_UNROLL: usize = 16;
 
 /// The entry point of `gemv_decode.wgsl` for a one-token GEMV of `w`, when its rows suit it
 /// (whole word-aligned pairs of blocks, or 8-value groups of f16).
