@@ -1,8 +1,10 @@
-//! wasm simd128 kernels for the browser: quantised weight rows against integer activations.
+//! wasm simd128 kernels for the browser: quantised weight rows against integer activations,
+//! float rows, attention, dot and axpy.
 //!
-//! Weights and activations are widened to i16 and multiplied with `i32x4.dot_i16x8_s`; each
-//! block's integer sums are exact, and are scaled and summed in f32 vectors, as the AVX2
-//! kernels do (the float order differs from [`super::scalar::dot_q`]'s in the last bits).
+//! Quantised weights and activations are widened to i16 and multiplied with
+//! `i32x4.dot_i16x8_s`; each block's integer sums are exact, and are scaled and summed in f32
+//! vectors, as the AVX2 kernels do (the float order differs from [`super::scalar::dot_q`]'s in
+//! the last bits).
 
 use super::{ActBlock, Q16Act, Q8Act};
 use akari_core::QuantFormat;
@@ -116,22 +118,14 @@ fn block_dot(w: &[v128; 4], x: &[v128; 4]) -> v128 {
     )
 }
 
-/// One weight row (`w`, `rb` bytes) against `C` activation rows from `x`, into
-/// `out[c]`: each weight block is loaded, unpacked and its scales converted once for all `C`
-/// tokens, and the sums stay in vectors until the end (a horizontal sum per block cost as
-/// much as its products).
+/// One weight row `w` against `C` activation rows from `x`, into `out[c]`: each weight block
+/// is loaded, unpacked and its scales converted once for all `C` tokens, and the sums stay in
+/// vectors until the end (a horizontal sum per block cost as much as its products).
 #[inline(always)]
-fn tile<A: WasmAct, const C: usize>(
-    format: QuantFormat,
-    w: &[u8],
-    rb: usize,
-    x: &[&[A]],
-    out: &mut [f32],
-) {
-    let bb = format.block_bytes();
+fn tile<A: WasmAct, const C: usize>(format: QuantFormat, w: &[u8], x: &[&[A]], out: &mut [f32]) {
     let mut acc = [f32x4_splat(0.0); C];
     let mut off = [0f32; C];
-    for (b, blk) in w[..rb].chunks_exact(bb).enumerate() {
+    for (b, blk) in w.chunks_exact(format.block_bytes()).enumerate() {
         let wv = load_w(format, blk);
         let dw = f16_at(blk, 0);
         let mw = match format {
@@ -165,15 +159,15 @@ pub fn gemm_q<A: WasmAct>(format: QuantFormat, w: &[u8], rb: usize, x: &[&[A]], 
         let out = &mut out[r * t..(r + 1) * t];
         let mut c = 0;
         while c + 32 <= t {
-            tile::<A, 32>(format, wr, rb, &x[c..], &mut out[c..]);
+            tile::<A, 32>(format, wr, &x[c..], &mut out[c..]);
             c += 32;
         }
         while c + 8 <= t {
-            tile::<A, 8>(format, wr, rb, &x[c..], &mut out[c..]);
+            tile::<A, 8>(format, wr, &x[c..], &mut out[c..]);
             c += 8;
         }
         for c in c..t {
-            tile::<A, 1>(format, wr, rb, &x[c..], &mut out[c..]);
+            tile::<A, 1>(format, wr, &x[c..], &mut out[c..]);
         }
     }
 }
