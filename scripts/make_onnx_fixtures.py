@@ -156,9 +156,10 @@ def to_fp16(model):
     # onnxconverter-common 1.16's converter produces invalid graphs here (an Unsqueeze typed f16 whose
     # input stays f32); onnxruntime's maintained copy of the same converter works.
     from onnxruntime.transformers import float16
+    from google.protobuf.message import EncodeError
     try:
         disable_shape_infer = model.ByteSize() >= onnx.checker.MAXIMUM_PROTOBUF
-    except Exception:  # protobuf cannot even size a model past 2 GiB held in memory
+    except EncodeError:  # protobuf cannot even size a model past 2 GiB held in memory
         disable_shape_infer = True
     # transformers.js ships its own fork of this converter; its block list is onnxconverter-common's
     # without "Range", plus "RandomNormalLike" and "Cast" (existing fp32 Casts, e.g. in the rotary

@@ -48,6 +48,16 @@ fn lane_units(n: u32, lane: u32) -> u32 {
     return (n + LANES - 1u - lane) / LANES;
 }
 
+// Unit i of a lane's loop over `n` units, clamped into the row, and its weight: 1, or 0 for a
+// unit past the row (it repeats the row's last unit, so no branch stops the loads).
+fn lane_unit(n: u32, lane: u32, i: u32) -> u32 {
+    return min(lane + i * LANES, n - 1u);
+}
+
+fn unit_weight(n: u32, lane: u32, i: u32) -> f32 {
+    return select(0.0, 1.0, lane + i * LANES < n);
+}
+
 struct Params {
     n: u32,
     k: u32,

@@ -19,9 +19,8 @@ fn row_f16(row: u32, lane: u32, glu: bool) -> vec2<f32> {
     let base = row * (params.row_bytes >> 4u);
     var acc = vec2<f32>(0.0);
     for (var i = 0u; i < lane_units(groups, lane); i++) {
-        let g = min(lane + i * LANES, groups - 1u);
-        // Past the row: a repeated load of its last group, weighted 0.
-        let w = select(0.0, 1.0, lane + i * LANES < groups);
+        let g = lane_unit(groups, lane, i);
+        let w = unit_weight(groups, lane, i);
         let a = wv[base + g];
         var b = vec4<u32>(0u);
         if glu {

@@ -52,7 +52,7 @@ fn row_q4_0(row: u32, lane: u32) -> f32 {
     let base = row * (params.row_bytes >> 2u);
     var acc = 0.0;
     for (var i = 0u; i < lane_units(pairs, lane); i++) {
-        let p = min(lane + i * LANES, pairs - 1u);
+        let p = lane_unit(pairs, lane, i);
         let o = base + p * 9u;
         let a0 = wl(o);
         let a1 = wl(o + 1u);
@@ -62,8 +62,7 @@ fn row_q4_0(row: u32, lane: u32) -> f32 {
         let xq = p * 16u;
         let d0 = unpack2x16float(a0).x;
         let d1 = unpack2x16float(a4).y;
-        // Past the row: the last pair again, weighted 0.
-        let w = select(0.0, 1.0, lane + i * LANES < pairs);
+        let w = unit_weight(pairs, lane, i);
         acc += w * d0 * nibbles((a0 >> 16u) | (a1 << 16u), (a1 >> 16u) | (a2 << 16u),
             (a2 >> 16u) | (a3 << 16u), (a3 >> 16u) | (a4 << 16u), xq, 8.0);
         acc += w * d1 * nibbles(wl(o + 5u), wl(o + 6u), wl(o + 7u), wl(o + 8u), xq + 8u, 8.0);
@@ -294,9 +293,8 @@ fn row_q4_0_dot(row: u32, lane: u32, glu: bool) -> vec2<f32> {
     var v = vec2<f32>(0.0);
     let blocks = params.k >> 5u;
     for (var i = 0u; i < lane_units(blocks, lane); i++) {
-        let b = min(lane + i * LANES, blocks - 1u);
-        // Past the row: the last block again, weighted 0.
-        let w = select(0.0, 1.0, lane + i * LANES < blocks);
+        let b = lane_unit(blocks, lane, i);
+        let w = unit_weight(blocks, lane, i);
         which = 0u;
         let p = q4_0_block(base, b);
         var p2 = p;
@@ -403,7 +401,7 @@ fn decode_q4_0_dotq(@builtin(workgroup_id) wid: vec3<u32>,
         let base = my_row * (params.row_bytes >> 2u);
         let blocks = params.k >> 5u;
         for (var i = 0u; i < lane_units(blocks, my_lane); i++) {
-            let b = min(my_lane + i * LANES, blocks - 1u);
+            let b = lane_unit(blocks, my_lane, i);
             let p = q4_0_block(base, b);
             let o = b * 18u;
             let l0 = vec4<u32>(w2[o], w2[o + 1u], w2[o + 2u], w2[o + 3u]);
@@ -411,9 +409,7 @@ fn decode_q4_0_dotq(@builtin(workgroup_id) wid: vec3<u32>,
             let h0 = vec4<u32>(w2[o + 8u], w2[o + 9u], w2[o + 10u], w2[o + 11u]);
             let h1 = vec4<u32>(w2[o + 12u], w2[o + 13u], w2[o + 14u], w2[o + 15u]);
             let x = vec2<f32>(bitcast<f32>(w2[o + 16u]), bitcast<f32>(w2[o + 17u]));
-            // Past the row: the last block again, weighted 0.
-            v.x += select(0.0, 1.0, my_lane + i * LANES < blocks)
-                * block_dot_with(p, l0, l1, h0, h1, x);
+            v.x += unit_weight(blocks, my_lane, i) * block_dot_with(p, l0, l1, h0, h1, x);
         }
     }
     finish(v, t);
