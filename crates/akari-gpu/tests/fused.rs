@@ -188,8 +188,8 @@ fn down_projection_reads_the_glu_output_quantised() {
             bytes,
         )
     };
-    let (gate, _) = q4(inter, hidden, 60);
-    let (up, _) = q4(inter, hidden, 61);
+    let (gate, gate_bytes) = q4(inter, hidden, 60);
+    let (up, up_bytes) = q4(inter, hidden, 61);
     let (down, down_bytes) = q4(hidden, inter, 62);
     let norm = be.upload_vector(sample(hidden, 63)).expect("norm");
     let residual = sample(hidden, 64);
@@ -213,6 +213,33 @@ fn down_projection_reads_the_glu_output_quantised() {
     // Each input moves by at most half a step of its block (max |x| / 32767); the f32 path
     // sums in another order.
     let h = be.read(&plain).expect("read");
+    // The GLU itself against the host: silu(gate · x̂) · (up · x̂), x̂ the normalised input.
+    let ms = residual.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / hidden as f64;
+    let inv = 1.0 / (ms + 1e-5).sqrt();
+    let nw = sample(hidden, 63);
+    let xn: Vec<f64> = residual
+        .iter()
+        .zip(&nw)
+        .map(|(a, b)| f64::from(*a) * inv * f64::from(*b))
+        .collect();
+    let hb = QuantFormat::Q4_0.row_bytes(hidden);
+    let mut row = vec![0f32; hidden];
+    let mut dot = |bytes: &[u8], r: usize| {
+        QuantFormat::Q4_0.dequantize_row(&bytes[r * hb..(r + 1) * hb], &mut row);
+        let terms: f64 = row.iter().zip(&xn).map(|(a, b)| (f64::from(*a) * b).abs()).sum();
+        (row.iter().zip(&xn).map(|(a, b)| f64::from(*a) * b).sum::<f64>(), terms)
+    };
+    for r in 0..inter {
+        let (g, gt) = dot(&gate_bytes, r);
+        let (u, ut) = dot(&up_bytes, r);
+        let want = g / (1.0 + (-g).exp()) * u;
+        let err = (f64::from(h[r]) - want).abs();
+        assert!(
+            err <= 1e-4 * (gt * ut + gt + ut) + 1e-6,
+            "GLU row {r}: {} vs {want}",
+            h[r]
+        );
+    }
     let rb = QuantFormat::Q4_0.row_bytes(inter);
     let mut w = vec![0f32; inter];
     for r in 0..hidden {

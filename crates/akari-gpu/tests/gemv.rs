@@ -359,11 +359,13 @@ fn fused_norm_matches_the_reference() {
     let ctx = ctx();
     let mut checked = 0;
     // 128 columns: the input staged in workgroup memory; 2560: read from memory per row;
-    // Q4_0 with 16389 rows: the integer-dot kernel, which quantises the normalised input.
+    // Q4_0 with 16389 rows: the integer-dot kernel, which quantises the normalised input;
+    // F16 with 1000: 125 groups of 8 over 64 lanes, so some lanes repeat the row's last group
+    // (weighted 0, in the sum of squares too).
     for (format, cols, rows) in QuantFormat::ALL
         .into_iter()
         .flat_map(|f| [(f, 128, 37), (f, 2560, 37)])
-        .chain([(QuantFormat::Q4_0, 1536, 16389)])
+        .chain([(QuantFormat::Q4_0, 1536, 16389), (QuantFormat::F16, 1000, 37)])
     {
         let eps = 1e-5f32;
         let wb = quantized(format, rows, cols, 31);

@@ -186,6 +186,17 @@ const SPLIT: u32 = 16;
 const QUANTIZE_OUT: u32 = 32;
 const COMBINE: u32 = 64;
 
+/// `gemv_decode.wgsl`'s `FLAGS` holds the flags when this bit is set, so that each
+/// combination gets a pipeline with its tests folded away.
+const FLAGS_SET: u32 = 0x8000_0000;
+
+/// Whether the decode kernels take their flags as a pipeline constant (`FLAGS`); on by
+/// default, `AKARI_GPU_FLAG_CONSTANTS=0` reads them from the uniform instead, for comparison.
+fn flag_constants() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("AKARI_GPU_FLAG_CONSTANTS").as_deref() != Ok("0"))
+}
+
 /// Inputs `gemv_decode.wgsl` stages in workgroup memory (`4 · STAGE`).
 const STAGE_MAX_COLS: usize = 2048;
 /// (head, chunk) pairs of attention partials it merges at most (`MAX_PARTIALS`).
@@ -550,13 +561,11 @@ pub fn encode_tokens(
             hd4,
         ];
         let units = decode.map_or(0, |entry| lane_units(entry, w.cols(), lanes));
+        let fixed = if flag_constants() { flags | FLAGS_SET } else { 0 };
+        let constants = vec![("LANES", lanes), ("UNITS", units), ("FLAGS", fixed)];
         let (shader, entry, constants) = match decode {
-            Some("decode_f16") => (
-                &DECODE_F16,
-                "decode_f16",
-                vec![("LANES", lanes), ("UNITS", units)],
-            ),
-            Some(entry) => (&DECODE, entry, vec![("LANES", lanes), ("UNITS", units)]),
+            Some("decode_f16") => (&DECODE_F16, "decode_f16", constants),
+            Some(entry) => (&DECODE, entry, constants),
             None => (&SHADER, entry_point(w.format()), vec![]),
         };
         // Unused outputs get buffers of their own: writable bindings must not alias.

@@ -85,6 +85,20 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> y3: array<f32>;
 @group(0) @binding(8) var<uniform> params: Params;
 
+// The flags again as a pipeline constant, with FLAGS_SET: the Rust side builds one pipeline
+// per combination it uses, so every test of a flag folds away when the pipeline is built and
+// the loops over the weights hold no branch (a branch between two units' loads keeps the
+// compiler from issuing them together). Without FLAGS_SET the kernels read `params.flags`.
+override FLAGS: u32 = 0u;
+const FLAGS_SET: u32 = 0x80000000u;
+
+fn has(flag: u32) -> bool {
+    if (FLAGS & FLAGS_SET) != 0u {
+        return (FLAGS & flag) != 0u;
+    }
+    return (params.flags & flag) != 0u;
+}
+
 const HAS_BIAS: u32 = 1u;
 const ACCUMULATE: u32 = 2u;
 const GLU: u32 = 4u;
@@ -107,7 +121,7 @@ var<private> staged: bool;
 
 // x[i] (vec4 i), normalised when asked, from memory.
 fn xg(i: u32) -> vec4<f32> {
-    if normed {
+    if has(NORM) {
         return x[i] * norm[i] * scale;
     }
     return x[i];
@@ -181,7 +195,7 @@ fn unit_normed(u: u32) -> Unit {
 fn norm_scale(t: u32) {
     // The branch holds barriers, so it must test a value WGSL's uniformity analysis can see
     // is uniform: a private variable never counts as one.
-    let norm_on = (params.flags & NORM) != 0u;
+    let norm_on = has(NORM);
     normed = norm_on;
     let units = params.k / 8u;
     held = norm_on && params.k % 8u == 0u && units <= 2u * WG;
@@ -226,7 +240,7 @@ fn norm_scale(t: u32) {
 fn stage_input(t: u32) {
     let stage = params.k <= 4u * STAGE;
     if stage {
-        if (params.flags & COMBINE) != 0u {
+        if has(COMBINE) {
             combine_input(t);
         } else if held {
             for (var u = t; u < params.k / 8u; u += WG) {
@@ -312,22 +326,28 @@ fn reduce_lanes(v: vec2<f32>, t: u32) {
 
 // Sums the row's partial dot products and applies the epilogue.
 fn finish(v: vec2<f32>, t: u32) {
-    let glu = (params.flags & GLU) != 0u;
     reduce_lanes(v, t);
     if my_lane == 0u && live {
-        let r = partial[t];
+        epilogue(partial[t]);
+    }
+}
+
+// The epilogue of the row's lane 0, given the row's dot products (with W, and W2 for GLU).
+fn epilogue(r: vec2<f32>) {
+    let glu = has(GLU);
+    {
         let i = params.row0 + my_row;
         if glu {
             y[i] = r.x / (1.0 + exp(-r.x)) * r.y;
         } else {
             var o = r.x;
-            if (params.flags & HAS_BIAS) != 0u {
+            if has(HAS_BIAS) {
                 o += bias[i];
             }
-            if (params.flags & ACCUMULATE) != 0u {
+            if has(ACCUMULATE) {
                 o += y[i];
             }
-            if (params.flags & SPLIT) == 0u || i < params.split1 {
+            if !has(SPLIT) || i < params.split1 {
                 y[i] = o;
             } else if i < params.split2 {
                 y2[i - params.split1] = bitcast<u32>(o);

@@ -12,6 +12,15 @@ fn dot8(q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
         + dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), x1);
 }
 
+// Input vec4 i: staged only to merge attention partials (see stage_input), which the Rust
+// side does only for rows of at most 4 · STAGE values.
+fn xf(i: u32) -> vec4<f32> {
+    if has(COMBINE) {
+        return xs[i];
+    }
+    return xg(i);
+}
+
 // f16 rows: the row's dot products with W and, for GLU, W2, both words loaded before
 // either is used.
 fn row_f16(row: u32, lane: u32, glu: bool) -> vec2<f32> {
@@ -26,8 +35,8 @@ fn row_f16(row: u32, lane: u32, glu: bool) -> vec2<f32> {
         if glu {
             b = wv2[base + g];
         }
-        let x0 = xv(2u * g);
-        let x1 = xv(2u * g + 1u);
+        let x0 = xf(2u * g);
+        let x1 = xf(2u * g + 1u);
         acc.x += w * dot8(a, x0, x1);
         if glu {
             acc.y += w * dot8(b, x0, x1);
@@ -41,12 +50,12 @@ fn decode_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
               @builtin(local_invocation_index) t: u32) {
     begin(wid, nwg, t);
     // Staged only to merge attention partials (see stage_input).
-    if (params.flags & COMBINE) != 0u {
+    if has(COMBINE) {
         stage_input(t);
     }
     var v = vec2<f32>(0.0);
     if live {
-        v = row_f16(my_row, my_lane, (params.flags & GLU) != 0u);
+        v = row_f16(my_row, my_lane, has(GLU));
     }
     finish(v, t);
 }

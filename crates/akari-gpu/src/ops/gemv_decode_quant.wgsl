@@ -149,7 +149,7 @@ fn run_rows(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
         v.x = row_dot(fmt, my_row, my_lane);
     }
     which = 1u;
-    if live && (params.flags & GLU) != 0u {
+    if live && has(GLU) {
         v.y = row_dot(fmt, my_row, my_lane);
     }
     finish(v, t);
@@ -317,8 +317,8 @@ fn decode_q4_0_dot(@builtin(workgroup_id) wid: vec3<u32>,
     let first = wid.y * nwg.x + wid.x;
     let stride = nwg.x * nwg.y;
     let groups = (params.n + ROWS - 1u) / ROWS;
-    let glu = (params.flags & GLU) != 0u;
-    let quantize_out = (params.flags & QUANTIZE_OUT) != 0u;
+    let glu = has(GLU);
+    let quantize_out = has(QUANTIZE_OUT);
     norm_scale(t);
     quantize_input(t);
     for (var g = first; g < groups; g += stride) {
