@@ -226,18 +226,27 @@ fn down_projection_reads_the_glu_output_quantised() {
     let mut row = vec![0f32; hidden];
     let mut dot = |bytes: &[u8], r: usize| {
         QuantFormat::Q4_0.dequantize_row(&bytes[r * hb..(r + 1) * hb], &mut row);
-        let terms: f64 = row.iter().zip(&xn).map(|(a, b)| (f64::from(*a) * b).abs()).sum();
-        (row.iter().zip(&xn).map(|(a, b)| f64::from(*a) * b).sum::<f64>(), terms)
+        let terms: f64 = row
+            .iter()
+            .zip(&xn)
+            .map(|(a, b)| (f64::from(*a) * b).abs())
+            .sum();
+        (
+            row.iter()
+                .zip(&xn)
+                .map(|(a, b)| f64::from(*a) * b)
+                .sum::<f64>(),
+            terms,
+        )
     };
-    for r in 0..inter {
+    for (r, got) in h.iter().enumerate().take(inter) {
         let (g, gt) = dot(&gate_bytes, r);
         let (u, ut) = dot(&up_bytes, r);
         let want = g / (1.0 + (-g).exp()) * u;
-        let err = (f64::from(h[r]) - want).abs();
+        let err = (f64::from(*got) - want).abs();
         assert!(
             err <= 1e-4 * (gt * ut + gt + ut) + 1e-6,
-            "GLU row {r}: {} vs {want}",
-            h[r]
+            "GLU row {r}: {got} vs {want}"
         );
     }
     let rb = QuantFormat::Q4_0.row_bytes(inter);

@@ -365,7 +365,10 @@ fn fused_norm_matches_the_reference() {
     for (format, cols, rows) in QuantFormat::ALL
         .into_iter()
         .flat_map(|f| [(f, 128, 37), (f, 2560, 37)])
-        .chain([(QuantFormat::Q4_0, 1536, 16389), (QuantFormat::F16, 1000, 37)])
+        .chain([
+            (QuantFormat::Q4_0, 1536, 16389),
+            (QuantFormat::F16, 1000, 37),
+        ])
     {
         let eps = 1e-5f32;
         let wb = quantized(format, rows, cols, 31);

@@ -196,6 +196,32 @@ fn one_chunk_positions() -> usize {
     })
 }
 
+/// Query heads one workgroup of `attention_decode.wgsl` attends (`G`, a divisor of the
+/// key/value group): one by default. Taking a whole group, so its keys and values are read
+/// once, measured slower on an H100 (DeepSeek-R1-Distill-Qwen-1.5B Q4_0, six heads a group:
+/// 686–688 tok/s with one head a workgroup, 613–615 with 2, 605–608 with 3, 575–578 with 6
+/// at 128 positions; 612–614 against 479–512 at 2048): a step's cache is read from L2 by the
+/// group's workgroups at once, and fewer, longer workgroups leave the card idle.
+/// `AKARI_GPU_ATTENTION_G` sets the most, for tuning on other cards.
+fn heads_per_workgroup(d: &Dims) -> usize {
+    static MOST: OnceLock<usize> = OnceLock::new();
+    let most = *MOST.get_or_init(|| {
+        std::env::var("AKARI_GPU_ATTENTION_G")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+    });
+    let group = d.heads / d.kv_heads.max(1);
+    if !d.heads.is_multiple_of(d.kv_heads.max(1)) {
+        return 1;
+    }
+    // The largest divisor of the group within the limits.
+    (1..=group.min(most).min(8))
+        .rev()
+        .find(|g| group.is_multiple_of(*g) && g * d.head_dim / 4 <= 256)
+        .unwrap_or(1)
+}
+
 /// The head size, fixed for the decode pipelines so their loops over it unroll.
 fn decode_constants(d: &Dims) -> [(&'static str, u32); 2] {
     let hd4 = (d.head_dim / 4) as u32;
@@ -211,8 +237,10 @@ fn encode_decode(
     d: Dims,
     (rope_half, sin_off, table): (u32, u32, &wgpu::Buffer),
 ) -> Result<Option<usize>, GpuError> {
-    let heads = check_dim(ctx, "attention heads", d.heads)?;
-    let constants = decode_constants(&d);
+    let g = heads_per_workgroup(&d);
+    let heads = check_dim(ctx, "attention heads", d.heads / g)?;
+    let [hd4, groups] = decode_constants(&d);
+    let constants = [hd4, groups, ("G", g as u32)];
     let n = d.pos + 1;
     // One chunk writes the result itself; past that the cache is split so every SM gets
     // work, and the chunks write partial results.

@@ -561,7 +561,11 @@ pub fn encode_tokens(
             hd4,
         ];
         let units = decode.map_or(0, |entry| lane_units(entry, w.cols(), lanes));
-        let fixed = if flag_constants() { flags | FLAGS_SET } else { 0 };
+        let fixed = if flag_constants() {
+            flags | FLAGS_SET
+        } else {
+            0
+        };
         let constants = vec![("LANES", lanes), ("UNITS", units), ("FLAGS", fixed)];
         let (shader, entry, constants) = match decode {
             Some("decode_f16") => (&DECODE_F16, "decode_f16", constants),
