@@ -1,7 +1,8 @@
 //! Projections of one input fused into one dispatch (decode's q, k and v): the matrices'
 //! rows copied one after another on the device, one GEMV writing each projection's rows to
 //! its own output. Each output row is computed by the same code over the same terms as in
-//! a GEMV of its own matrix, so the results must be bit for bit the same.
+//! a GEMV of its own matrix, so the results must be bit for bit the same, except for f16
+//! rows: their copy holds the norm's weight in its columns, within f16 rounding.
 //!
 //! And a one-token Q4_0 GLU writes its output quantised as well, which the down projection
 //! reads instead of quantising it again: within the rounding of 16-bit inputs of what it
@@ -93,6 +94,7 @@ fn split_gemv_gives_each_matrix_its_own_results() {
         let norm = Some(Norm {
             weight: &nw,
             eps: 1e-5,
+            folded: false,
         });
         let fused_bias = ctx
             .storage_buffer("bias", &f32_bytes(&bias_values))
@@ -165,14 +167,79 @@ fn fused_projections_match_separate_ones() {
                 let alone = be
                     .norm_matmul_many(&x, &norm, 1e-5, &ws[i..=i])
                     .expect("alone");
-                assert_eq!(
-                    be.read(t).expect("read"),
-                    be.read(&alone[0]).expect("read"),
-                    "{format} bias={with_bias} projection {i}"
-                );
+                let (got, want) = (be.read(t).expect("read"), be.read(&alone[0]).expect("read"));
+                if format == QuantFormat::F16 {
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() <= 4e-3 * (w.abs() + 1.0),
+                            "{format} bias={with_bias} projection {i}: {g} vs {w}"
+                        );
+                    }
+                } else {
+                    assert_eq!(got, want, "{format} bias={with_bias} projection {i}");
+                }
             }
         }
     }
+}
+
+/// F16 gate and up take the norm's weight into their columns at their first one-token use;
+/// a prompt after that normalises without it. Both against the host.
+#[test]
+fn f16_gate_and_up_hold_the_norm_after_a_decode_step() {
+    let be = GpuBackend::with_context(context());
+    let (hidden, inter) = (128, 64);
+    let gate_bytes = quantized(QuantFormat::F16, inter, hidden, 70);
+    let up_bytes = quantized(QuantFormat::F16, inter, hidden, 71);
+    let gate = upload(&be, QuantFormat::F16, inter, hidden, gate_bytes.clone());
+    let up = upload(&be, QuantFormat::F16, inter, hidden, up_bytes.clone());
+    let nw = sample(hidden, 72);
+    let norm = be.upload_vector(nw.clone()).expect("norm");
+    let rows = [sample(hidden, 73), sample(hidden, 74)];
+    let check = |got: &[f32], x: &[f32], what: &str| {
+        let ms = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / hidden as f64;
+        let inv = 1.0 / (ms + 1e-5).sqrt();
+        let xn: Vec<f64> = x
+            .iter()
+            .zip(&nw)
+            .map(|(a, b)| f64::from(*a) * inv * f64::from(*b))
+            .collect();
+        let rb = QuantFormat::F16.row_bytes(hidden);
+        let mut row = vec![0f32; hidden];
+        let mut dot = |bytes: &[u8], r: usize| {
+            QuantFormat::F16.dequantize_row(&bytes[r * rb..(r + 1) * rb], &mut row);
+            let terms: f64 = row
+                .iter()
+                .zip(&xn)
+                .map(|(a, b)| (f64::from(*a) * b).abs())
+                .sum();
+            let sum: f64 = row.iter().zip(&xn).map(|(a, b)| f64::from(*a) * b).sum();
+            (sum, terms)
+        };
+        for (r, got) in got.iter().enumerate() {
+            let (g, gt) = dot(&gate_bytes, r);
+            let (u, ut) = dot(&up_bytes, r);
+            let want = g / (1.0 + (-g).exp()) * u;
+            let err = (f64::from(*got) - want).abs();
+            // Each folded weight is rounded to f16 once more: half a step, 2^-11 relative.
+            assert!(
+                err <= 1e-3 * (gt * ut + gt + ut) + 1e-5,
+                "{what} row {r}: {got} vs {want}"
+            );
+        }
+    };
+    let one = be
+        .norm_matmul_glu(&one_row(&be, &rows[0]), &norm, 1e-5, &gate, &up)
+        .expect("one token");
+    check(&be.read(&one).expect("read"), &rows[0], "one token");
+    let table = upload(&be, QuantFormat::F32, 2, hidden, f32_bytes(&rows.concat()));
+    let x = be.embed(&table, &[0, 1]).expect("two rows");
+    let two = be
+        .norm_matmul_glu(&x, &norm, 1e-5, &gate, &up)
+        .expect("prompt");
+    let two = be.read(&two).expect("read");
+    check(&two[..inter], &rows[0], "prompt row 0");
+    check(&two[inter..], &rows[1], "prompt row 1");
 }
 
 /// GLU (Q4_0, one token) then the down projection, reading the GLU's quantised output,

@@ -382,7 +382,11 @@ fn fused_norm_matches_the_reference() {
         let nb = ctx.storage_buffer("norm", &f32_bytes(&nw)).unwrap();
         let y = ctx.f32_buffer("y", rows).unwrap();
         let mut rec = Recording::new(ctx);
-        let norm = Some(Norm { weight: &nb, eps });
+        let norm = Some(Norm {
+            weight: &nb,
+            eps,
+            folded: false,
+        });
         let epilogue = Epilogue::Store { bias: None };
         encode_tokens(ctx, &mut rec, &w, &xb, norm, epilogue, &y, 1).unwrap();
         let got = ctx.submit_and_read("norm", rec, &y, rows).unwrap();

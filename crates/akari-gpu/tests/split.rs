@@ -65,6 +65,7 @@ fn run(
             Some(Norm {
                 weight: &norm,
                 eps: 1e-5,
+                folded: false,
             }),
         ),
     };

@@ -182,6 +182,7 @@ const HAS_BIAS: u32 = 1;
 const ACCUMULATE: u32 = 2;
 const GLU: u32 = 4;
 const NORM: u32 = 8;
+const NORM_FOLDED: u32 = 128;
 const SPLIT: u32 = 16;
 const QUANTIZE_OUT: u32 = 32;
 const COMBINE: u32 = 64;
@@ -207,6 +208,9 @@ const MAX_PARTIALS: usize = 512;
 pub struct Norm<'a> {
     pub weight: &'a wgpu::Buffer,
     pub eps: f32,
+    /// The weight is already folded into the matrix's columns
+    /// ([`crate::ops::elementwise::fold_columns`]): the kernel scales x by 1 / rms(x) only.
+    pub folded: bool,
 }
 
 /// Whether a one-token GEMV of `w` can normalise its input itself.
@@ -541,7 +545,12 @@ pub fn encode_tokens(
         } else {
             (gx, gy)
         };
-        let flags = flags | if norm.is_some() { NORM } else { 0 };
+        let flags = flags
+            | match norm {
+                Some(n) if n.folded => NORM | NORM_FOLDED,
+                Some(_) => NORM,
+                None => 0,
+            };
         let [split1, split2] = split.map_or([0, 0], |(r, _)| r.map(|v| v as u32));
         let [chunks, hd4] = combined.unwrap_or([0, 0]);
         // gemv.wgsl takes the first eight; the decode kernels also the split rows and the

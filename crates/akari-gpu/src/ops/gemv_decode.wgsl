@@ -106,6 +106,9 @@ const NORM: u32 = 8u;
 const SPLIT: u32 = 16u;
 const QUANTIZE_OUT: u32 = 32u;
 const COMBINE: u32 = 64u;
+// With NORM: the norm weight is already in W's columns (folded at first use, f16 rows only),
+// so x is scaled by 1 / rms(x) alone.
+const NORM_FOLDED: u32 = 128u;
 
 // 1 / rms(x) when normalising (uniform across the workgroup).
 var<private> scale: f32;
@@ -121,6 +124,9 @@ var<private> staged: bool;
 
 // x[i] (vec4 i), normalised when asked, from memory.
 fn xg(i: u32) -> vec4<f32> {
+    if has(NORM_FOLDED) {
+        return x[i] * scale;
+    }
     if has(NORM) {
         return x[i] * norm[i] * scale;
     }
@@ -188,6 +194,9 @@ struct Unit {
 fn unit_normed(u: u32) -> Unit {
     let a = x[2u * u];
     let b = x[2u * u + 1u];
+    if has(NORM_FOLDED) {
+        return Unit(a, b, dot(a, a) + dot(b, b));
+    }
     return Unit(a * norm[2u * u], b * norm[2u * u + 1u], dot(a, a) + dot(b, b));
 }
 

@@ -38,6 +38,7 @@ pub fn sources() -> Vec<(&'static str, &'static str)> {
         &rms_norm::SHADER,
         &elementwise::SILU_MUL,
         &elementwise::ADD,
+        &elementwise::FOLD_COLUMNS,
         &rope::SHADER,
         &gemv::SHADER,
         &gemv::GEMM,
