@@ -369,13 +369,12 @@ impl GpuBackend {
         self.run_ahead = on;
     }
 
-    /// The fused form of `ws` ([`Fused`]) for a one-token GEMV: three matrices of one format
-    /// and width, each one part, all with biases or none.
     /// Whether one-token GEMVs of `ms` take `norm` folded into their columns: f16 rows on the
     /// decode kernels, unless turned off. Their weights then need no norm weight beside
     /// each weight word: on an H100, F16 decode of DeepSeek-R1-Distill-Qwen-1.5B gained about
-    /// 12 % with it. Rounding the products to f16 moves a weight by at most half an f16 step,
-    /// as storing it did.
+    /// 10 % with it. Each product is rounded to f16 (to a neighbour: WGSL leaves the rounding
+    /// mode to the implementation, so a weight moves by at most one f16 step, 2^-10 of it)
+    /// and clamped to f16's finite range.
     fn folds_norm(&self, ms: &[&GpuMatrix]) -> bool {
         self.fold_norms
             && ms
@@ -383,14 +382,18 @@ impl GpuBackend {
                 .all(|m| m.format() == QuantFormat::F16 && gemv::fuses_norm(&self.ctx, m))
     }
 
-    /// Folds `norm`'s weight into the columns of `ms`, in place, unless they hold it already
-    /// (recorded in order with the work around it, so what was recorded before reads the
-    /// weights as they were). A matrix holds one norm: asking for another is an error.
+    /// Folds `norm`'s weight into the columns of `ms`, in place, unless they hold it already.
+    /// A matrix holds one norm: asking for another is an error.
+    ///
+    /// What is recorded so far reads the weights as they were, so it is submitted first, and
+    /// the fold goes in a submission of its own: the record of what each matrix holds then
+    /// stays true even when the recording after it is dropped (a step run ahead that fails).
     fn fold_norm(&self, ms: &[&GpuMatrix], norm: &GpuVector) -> Result<()> {
         let mut folded = self.folded.lock().unwrap_or_else(|p| p.into_inner());
-        let mut todo = Vec::new();
+        let mut todo: Vec<&GpuMatrix> = Vec::new();
         for m in ms {
-            match folded.get(&m.parts()[0].buffer) {
+            let key = &m.parts()[0].buffer;
+            match folded.get(key) {
                 Some(n) if *n == norm.buffer => {}
                 Some(_) => {
                     return Err(GpuError::NotApplicable {
@@ -399,24 +402,38 @@ impl GpuBackend {
                     }
                     .into())
                 }
-                None => todo.push(*m),
+                None if todo.iter().any(|t| t.parts()[0].buffer == *key) => {}
+                None => todo.push(m),
             }
         }
         if todo.is_empty() {
             return Ok(());
         }
-        self.record(None, |ctx, rec| {
-            for m in &todo {
-                for p in m.parts() {
-                    elementwise::fold_columns(ctx, rec, &p.buffer, &norm.buffer, p.rows, m.cols())?;
-                }
+        self.flush(&mut self.pending())?;
+        let mut rec = Recording::new(&self.ctx);
+        for m in &todo {
+            for p in m.parts() {
+                elementwise::fold_columns(
+                    &self.ctx,
+                    &mut rec,
+                    &p.buffer,
+                    &norm.buffer,
+                    p.rows,
+                    m.cols(),
+                )?;
             }
-            Ok(())
-        })?;
+        }
+        self.ctx.submit("fold_norm", rec)?;
         for m in todo {
             folded.insert(m.parts()[0].buffer.clone(), norm.buffer.clone());
         }
         Ok(())
+    }
+
+    /// Whether `m` holds any norm's weight in its columns.
+    fn holds_a_norm(&self, m: &GpuMatrix) -> bool {
+        let folded = self.folded.lock().unwrap_or_else(|p| p.into_inner());
+        folded.contains_key(&m.parts()[0].buffer)
     }
 
     /// Whether `m` holds `norm`'s weight in its columns.
@@ -441,6 +458,8 @@ impl GpuBackend {
         Ok(GpuVector { buffer, len })
     }
 
+    /// The fused form of `ws` ([`Fused`]) for a one-token GEMV: three matrices of one format
+    /// and width, each one part, all with biases or none; for f16 rows, with `norm` folded in.
     fn fused(
         &self,
         ws: &[(&GpuMatrix, Option<&GpuVector>)],
@@ -476,19 +495,20 @@ impl GpuBackend {
                     _ => None,
                 };
                 if fold {
-                    self.record(None, |ctx, rec| {
-                        for p in matrix.parts() {
-                            elementwise::fold_columns(
-                                ctx,
-                                rec,
-                                &p.buffer,
-                                &norm.buffer,
-                                p.rows,
-                                matrix.cols(),
-                            )?;
-                        }
-                        Ok(())
-                    })?;
+                    // In a submission of its own, after the copy's (nothing else reads the
+                    // copy yet), so a dropped recording cannot leave it unfolded.
+                    let mut rec = Recording::new(&self.ctx);
+                    for p in matrix.parts() {
+                        elementwise::fold_columns(
+                            &self.ctx,
+                            &mut rec,
+                            &p.buffer,
+                            &norm.buffer,
+                            p.rows,
+                            matrix.cols(),
+                        )?;
+                    }
+                    self.ctx.submit("fold_norm", rec)?;
                 }
                 Some(Arc::new(Fused {
                     matrix,
@@ -731,6 +751,31 @@ impl GpuBackend {
 
     /// `silu(x·gateᵀ)·(x·upᵀ)` in one GEMV (gate and up of one format and shape), the input
     /// normalised first when `norm` is given.
+    /// `silu(x · gateᵀ) · (x · upᵀ)`, whatever the matrices hold ([`Backend::matmul_glu`]
+    /// refuses matrices holding a folded norm; `norm_matmul_glu` knows what they hold).
+    fn glu_of(&self, x: &GpuTensor, gate: &GpuMatrix, up: &GpuMatrix) -> Result<GpuTensor> {
+        self.settle(x)?;
+        Self::check_cols(x, gate.cols(), "matmul input")?;
+        if up.rows() != gate.rows() || up.cols() != gate.cols() {
+            return Err(shape(
+                "up projection",
+                vec![gate.rows(), gate.cols()],
+                vec![up.rows(), up.cols()],
+            ));
+        }
+        if up.format() != gate.format() {
+            // The fused kernel reads both with one format's code.
+            let mut r = self.matmul_many(x, &[(gate, None), (up, None)])?;
+            let (Some(u), Some(g)) = (r.pop(), r.pop()) else {
+                return Err(Error::InvalidArgument(
+                    "gate/up projection returned the wrong count".into(),
+                ));
+            };
+            return self.silu_mul(&g, &u);
+        }
+        self.glu(x, gate, up, None)
+    }
+
     fn glu(
         &self,
         x: &GpuTensor,
@@ -1033,8 +1078,10 @@ impl Backend for GpuBackend {
             } else {
                 self.rms_norm(x, norm, eps)?
             };
-            return self.matmul_glu(&h, gate, up);
+            return self.glu_of(&h, gate, up);
         }
+        // Checked before a fold changes the weights.
+        Self::check_cols(x, gate.cols(), "matmul input")?;
         let folded = self.folds_norm(&[gate, up]);
         if folded {
             self.fold_norm(&[gate, up], norm)?;
@@ -1096,26 +1143,15 @@ impl Backend for GpuBackend {
     }
 
     fn matmul_glu(&self, x: &GpuTensor, gate: &GpuMatrix, up: &GpuMatrix) -> Result<GpuTensor> {
-        self.settle(x)?;
-        Self::check_cols(x, gate.cols(), "matmul input")?;
-        if up.rows() != gate.rows() || up.cols() != gate.cols() {
-            return Err(shape(
-                "up projection",
-                vec![gate.rows(), gate.cols()],
-                vec![up.rows(), up.cols()],
-            ));
+        if self.holds_a_norm(gate) || self.holds_a_norm(up) {
+            return Err(GpuError::NotApplicable {
+                op: "matmul_glu",
+                what: "gate or up holds a norm's weight in its columns (folded by \
+                       norm_matmul_glu), so only norm_matmul_glu gives their products",
+            }
+            .into());
         }
-        if up.format() != gate.format() {
-            // The fused kernel reads both with one format's code.
-            let mut r = self.matmul_many(x, &[(gate, None), (up, None)])?;
-            let (Some(u), Some(g)) = (r.pop(), r.pop()) else {
-                return Err(Error::InvalidArgument(
-                    "gate/up projection returned the wrong count".into(),
-                ));
-            };
-            return self.silu_mul(&g, &u);
-        }
-        self.glu(x, gate, up, None)
+        self.glu_of(x, gate, up)
     }
 
     fn rope(&self, x: &mut GpuTensor, heads: usize, rope: &GpuRope, pos: usize) -> Result<()> {

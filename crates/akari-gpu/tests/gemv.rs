@@ -361,7 +361,7 @@ fn fused_norm_matches_the_reference() {
     // 128 columns: the input staged in workgroup memory; 2560: read from memory per row;
     // Q4_0 with 16389 rows: the integer-dot kernel, which quantises the normalised input;
     // F16 with 1000: 125 groups of 8 over 64 lanes, so some lanes repeat the row's last group
-    // (weighted 0, in the sum of squares too).
+    // (weighted 0).
     for (format, cols, rows) in QuantFormat::ALL
         .into_iter()
         .flat_map(|f| [(f, 128, 37), (f, 2560, 37)])

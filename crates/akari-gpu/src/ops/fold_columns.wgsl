@@ -1,6 +1,7 @@
 // W[r, c] ← W[r, c] · v[c] over an f16 matrix in place, rounded to f16 (clamped to its
 // finite range): an RMS norm's weight folded into the matrix that reads the normalised input,
-// so the one-token GEMVs read x and no norm weight per weight word (gemv.rs says when).
+// so the one-token GEMVs read x and no norm weight per weight word (backend.rs's
+// `folds_norm` says when).
 //
 // Bindings: 0 W (rows of `cols` f16 values, two a word), 1 v [cols], 2 params.
 // Dispatch: 256 words per workgroup, workgroups numbered wid.y · nwg.x + wid.x.

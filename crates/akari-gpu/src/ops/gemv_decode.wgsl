@@ -190,7 +190,8 @@ struct Unit {
     ss: f32,
 }
 
-// Unit u of the input times the norm weight, and the unit's sum of squares.
+// Unit u of the input times the norm weight (unless W holds it), and the unit's sum of
+// squares.
 fn unit_normed(u: u32) -> Unit {
     let a = x[2u * u];
     let b = x[2u * u + 1u];
@@ -259,8 +260,10 @@ fn stage_input(t: u32) {
         } else {
             for (var i = t; i < params.k / 4u; i += WG) {
                 var xi = x[i];
-                if normed {
+                if normed && !has(NORM_FOLDED) {
                     xi *= norm[i] * scale;
+                } else if normed {
+                    xi *= scale;
                 }
                 xs[i] = xi;
             }
