@@ -410,8 +410,17 @@ impl GpuBackend {
             return Ok(());
         }
         self.flush(&mut self.pending())?;
+        self.submit_fold(&todo, norm)?;
+        for m in todo {
+            folded.insert(m.parts()[0].buffer.clone(), norm.buffer.clone());
+        }
+        Ok(())
+    }
+
+    /// Folds `norm`'s weight into every part of `ms`, in a submission of its own.
+    fn submit_fold(&self, ms: &[&GpuMatrix], norm: &GpuVector) -> Result<()> {
         let mut rec = Recording::new(&self.ctx);
-        for m in &todo {
+        for m in ms {
             for p in m.parts() {
                 elementwise::fold_columns(
                     &self.ctx,
@@ -424,9 +433,6 @@ impl GpuBackend {
             }
         }
         self.ctx.submit("fold_norm", rec)?;
-        for m in todo {
-            folded.insert(m.parts()[0].buffer.clone(), norm.buffer.clone());
-        }
         Ok(())
     }
 
@@ -495,20 +501,9 @@ impl GpuBackend {
                     _ => None,
                 };
                 if fold {
-                    // In a submission of its own, after the copy's (nothing else reads the
-                    // copy yet), so a dropped recording cannot leave it unfolded.
-                    let mut rec = Recording::new(&self.ctx);
-                    for p in matrix.parts() {
-                        elementwise::fold_columns(
-                            &self.ctx,
-                            &mut rec,
-                            &p.buffer,
-                            &norm.buffer,
-                            p.rows,
-                            matrix.cols(),
-                        )?;
-                    }
-                    self.ctx.submit("fold_norm", rec)?;
+                    // After the copy's submission (nothing else reads the copy yet), so a
+                    // dropped recording cannot leave it unfolded.
+                    self.submit_fold(&[&matrix], norm)?;
                 }
                 Some(Arc::new(Fused {
                     matrix,
