@@ -7,6 +7,13 @@
 #   bash scripts/bench/gpu/run.sh bench   # every measurement, results in $OUT (or ./bench-out)
 #   bash scripts/bench/gpu/run.sh akari   # akari alone, once per AKARI_GPU_SUBMIT_EVERY value
 #                                          # in $SUBMIT_EVERY (e.g. "0 32 64"), for tuning
+#   bash scripts/bench/gpu/run.sh ab      # decode A/B of $VARIANTS, interleaved (below)
+#
+# `ab` compares builds and switches on one warm machine: $VARIANTS is a space-separated list
+# of name:binary:VAR=value,VAR=value (the last part may be empty), each run in turn, $ROUNDS
+# times (default 2), at each prompt length of $CONTEXTS (default "128 2048") and each model
+# of $KINDS (default q4_0); one line a run in $OUT/ab.txt. For example
+#   VARIANTS="main:.bench/akari: branch:.bench/akari-branch: preload:.bench/akari-branch:AKARI_GPU_PRELOAD=1"
 #
 # `bench` runs `setup` first when its products are missing. Work files go to $WORK
 # (default /tmp/akari-gpu-bench), so a second call on the same machine reuses them.
@@ -59,6 +66,26 @@ akari_only() {
     done
 }
 
+ab() {
+    models
+    vulkan
+    for round in $(seq "${ROUNDS:-2}"); do
+        for kind in ${KINDS:-q4_0}; do
+            for p in ${CONTEXTS:-128 2048}; do
+                for v in ${VARIANTS:-main:$AKARI:}; do
+                    IFS=: read -r name bin vars <<<"$v"
+                    local tok
+                    # shellcheck disable=SC2086 # the switches split on purpose
+                    tok=$(env ${vars//,/ } "$bin" bench "$WORK/model-$kind.gguf" --device gpu \
+                        --prompt-tokens "$p" --gen-tokens 64 --repeats 3 --json |
+                        grep -o '"decode_tok_s":[0-9.]*' | cut -d: -f2) || tok=failed
+                    echo "$kind context $p $name round $round: $tok tok/s" | tee -a "$OUT/ab.txt"
+                done
+            done
+        done
+    done
+}
+
 setup() {
     local lc="$WORK/llama.cpp"
     if [ ! -x "$lc/build/bin/llama-bench" ]; then
@@ -99,7 +126,8 @@ bench() {
 case "${1:-bench}" in
 setup) setup ;;
 akari) akari_only ;;
+ab) ab ;;
 models) models ;;
 bench) bench ;;
-*) echo "usage: $0 [setup|bench|akari|models]" >&2; exit 2 ;;
+*) echo "usage: $0 [setup|bench|akari|ab|models]" >&2; exit 2 ;;
 esac
