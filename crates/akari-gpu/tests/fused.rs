@@ -240,8 +240,14 @@ fn f16_gate_and_up_hold_the_norm_after_a_decode_step() {
     let two = be.read(&two).expect("read");
     check(&two[..inter], &rows[0], "prompt row 0");
     check(&two[inter..], &rows[1], "prompt row 1");
-    // Without the norm, their products would silently lack its weight: refused.
+    // Without the norm, their products would silently lack its weight: refused; and so is
+    // another norm, which the weights cannot hold as well.
     assert!(be.matmul_glu(&x, &gate, &up).is_err());
+    let other = be.upload_vector(sample(hidden, 75)).expect("norm");
+    let err = be
+        .norm_matmul_glu(&one_row(&be, &rows[0]), &other, 1e-5, &gate, &up)
+        .expect_err("a second norm");
+    assert!(err.to_string().contains("norm"), "{err}");
 }
 
 /// GLU (Q4_0, one token) then the down projection, reading the GLU's quantised output,
