@@ -436,16 +436,10 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Whether `m` holds any norm's weight in its columns.
-    fn holds_a_norm(&self, m: &GpuMatrix) -> bool {
+    /// The buffer of the norm whose weight `m` holds in its columns, if any.
+    fn held_norm(&self, m: &GpuMatrix) -> Option<wgpu::Buffer> {
         let folded = self.folded.lock().unwrap_or_else(|p| p.into_inner());
-        folded.contains_key(&m.parts()[0].buffer)
-    }
-
-    /// Whether `m` holds `norm`'s weight in its columns.
-    fn holds_norm(&self, m: &GpuMatrix, norm: &GpuVector) -> bool {
-        let folded = self.folded.lock().unwrap_or_else(|p| p.into_inner());
-        folded.get(&m.parts()[0].buffer) == Some(&norm.buffer)
+        folded.get(&m.parts()[0].buffer).cloned()
     }
 
     /// A vector of `len` ones.
@@ -744,8 +738,6 @@ impl GpuBackend {
         })
     }
 
-    /// `silu(x·gateᵀ)·(x·upᵀ)` in one GEMV (gate and up of one format and shape), the input
-    /// normalised first when `norm` is given.
     /// `silu(x · gateᵀ) · (x · upᵀ)`, whatever the matrices hold ([`Backend::matmul_glu`]
     /// refuses matrices holding a folded norm; `norm_matmul_glu` knows what they hold).
     fn glu_of(&self, x: &GpuTensor, gate: &GpuMatrix, up: &GpuMatrix) -> Result<GpuTensor> {
@@ -771,6 +763,8 @@ impl GpuBackend {
         self.glu(x, gate, up, None)
     }
 
+    /// `silu(x·gateᵀ)·(x·upᵀ)` in one GEMV (gate and up of one format and shape), the input
+    /// normalised first when `norm` is given.
     fn glu(
         &self,
         x: &GpuTensor,
@@ -1001,16 +995,15 @@ impl Backend for GpuBackend {
             Self::check_matmul(x, w, *bias)?;
         }
         let fused = self.fused(ws, norm)?;
-        let norm = Some(gemv::Norm {
-            weight: &norm.buffer,
-            eps,
-            folded: false,
-        });
+        let norm = |folded| {
+            Some(gemv::Norm {
+                weight: &norm.buffer,
+                eps,
+                folded,
+            })
+        };
         if let Some(f) = fused {
-            let norm = norm.map(|n| gemv::Norm {
-                folded: f.norm_folded,
-                ..n
-            });
+            let norm = norm(f.norm_folded);
             let [r0, r1, r2] = f.rows;
             let outs = [
                 self.tensor("akari.matmul", 1, r0)?,
@@ -1043,6 +1036,7 @@ impl Backend for GpuBackend {
                     bias: bias.map(|b| &b.buffer),
                 };
                 self.record(None, |ctx, rec| {
+                    let norm = norm(false);
                     gemv::encode_tokens(ctx, rec, w, x.buffer(), norm, epilogue, out.buffer(), 1)
                 })?;
                 Ok(out)
@@ -1068,7 +1062,8 @@ impl Backend for GpuBackend {
         if !fused {
             // After a one-token step folded the norm into gate and up, a prompt normalises
             // with unit weights.
-            let h = if self.holds_norm(gate, norm) && self.holds_norm(up, norm) {
+            let holds = |m| self.held_norm(m).as_ref() == Some(&norm.buffer);
+            let h = if holds(gate) && holds(up) {
                 self.rms_norm(x, &self.ones(x.cols)?, eps)?
             } else {
                 self.rms_norm(x, norm, eps)?
@@ -1138,7 +1133,7 @@ impl Backend for GpuBackend {
     }
 
     fn matmul_glu(&self, x: &GpuTensor, gate: &GpuMatrix, up: &GpuMatrix) -> Result<GpuTensor> {
-        if self.holds_a_norm(gate) || self.holds_a_norm(up) {
+        if self.held_norm(gate).is_some() || self.held_norm(up).is_some() {
             return Err(GpuError::NotApplicable {
                 op: "matmul_glu",
                 what: "gate or up holds a norm's weight in its columns (folded by \

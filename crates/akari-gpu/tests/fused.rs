@@ -183,6 +183,53 @@ fn fused_projections_match_separate_ones() {
     }
 }
 
+/// A GLU over `format` rows of gate and up (as stored) after an RMS norm with weight `norm`
+/// (eps 1e-5), computed on the host in f64.
+struct GluReference<'a> {
+    format: QuantFormat,
+    gate: &'a [u8],
+    up: &'a [u8],
+    norm: &'a [f32],
+}
+
+impl GluReference<'_> {
+    /// Asserts `got` = silu(gate · x̂) · (up · x̂), x̂ the normalised `x`, row by row, within
+    /// `rel` times the terms' magnitudes (|Σ|gate·x̂|·Σ|up·x̂| + Σ|gate·x̂| + Σ|up·x̂|) plus `abs`.
+    fn check(&self, got: &[f32], x: &[f32], (rel, abs): (f64, f64), what: &str) {
+        let cols = x.len();
+        let ms = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / cols as f64;
+        let inv = 1.0 / (ms + 1e-5).sqrt();
+        let xn: Vec<f64> = x
+            .iter()
+            .zip(self.norm)
+            .map(|(a, b)| f64::from(*a) * inv * f64::from(*b))
+            .collect();
+        let rb = self.format.row_bytes(cols);
+        let mut row = vec![0f32; cols];
+        let mut dot = |bytes: &[u8], r: usize| {
+            self.format
+                .dequantize_row(&bytes[r * rb..(r + 1) * rb], &mut row);
+            let terms: f64 = row
+                .iter()
+                .zip(&xn)
+                .map(|(a, b)| (f64::from(*a) * b).abs())
+                .sum();
+            let sum: f64 = row.iter().zip(&xn).map(|(a, b)| f64::from(*a) * b).sum();
+            (sum, terms)
+        };
+        for (r, got) in got.iter().enumerate() {
+            let (g, gt) = dot(self.gate, r);
+            let (u, ut) = dot(self.up, r);
+            let want = g / (1.0 + (-g).exp()) * u;
+            let err = (f64::from(*got) - want).abs();
+            assert!(
+                err <= rel * (gt * ut + gt + ut) + abs,
+                "{what} row {r}: {got} vs {want}"
+            );
+        }
+    }
+}
+
 /// F16 gate and up take the norm's weight into their columns at their first one-token use;
 /// a prompt after that normalises without it. Both against the host.
 #[test]
@@ -196,38 +243,14 @@ fn f16_gate_and_up_hold_the_norm_after_a_decode_step() {
     let nw = sample(hidden, 72);
     let norm = be.upload_vector(nw.clone()).expect("norm");
     let rows = [sample(hidden, 73), sample(hidden, 74)];
-    let check = |got: &[f32], x: &[f32], what: &str| {
-        let ms = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / hidden as f64;
-        let inv = 1.0 / (ms + 1e-5).sqrt();
-        let xn: Vec<f64> = x
-            .iter()
-            .zip(&nw)
-            .map(|(a, b)| f64::from(*a) * inv * f64::from(*b))
-            .collect();
-        let rb = QuantFormat::F16.row_bytes(hidden);
-        let mut row = vec![0f32; hidden];
-        let mut dot = |bytes: &[u8], r: usize| {
-            QuantFormat::F16.dequantize_row(&bytes[r * rb..(r + 1) * rb], &mut row);
-            let terms: f64 = row
-                .iter()
-                .zip(&xn)
-                .map(|(a, b)| (f64::from(*a) * b).abs())
-                .sum();
-            let sum: f64 = row.iter().zip(&xn).map(|(a, b)| f64::from(*a) * b).sum();
-            (sum, terms)
-        };
-        for (r, got) in got.iter().enumerate() {
-            let (g, gt) = dot(&gate_bytes, r);
-            let (u, ut) = dot(&up_bytes, r);
-            let want = g / (1.0 + (-g).exp()) * u;
-            let err = (f64::from(*got) - want).abs();
-            // Each folded weight is rounded to f16 once more: at most a step, 2^-10 relative.
-            assert!(
-                err <= 1e-3 * (gt * ut + gt + ut) + 1e-5,
-                "{what} row {r}: {got} vs {want}"
-            );
-        }
+    // Each folded weight is rounded to f16 once more: at most a step, 2^-10 relative.
+    let glu = GluReference {
+        format: QuantFormat::F16,
+        gate: &gate_bytes,
+        up: &up_bytes,
+        norm: &nw,
     };
+    let check = |got: &[f32], x: &[f32], what: &str| glu.check(got, x, (1e-3, 1e-5), what);
     let one = be
         .norm_matmul_glu(&one_row(&be, &rows[0]), &norm, 1e-5, &gate, &up)
         .expect("one token");
@@ -285,45 +308,18 @@ fn down_projection_reads_the_glu_output_quantised() {
         be.read(&with_q).expect("read"),
         be.read(&with_f).expect("read"),
     );
+    let h = be.read(&plain).expect("read");
+    // The GLU itself against the host.
+    let nw = sample(hidden, 63);
+    let reference = GluReference {
+        format: QuantFormat::Q4_0,
+        gate: &gate_bytes,
+        up: &up_bytes,
+        norm: &nw,
+    };
+    reference.check(&h[..inter], &residual, (1e-4, 1e-6), "GLU");
     // Each input moves by at most half a step of its block (max |x| / 32767); the f32 path
     // sums in another order.
-    let h = be.read(&plain).expect("read");
-    // The GLU itself against the host: silu(gate · x̂) · (up · x̂), x̂ the normalised input.
-    let ms = residual.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / hidden as f64;
-    let inv = 1.0 / (ms + 1e-5).sqrt();
-    let nw = sample(hidden, 63);
-    let xn: Vec<f64> = residual
-        .iter()
-        .zip(&nw)
-        .map(|(a, b)| f64::from(*a) * inv * f64::from(*b))
-        .collect();
-    let hb = QuantFormat::Q4_0.row_bytes(hidden);
-    let mut row = vec![0f32; hidden];
-    let mut dot = |bytes: &[u8], r: usize| {
-        QuantFormat::Q4_0.dequantize_row(&bytes[r * hb..(r + 1) * hb], &mut row);
-        let terms: f64 = row
-            .iter()
-            .zip(&xn)
-            .map(|(a, b)| (f64::from(*a) * b).abs())
-            .sum();
-        (
-            row.iter()
-                .zip(&xn)
-                .map(|(a, b)| f64::from(*a) * b)
-                .sum::<f64>(),
-            terms,
-        )
-    };
-    for (r, got) in h.iter().enumerate().take(inter) {
-        let (g, gt) = dot(&gate_bytes, r);
-        let (u, ut) = dot(&up_bytes, r);
-        let want = g / (1.0 + (-g).exp()) * u;
-        let err = (f64::from(*got) - want).abs();
-        assert!(
-            err <= 1e-4 * (gt * ut + gt + ut) + 1e-6,
-            "GLU row {r}: {got} vs {want}"
-        );
-    }
     let rb = QuantFormat::Q4_0.row_bytes(inter);
     let mut w = vec![0f32; inter];
     for r in 0..hidden {

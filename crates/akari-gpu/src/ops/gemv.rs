@@ -75,9 +75,9 @@ const DOT_MIN_ROWS: usize = 16384;
 /// an H100 (DeepSeek-R1-Distill-Qwen-1.5B, Q4_0: 8 lanes 340 tok/s, 16 lanes 329, 32 lanes
 /// 324; 2048 workgroups 334, 512 324, no limit 305). Once a lane's loop unrolled
 /// ([`lane_units`]), 4 lanes a row (12 blocks each, the lm_head; GLU keeps 8) went ahead:
-/// 640–645 → 649–653 tok/s at 128 positions, 573 → 580 at 2048 (2: 653–654; 16: 637). `AKARI_GPU_Q4_DOT=0` turns it
-/// off, `AKARI_GPU_Q4_DOT_LANES` and `AKARI_GPU_Q4_DOT_WORKGROUPS` override the rest, for
-/// tuning.
+/// 640–645 → 649–653 tok/s at 128 positions, 573 → 580 at 2048 (2: 653–654; 16: 637).
+/// `AKARI_GPU_Q4_DOT=0` turns it off, `AKARI_GPU_Q4_DOT_LANES` and
+/// `AKARI_GPU_Q4_DOT_WORKGROUPS` override the rest, for tuning.
 struct DotTuning {
     on: bool,
     lanes: u32,

@@ -112,7 +112,6 @@ const NORM_FOLDED: u32 = 128u;
 
 // 1 / rms(x) when normalising (uniform across the workgroup).
 var<private> scale: f32;
-var<private> normed: bool;
 
 // Inputs of up to STAGE vec4s are copied once per workgroup into workgroup memory (already
 // normalised), so the rows' threads read them from there instead of reading x (and the norm
@@ -206,7 +205,6 @@ fn norm_scale(t: u32) {
     // The branch holds barriers, so it must test a value WGSL's uniformity analysis can see
     // is uniform: a private variable never counts as one.
     let norm_on = has(NORM);
-    normed = norm_on;
     let units = params.k / 8u;
     held = norm_on && params.k % 8u == 0u && units <= 2u * WG;
     if norm_on {
@@ -259,13 +257,7 @@ fn stage_input(t: u32) {
             }
         } else {
             for (var i = t; i < params.k / 4u; i += WG) {
-                var xi = x[i];
-                if normed && !has(NORM_FOLDED) {
-                    xi *= norm[i] * scale;
-                } else if normed {
-                    xi *= scale;
-                }
-                xs[i] = xi;
+                xs[i] = xg(i);
             }
         }
         workgroupBarrier();
@@ -346,26 +338,23 @@ fn finish(v: vec2<f32>, t: u32) {
 
 // The epilogue of the row's lane 0, given the row's dot products (with W, and W2 for GLU).
 fn epilogue(r: vec2<f32>) {
-    let glu = has(GLU);
-    {
-        let i = params.row0 + my_row;
-        if glu {
-            y[i] = r.x / (1.0 + exp(-r.x)) * r.y;
-        } else {
-            var o = r.x;
-            if has(HAS_BIAS) {
-                o += bias[i];
-            }
-            if has(ACCUMULATE) {
-                o += y[i];
-            }
-            if !has(SPLIT) || i < params.split1 {
-                y[i] = o;
-            } else if i < params.split2 {
-                y2[i - params.split1] = bitcast<u32>(o);
-            } else {
-                y3[i - params.split2] = o;
-            }
-        }
+    let i = params.row0 + my_row;
+    if has(GLU) {
+        y[i] = r.x / (1.0 + exp(-r.x)) * r.y;
+        return;
+    }
+    var o = r.x;
+    if has(HAS_BIAS) {
+        o += bias[i];
+    }
+    if has(ACCUMULATE) {
+        o += y[i];
+    }
+    if !has(SPLIT) || i < params.split1 {
+        y[i] = o;
+    } else if i < params.split2 {
+        y2[i - params.split1] = bitcast<u32>(o);
+    } else {
+        y3[i - params.split2] = o;
     }
 }
