@@ -198,6 +198,19 @@ fn flag_constants() -> bool {
     *ON.get_or_init(|| std::env::var("AKARI_GPU_FLAG_CONSTANTS").as_deref() != Ok("0"))
 }
 
+/// `SWIZZLE` of `gemv_decode.wgsl`: the workgroup-memory and quantised-output layouts that
+/// keep a warp's reads apart (all on by default; `AKARI_GPU_SWIZZLE`, a bit mask, for
+/// comparison).
+fn swizzle() -> u32 {
+    static BITS: OnceLock<u32> = OnceLock::new();
+    *BITS.get_or_init(|| {
+        std::env::var("AKARI_GPU_SWIZZLE")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .map_or(7, |b| b & 7)
+    })
+}
+
 /// Inputs `gemv_decode.wgsl` stages in workgroup memory (`4 · STAGE`).
 const STAGE_MAX_COLS: usize = 2048;
 /// (head, chunk) pairs of attention partials it merges at most (`MAX_PARTIALS`).
@@ -577,8 +590,18 @@ pub fn encode_tokens(
         };
         let constants = vec![("LANES", lanes), ("UNITS", units), ("FLAGS", fixed)];
         let (shader, entry, constants) = match decode {
-            Some("decode_f16") => (&DECODE_F16, "decode_f16", constants),
-            Some(entry) => (&DECODE, entry, constants),
+            Some("decode_f16") => {
+                // Its lanes read neighbouring vec4s already: the 16-apart layout would put
+                // them on one bank.
+                let mut constants = constants;
+                constants.push(("SWIZZLE", swizzle() & !1));
+                (&DECODE_F16, "decode_f16", constants)
+            }
+            Some(entry) => {
+                let mut constants = constants;
+                constants.push(("SWIZZLE", swizzle()));
+                (&DECODE, entry, constants)
+            }
             None => (&SHADER, entry_point(w.format()), vec![]),
         };
         // Unused outputs get buffers of their own: writable bindings must not alias.

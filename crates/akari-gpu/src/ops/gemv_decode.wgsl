@@ -121,6 +121,25 @@ const STAGE: u32 = 512u;
 var<workgroup> xs: array<vec4<f32>, STAGE>;
 var<private> staged: bool;
 
+// Workgroup-memory layouts chosen so that the threads of a warp read different banks, bit by
+// bit (a pipeline constant; the Rust side sets all three unless told otherwise):
+// 1 `xs` is stored 16 vec4s apart (vec4 i at (i mod 16) · STAGE/16 + i / 16). A Q4_0 or Q8_0
+//   lane reads its pair's 16 vec4s, and neighbouring lanes take neighbouring pairs, 256 bytes
+//   apart in input order: every such read of 8 threads fell on the same four banks.
+// 2 the integer-dot kernel's quantised input (gemv_decode_quant.wgsl) is stored word kind
+//   by word kind rather than block by block, for the same reason (blocks are 64 bytes).
+// 4 the quantised GLU output is written word kind by word kind (word w of block b at
+//   w · blocks + b) rather than as 18-word blocks, so that the down projection's lanes, each
+//   on its own block, read neighbouring words of memory rather than words 72 bytes apart.
+override SWIZZLE: u32 = 7u;
+
+fn xs_at(i: u32) -> u32 {
+    if (SWIZZLE & 1u) != 0u {
+        return (i % 16u) * (STAGE / 16u) + i / 16u;
+    }
+    return i;
+}
+
 // x[i] (vec4 i), normalised when asked, from memory.
 fn xg(i: u32) -> vec4<f32> {
     if has(NORM_FOLDED) {
@@ -135,7 +154,7 @@ fn xg(i: u32) -> vec4<f32> {
 // The same, from workgroup memory when staged (quantised rows).
 fn xv(i: u32) -> vec4<f32> {
     if staged {
-        return xs[i];
+        return xs[xs_at(i)];
     }
     return xg(i);
 }
@@ -252,12 +271,12 @@ fn stage_input(t: u32) {
             combine_input(t);
         } else if held {
             for (var u = t; u < params.k / 8u; u += WG) {
-                xs[2u * u] = xu(u, 0u, t);
-                xs[2u * u + 1u] = xu(u, 1u, t);
+                xs[xs_at(2u * u)] = xu(u, 0u, t);
+                xs[xs_at(2u * u + 1u)] = xu(u, 1u, t);
             }
         } else {
             for (var i = t; i < params.k / 4u; i += WG) {
-                xs[i] = xg(i);
+                xs[xs_at(i)] = xg(i);
             }
         }
         workgroupBarrier();
@@ -311,7 +330,7 @@ fn combine_input(t: u32) {
         for (var c = 0u; c < chunks; c++) {
             acc += parts[first + c].x * x[(first + c) * hd4 + dv];
         }
-        xs[i] = acc;
+        xs[xs_at(i)] = acc;
     }
 }
 

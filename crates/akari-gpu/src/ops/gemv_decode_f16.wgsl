@@ -16,7 +16,7 @@ fn dot8(q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
 // side does only for rows of at most 4 · STAGE values.
 fn xf(i: u32) -> vec4<f32> {
     if has(COMBINE) {
-        return xs[i];
+        return xs[xs_at(i)];
     }
     return xg(i);
 }

@@ -187,6 +187,22 @@ fn decode_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 const DOT_BLOCKS: u32 = 128u;
 // Per block: its low bytes (inputs 0..15, 16..31) and high bytes, as 4 vec4s.
 var<workgroup> xq: array<vec4<u32>, 512>;
+// Where block j's word kind c (0, 1 low bytes; 2, 3 high bytes) is in `xq` (SWIZZLE bit 2).
+fn xq_at(j: u32, c: u32) -> u32 {
+    if (SWIZZLE & 2u) != 0u {
+        return c * DOT_BLOCKS + j;
+    }
+    return j * 4u + c;
+}
+
+// Where word `word` of block `block` of `blocks` quantised blocks is (SWIZZLE bit 4).
+fn quantized_at(block: u32, word: u32, blocks: u32) -> u32 {
+    if (SWIZZLE & 4u) != 0u {
+        return word * blocks + block;
+    }
+    return block * 18u + word;
+}
+
 // Per block: dx, and 8 · Σ (256·hi + lo) (the −8 offset of every nibble, applied once).
 var<workgroup> xd: array<vec2<f32>, DOT_BLOCKS>;
 // Per 8 inputs: their max |x|, then the sum of their 16-bit values.
@@ -226,12 +242,13 @@ fn quantize_input(t: u32) {
         let p1 = split16(q1);
         // Quarter r holds inputs 8r..8r + 8: low words 2r, 2r + 1 of the block's eight.
         let r = u & 3u;
-        let lo = j * 4u + (r >> 1u);
+        let lo = xq_at(j, r >> 1u);
+        let hi = xq_at(j, 2u + (r >> 1u));
         let c = (2u * r) & 3u;
         xq[lo][c] = p0.x;
         xq[lo][c + 1u] = p1.x;
-        xq[lo + 2u][c] = p0.y;
-        xq[lo + 2u][c + 1u] = p1.y;
+        xq[hi][c] = p0.y;
+        xq[hi][c + 1u] = p1.y;
     }
     workgroupBarrier();
     for (var j = t; j < (params.k >> 5u); j += WG) {
@@ -266,7 +283,8 @@ fn q4_0_block(base: u32, b: u32) -> Q4Block {
 
 // d · dx · Σ (q − 8)·(256·hi + lo) for block j of the input in `xq`, `xd`.
 fn block_dot(p: Q4Block, j: u32) -> f32 {
-    return block_dot_with(p, xq[j * 4u], xq[j * 4u + 1u], xq[j * 4u + 2u], xq[j * 4u + 3u], xd[j]);
+    return block_dot_with(p, xq[xq_at(j, 0u)], xq[xq_at(j, 1u)], xq[xq_at(j, 2u)],
+        xq[xq_at(j, 3u)], xd[j]);
 }
 
 // The same against one block of quantised input given as its words: low bytes of inputs
@@ -337,13 +355,15 @@ fn decode_q4_0_dot(@builtin(workgroup_id) wid: vec3<u32>,
 
 // GLU's output quantised for the next GEMV (down), as `quantize_input` would: with ROWS = 32
 // (the Rust side sets LANES = 8), row group g is the next input's block g, so the workgroup
-// that computed it writes it to y2 as 18 words: low bytes of its 32 values (8 words), high
+// that computed it writes it to y2 as 18 words (placed by `quantized_at`): low bytes of its 32 values (8 words), high
 // bytes (8 words), dx and 8 · Σ (256·hi + lo). The down GEMV then reads it as is
 // (`decode_q4_0_dotq`), with no quantisation of its own.
 var<workgroup> out_vals: array<f32, 32>;
 var<workgroup> out_q: array<i32, 32>;
 
 fn finish_quantized(v: vec2<f32>, t: u32, g: u32) {
+    // The output's blocks: one a row group (the matrix is never split here).
+    let blocks = params.n / 32u;
     reduce_lanes(v, t);
     if my_lane == 0u {
         var o = 0.0;
@@ -364,21 +384,21 @@ fn finish_quantized(v: vec2<f32>, t: u32, g: u32) {
         out_q[t] = i32(round(out_vals[t] * id));
         if t == 0u {
             // dx goes out now; the sum once every value is quantised.
-            y2[g * 18u + 16u] = bitcast<u32>(amax / 32767.0);
+            y2[quantized_at(g, 16u, blocks)] = bitcast<u32>(amax / 32767.0);
         }
     }
     workgroupBarrier();
     if t < 8u {
         let q = vec4<i32>(out_q[4u * t], out_q[4u * t + 1u], out_q[4u * t + 2u], out_q[4u * t + 3u]);
         let p = split16(q);
-        y2[g * 18u + t] = p.x;
-        y2[g * 18u + 8u + t] = p.y;
+        y2[quantized_at(g, t, blocks)] = p.x;
+        y2[quantized_at(g, 8u + t, blocks)] = p.y;
     } else if t == 8u {
         var sum = 0;
         for (var i = 0u; i < 32u; i++) {
             sum += out_q[i];
         }
-        y2[g * 18u + 17u] = bitcast<u32>(8.0 * f32(sum));
+        y2[quantized_at(g, 17u, blocks)] = bitcast<u32>(8.0 * f32(sum));
     }
     // `partial` and `out_vals` are written again by the next row group.
     workgroupBarrier();
@@ -403,12 +423,15 @@ fn decode_q4_0_dotq(@builtin(workgroup_id) wid: vec3<u32>,
         for (var i = 0u; i < lane_units(blocks, my_lane); i++) {
             let b = lane_unit(blocks, my_lane, i);
             let p = q4_0_block(base, b);
-            let o = b * 18u;
-            let l0 = vec4<u32>(w2[o], w2[o + 1u], w2[o + 2u], w2[o + 3u]);
-            let l1 = vec4<u32>(w2[o + 4u], w2[o + 5u], w2[o + 6u], w2[o + 7u]);
-            let h0 = vec4<u32>(w2[o + 8u], w2[o + 9u], w2[o + 10u], w2[o + 11u]);
-            let h1 = vec4<u32>(w2[o + 12u], w2[o + 13u], w2[o + 14u], w2[o + 15u]);
-            let x = vec2<f32>(bitcast<f32>(w2[o + 16u]), bitcast<f32>(w2[o + 17u]));
+            var q: array<u32, 18>;
+            for (var k = 0u; k < 18u; k++) {
+                q[k] = w2[quantized_at(b, k, blocks)];
+            }
+            let l0 = vec4<u32>(q[0], q[1], q[2], q[3]);
+            let l1 = vec4<u32>(q[4], q[5], q[6], q[7]);
+            let h0 = vec4<u32>(q[8], q[9], q[10], q[11]);
+            let h1 = vec4<u32>(q[12], q[13], q[14], q[15]);
+            let x = vec2<f32>(bitcast<f32>(q[16]), bitcast<f32>(q[17]));
             v.x += unit_weight(blocks, my_lane, i) * block_dot_with(p, l0, l1, h0, h1, x);
         }
     }
