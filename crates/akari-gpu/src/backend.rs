@@ -27,7 +27,7 @@
 use crate::context::PendingRead;
 use crate::ops::gemv::Epilogue;
 use crate::ops::{attention, elementwise, embed, gemv, rms_norm, rope, select, Recording};
-use crate::{GpuContext, GpuError, GpuMatrix};
+use crate::{GpuContext, GpuError, GpuMatrix, KvCacheDtype};
 use akari_core::backend::{Backend, RopeTables};
 use akari_core::sampler::{Candidates, Selection};
 use akari_core::weights::Matrix;
@@ -153,10 +153,11 @@ pub struct GpuRope {
     table: rope::Table,
 }
 
-/// Keys and values of every layer, `[kv_heads][max_seq][head_dim]` per layer.
+/// Keys and values of every layer, `[kv_heads][max_seq][head_dim]` per layer, as `dtype`.
 #[derive(Debug)]
 pub struct GpuKvCache {
     layers: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    dtype: KvCacheDtype,
     /// Partial results of split decode attention ([`attention::scratch_len`]).
     scratch: wgpu::Buffer,
     /// Attention calls so far, which each overwrite `scratch` (see [`PendingCombine`]).
@@ -879,16 +880,21 @@ impl Backend for GpuBackend {
     }
 
     fn new_kv_cache(&self, cfg: &ModelConfig, max_seq: usize) -> Result<GpuKvCache> {
-        let per_layer = cfg.kv_dim().checked_mul(max_seq).ok_or_else(|| {
-            Error::InvalidArgument(format!("a cache of {max_seq} tokens is too large"))
-        })?;
+        let dtype = self.ctx.kv_cache_dtype();
+        let per_layer = cfg
+            .kv_dim()
+            .checked_mul(max_seq)
+            .and_then(|n| n.checked_mul(dtype.bytes()))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("a cache of {max_seq} tokens is too large"))
+            })?;
         let layers = (0..cfg.num_layers)
             .map(|_| {
                 Ok((
                     self.ctx
-                        .f32_buffer("one layer of the KV cache (keys)", per_layer)?,
+                        .bytes_buffer("one layer of the KV cache (keys)", per_layer)?,
                     self.ctx
-                        .f32_buffer("one layer of the KV cache (values)", per_layer)?,
+                        .bytes_buffer("one layer of the KV cache (values)", per_layer)?,
                 ))
             })
             .collect::<Result<Vec<_>, GpuError>>()?;
@@ -898,6 +904,7 @@ impl Backend for GpuBackend {
         )?;
         Ok(GpuKvCache {
             layers,
+            dtype,
             scratch,
             scratch_writes: Arc::new(AtomicU64::new(0)),
             max_seq,
@@ -1241,6 +1248,7 @@ impl Backend for GpuBackend {
             v: v.buffer(),
             k_cache: kc,
             v_cache: vc,
+            kv_dtype: cache.dtype,
             out: out.buffer(),
             scratch: &cache.scratch,
             step: &self.step,

@@ -28,6 +28,27 @@ pub struct GpuCaps {
     pub software: bool,
 }
 
+/// What the KV cache holds. f16 by default on every adapter: the kernels pack and unpack it
+/// with WGSL's core `pack2x16float` / `unpack2x16float`, so it needs no `shader-f16`, takes
+/// half the memory and half the reads of f32 (llama.cpp's default too). f32
+/// (`AKARI_GPU_KV_CACHE=f32`, or [`GpuContext::set_kv_cache_dtype`]) keeps keys and values
+/// exact, as the CPU backend does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvCacheDtype {
+    F16,
+    F32,
+}
+
+impl KvCacheDtype {
+    /// Bytes of one cached value.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvCacheDtype::F16 => 2,
+            KvCacheDtype::F32 => 4,
+        }
+    }
+}
+
 /// A wgpu device and queue with akari's kernels. Pipelines are compiled once, on first use,
 /// and cached here.
 pub struct GpuContext {
@@ -45,6 +66,8 @@ pub struct GpuContext {
     soft_gemm: bool,
     /// Prompts use `attention_rows` ([`GpuContext::set_soft_attention`]).
     soft_attention: bool,
+    /// What KV caches made from now on hold ([`GpuContext::set_kv_cache_dtype`]).
+    kv_cache_dtype: KvCacheDtype,
     /// A lower size than the binding limit to split weight matrices at
     /// ([`GpuContext::set_matrix_binding_limit`]).
     matrix_limit: Option<u64>,
@@ -180,6 +203,10 @@ impl GpuContext {
         let decode_kernels = env_switch("AKARI_GPU_DECODE_KERNELS", !caps.software);
         let soft_gemm = env_switch("AKARI_GPU_SOFT_GEMM", caps.software);
         let soft_attention = env_switch("AKARI_GPU_SOFT_ATTENTION", caps.software);
+        let kv_cache_dtype = match std::env::var("AKARI_GPU_KV_CACHE").as_deref() {
+            Ok("f32") => KvCacheDtype::F32,
+            _ => KvCacheDtype::F16,
+        };
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("akari.dummy"),
             size: 16,
@@ -208,6 +235,7 @@ impl GpuContext {
             decode_kernels,
             soft_gemm,
             soft_attention,
+            kv_cache_dtype,
             matrix_limit: std::env::var("AKARI_GPU_MATRIX_BINDING_LIMIT")
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -269,6 +297,16 @@ impl GpuContext {
 
     pub fn soft_attention(&self) -> bool {
         self.soft_attention
+    }
+
+    /// What KV caches made from now on hold ([`KvCacheDtype`]: f16 unless
+    /// `AKARI_GPU_KV_CACHE=f32`).
+    pub fn set_kv_cache_dtype(&mut self, dtype: KvCacheDtype) {
+        self.kv_cache_dtype = dtype;
+    }
+
+    pub fn kv_cache_dtype(&self) -> KvCacheDtype {
+        self.kv_cache_dtype
     }
 
     /// The most bytes one buffer of a weight matrix takes: the device's binding limit
@@ -363,7 +401,12 @@ impl GpuContext {
 
     /// An f32 storage buffer of `len` values (uninitialised contents are zero in wgpu).
     pub fn f32_buffer(&self, label: &str, len: usize) -> Result<wgpu::Buffer, GpuError> {
-        let size = (len.max(1) * 4) as u64;
+        self.bytes_buffer(label, len.max(1) * 4)
+    }
+
+    /// A storage buffer of `bytes` (rounded up to a word), contents undefined.
+    pub fn bytes_buffer(&self, label: &str, bytes: usize) -> Result<wgpu::Buffer, GpuError> {
+        let size = bytes.max(4).next_multiple_of(4) as u64;
         let limit = self.caps.max_storage_buffer_binding_size;
         let buffer = self.new_storage(label, size, limit)?;
         self.check(label)?;

@@ -59,6 +59,6 @@ mod profile;
 
 #[cfg(any(not(target_arch = "wasm32"), not(target_feature = "atomics")))]
 pub use backend::{GpuBackend, GpuKvCache, GpuRope, GpuTensor, GpuVector};
-pub use context::{GpuCaps, GpuContext, DEFAULT_TIMEOUT};
+pub use context::{GpuCaps, GpuContext, KvCacheDtype, DEFAULT_TIMEOUT};
 pub use error::GpuError;
 pub use matrix::{GpuMatrix, MatrixPart};

@@ -11,12 +11,56 @@
 use std::sync::OnceLock;
 
 use super::{check_dim, Recording, Shader};
-use crate::{GpuContext, GpuError};
+use crate::{GpuContext, GpuError, KvCacheDtype};
 
-pub(super) const KV_STORE: Shader = Shader {
-    name: "kv_store.wgsl",
-    source: include_str!("kv_store.wgsl"),
-};
+/// The kernels that read or write the cache, built for one [`KvCacheDtype`]: each source
+/// starts with the file that defines the cache's element type (`kv_f16.wgsl`, `kv_f32.wgsl`).
+pub(super) struct CacheKernels {
+    pub(super) kv_store: Shader,
+    pub(super) attention: Shader,
+    pub(super) decode: Shader,
+}
+
+macro_rules! cache_kernels {
+    ($kv:literal) => {
+        CacheKernels {
+            kv_store: Shader {
+                name: concat!($kv, "+kv_store.wgsl"),
+                source: concat!(include_str!($kv), include_str!("kv_store.wgsl")),
+            },
+            attention: Shader {
+                name: concat!($kv, "+attention.wgsl"),
+                source: concat!(
+                    include_str!($kv),
+                    include_str!("attention_common.wgsl"),
+                    include_str!("attention_rope.wgsl"),
+                    include_str!("attention.wgsl")
+                ),
+            },
+            decode: Shader {
+                name: concat!($kv, "+attention_decode.wgsl"),
+                source: concat!(
+                    include_str!($kv),
+                    include_str!("attention_common.wgsl"),
+                    include_str!("attention_rope.wgsl"),
+                    include_str!("attention_split.wgsl"),
+                    include_str!("attention_decode.wgsl")
+                ),
+            },
+        }
+    };
+}
+
+pub(super) const F16_CACHE: CacheKernels = cache_kernels!("kv_f16.wgsl");
+pub(super) const F32_CACHE: CacheKernels = cache_kernels!("kv_f32.wgsl");
+
+/// The cache kernels for `dtype`.
+pub(super) fn cache_kernels(dtype: KvCacheDtype) -> &'static CacheKernels {
+    match dtype {
+        KvCacheDtype::F16 => &F16_CACHE,
+        KvCacheDtype::F32 => &F32_CACHE,
+    }
+}
 
 pub(super) const COMBINE: Shader = Shader {
     name: "attention_combine.wgsl",
@@ -24,25 +68,6 @@ pub(super) const COMBINE: Shader = Shader {
         include_str!("attention_common.wgsl"),
         include_str!("attention_split.wgsl"),
         include_str!("attention_combine.wgsl")
-    ),
-};
-
-pub(super) const ATTENTION: Shader = Shader {
-    name: "attention.wgsl",
-    source: concat!(
-        include_str!("attention_common.wgsl"),
-        include_str!("attention_rope.wgsl"),
-        include_str!("attention.wgsl")
-    ),
-};
-
-pub(super) const ATTENTION_DECODE: Shader = Shader {
-    name: "attention_decode.wgsl",
-    source: concat!(
-        include_str!("attention_common.wgsl"),
-        include_str!("attention_rope.wgsl"),
-        include_str!("attention_split.wgsl"),
-        include_str!("attention_decode.wgsl")
     ),
 };
 
@@ -85,6 +110,8 @@ pub struct Buffers<'a> {
     pub v: &'a wgpu::Buffer,
     pub k_cache: &'a wgpu::Buffer,
     pub v_cache: &'a wgpu::Buffer,
+    /// What the caches hold.
+    pub kv_dtype: KvCacheDtype,
     pub out: &'a wgpu::Buffer,
     /// [`scratch_len`] f32 values.
     pub scratch: &'a wgpu::Buffer,
@@ -118,7 +145,8 @@ pub fn encode(
     }
     let kv_dim = d.kv_heads * d.head_dim;
     let rows = check_dim(ctx, "attention rows", d.rows)?;
-    let gx = check_dim(ctx, "kv_store values", kv_dim.div_ceil(64))?;
+    // Four values a thread.
+    let gx = check_dim(ctx, "kv_store values", (kv_dim / 4).div_ceil(64))?;
     let (rope_half, sin_off, table) = match b.rope {
         Some(t) => (t.half as u32, t.sin_off(), &t.buffer),
         None => (0, 0, &ctx.dummy),
@@ -126,9 +154,10 @@ pub fn encode(
     if d.rows == 1 {
         return encode_decode(ctx, rec, b, d, (rope_half, sin_off, table));
     }
+    let kernels = cache_kernels(b.kv_dtype);
     ctx.dispatch(
         rec,
-        &KV_STORE,
+        &kernels.kv_store,
         "kv_store",
         &[b.k, b.v, b.k_cache, b.v_cache, b.step, table],
         &[
@@ -147,7 +176,7 @@ pub fn encode(
     if ctx.soft_attention() {
         ctx.dispatch(
             rec,
-            &ATTENTION,
+            &kernels.attention,
             "attention_rows",
             &buffers,
             &params,
@@ -156,7 +185,7 @@ pub fn encode(
     } else {
         ctx.dispatch(
             rec,
-            &ATTENTION,
+            &kernels.attention,
             "attention",
             &buffers,
             &params,
@@ -255,7 +284,7 @@ fn encode_decode(
     let out = if chunks == 1 { b.out } else { b.scratch };
     ctx.dispatch_with(
         rec,
-        &ATTENTION_DECODE,
+        &cache_kernels(b.kv_dtype).decode,
         "attention_decode",
         &constants,
         &[b.q, b.k, b.v, b.k_cache, b.v_cache, out, b.step, table],

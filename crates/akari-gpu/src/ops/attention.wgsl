@@ -20,8 +20,8 @@ const MAX_HD: u32 = 256u;
 const PER_THREAD: u32 = 4u; // MAX_HD / WG
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k_cache: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(1) var<storage, read> k_cache: array<KvWord>;
+@group(0) @binding(2) var<storage, read> v_cache: array<KvWord>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> step: array<u32>;
 @group(0) @binding(5) var<storage, read> table: array<f32>;
@@ -58,6 +58,11 @@ fn reduce_sum(t: u32, v: f32) -> f32 {
     let r = red[0];
     workgroupBarrier();
     return r;
+}
+
+// Value `e` of the value cache (in its [kv_heads, max_seq, head_dim] order).
+fn v_one(e: u32) -> f32 {
+    return kv_get(v_cache[e / 4u])[e % 4u];
 }
 
 // Row r's query of head h, rotated when asked, into `qs`.
@@ -107,13 +112,13 @@ fn attend(h: u32, r: u32, t: u32) {
             let ko = (cbase + j * hd) / 4u;
             var d = 0u;
             for (; d + 4u <= hd4; d += 4u) {
-                d0 += qs[d] * k_cache[ko + d];
-                d1 += qs[d + 1u] * k_cache[ko + d + 1u];
-                d2 += qs[d + 2u] * k_cache[ko + d + 2u];
-                d3 += qs[d + 3u] * k_cache[ko + d + 3u];
+                d0 += qs[d] * kv_get(k_cache[ko + d]);
+                d1 += qs[d + 1u] * kv_get(k_cache[ko + d + 1u]);
+                d2 += qs[d + 2u] * kv_get(k_cache[ko + d + 2u]);
+                d3 += qs[d + 3u] * kv_get(k_cache[ko + d + 3u]);
             }
             for (; d < hd4; d++) {
-                d0 += qs[d] * k_cache[ko + d];
+                d0 += qs[d] * kv_get(k_cache[ko + d]);
             }
             let dot = d0 + d1 + d2 + d3;
             s = (dot.x + dot.y + dot.z + dot.w) * params.scale;
@@ -138,13 +143,13 @@ fn attend(h: u32, r: u32, t: u32) {
                 var a3 = 0.0;
                 var jj = 0u;
                 for (; jj + 4u <= count; jj += 4u) {
-                    a0 += probs[jj] * v_cache[vo + jj * hd];
-                    a1 += probs[jj + 1u] * v_cache[vo + (jj + 1u) * hd];
-                    a2 += probs[jj + 2u] * v_cache[vo + (jj + 2u) * hd];
-                    a3 += probs[jj + 3u] * v_cache[vo + (jj + 3u) * hd];
+                    a0 += probs[jj] * v_one(vo + jj * hd);
+                    a1 += probs[jj + 1u] * v_one(vo + (jj + 1u) * hd);
+                    a2 += probs[jj + 2u] * v_one(vo + (jj + 2u) * hd);
+                    a3 += probs[jj + 3u] * v_one(vo + (jj + 3u) * hd);
                 }
                 for (; jj < count; jj++) {
-                    a0 += probs[jj] * v_cache[vo + jj * hd];
+                    a0 += probs[jj] * v_one(vo + jj * hd);
                 }
                 acc[i] = acc[i] * corr + (a0 + a1) + (a2 + a3);
             }
@@ -213,7 +218,7 @@ fn attention_rows(@builtin(workgroup_id) wid: vec3<u32>,
         let ko = cbase + j * hd4;
         var s4 = vec4<f32>(0.0);
         for (var i = 0u; i < hd4; i++) {
-            s4 += qv[i] * k_cache[ko + i];
+            s4 += qv[i] * kv_get(k_cache[ko + i]);
         }
         let s = s4.x + s4.y + s4.z + s4.w;
         let new_m = max(mx, s);
@@ -221,9 +226,7 @@ fn attention_rows(@builtin(workgroup_id) wid: vec3<u32>,
         let p = exp(s - new_m);
         sum = sum * corr + p;
         for (var i = 0u; i < hd4; i++) {
-            let vo = 4u * (ko + i);
-            let v = vec4<f32>(v_cache[vo], v_cache[vo + 1u], v_cache[vo + 2u], v_cache[vo + 3u]);
-            acc[i] = acc[i] * corr + p * v;
+            acc[i] = acc[i] * corr + p * kv_get(v_cache[ko + i]);
         }
         mx = new_m;
     }

@@ -48,8 +48,8 @@ const MAX_PER_GROUP: u32 = 16u;
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> k_cache: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> v_cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> k_cache: array<KvWord>;
+@group(0) @binding(4) var<storage, read_write> v_cache: array<KvWord>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> step: array<u32>;
 @group(0) @binding(7) var<storage, read> table: array<f32>;
@@ -111,8 +111,8 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
         kn[t] = kv;
         vn[t] = vv;
         if h0 % group == 0u && c == 0u {
-            k_cache[cbase + pos * HD4 + t] = kv;
-            v_cache[cbase + pos * HD4 + t] = vv;
+            k_cache[cbase + pos * HD4 + t] = kv_put(kv);
+            v_cache[cbase + pos * HD4 + t] = kv_put(vv);
         }
     }
     if t < G * HD4 {
@@ -149,7 +149,7 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
                 let i = g + r * GROUPS;
                 if i < TILE {
                     let jj = min(base + i, pos);
-                    vals[r] = select(v_cache[cbase + jj * HD4 + dv], vn[dv], jj == pos);
+                    vals[r] = select(kv_get(v_cache[cbase + jj * HD4 + dv]), vn[dv], jj == pos);
                 }
             }
         }
@@ -157,7 +157,7 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
         for (var i = 0u; i < PER_LANE; i++) {
             let d = lane + i * TEAM;
             if d < HD4 {
-                keys[i] = select(k_cache[ko + d], kn[d], j == pos);
+                keys[i] = select(kv_get(k_cache[ko + d]), kn[d], j == pos);
             }
         }
         // Scores, four heads a round: each thread's part for its position through `sums`.
