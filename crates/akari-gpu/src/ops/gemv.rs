@@ -110,6 +110,17 @@ fn dot_tuning() -> &'static DotTuning {
 /// Threads per row in `gemv_decode.wgsl` (`LANES`): enough that each has a unit or two of
 /// the row (pairs of blocks, 8 f16 values), and more rows per workgroup on short rows.
 fn decode_lanes(w: &GpuMatrix) -> u32 {
+    static FIXED: OnceLock<Option<u32>> = OnceLock::new();
+    // `AKARI_GPU_DECODE_LANES`, for tuning: one count for every matrix.
+    let fixed = FIXED.get_or_init(|| {
+        std::env::var("AKARI_GPU_DECODE_LANES")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|n| n.is_power_of_two() && (8..=256).contains(n))
+    });
+    if let Some(n) = fixed {
+        return *n;
+    }
     let units = match w.format() {
         QuantFormat::Q4_1 => w.cols() / 32,
         QuantFormat::F16 => w.cols() / 8,
@@ -251,10 +262,31 @@ pub fn reads_quantized(ctx: &GpuContext, w: &GpuMatrix) -> bool {
 /// Whether a one-token GEMV of `w` can take [`Epilogue::AccumulateCombined`] for partial
 /// results of `heads` heads in `chunks` chunks.
 pub fn folds_combine(ctx: &GpuContext, w: &GpuMatrix, heads: usize, chunks: usize) -> bool {
-    decode_entry(ctx, w).is_some()
+    combine_tuning().fold
+        && decode_entry(ctx, w).is_some()
         && !takes_dot(w, false)
         && w.cols() <= STAGE_MAX_COLS
         && heads * chunks <= MAX_PARTIALS
+}
+
+/// How the attention's partial results are merged into a GEMV's input (tuning switches):
+/// `AKARI_GPU_FOLD_COMBINE=0` merges them in a pass of their own instead, and
+/// `AKARI_GPU_COMBINE_LANES` sets the threads a row of the GEMV that merges them (fewer
+/// workgroups, each merging every partial).
+struct CombineTuning {
+    fold: bool,
+    lanes: Option<u32>,
+}
+
+fn combine_tuning() -> &'static CombineTuning {
+    static TUNING: OnceLock<CombineTuning> = OnceLock::new();
+    TUNING.get_or_init(|| CombineTuning {
+        fold: std::env::var("AKARI_GPU_FOLD_COMBINE").as_deref() != Ok("0"),
+        lanes: std::env::var("AKARI_GPU_COMBINE_LANES")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|n| n.is_power_of_two() && (1..=256).contains(n)),
+    })
 }
 
 /// Whether a one-token Q4_0 GEMV of `w` runs on integer dot products (`decode_q4_0_dot`).
@@ -533,6 +565,8 @@ pub fn encode_tokens(
             dot_tuning().quantized_lanes
         } else if dot {
             dot_tuning().lanes
+        } else if combined.is_some() {
+            combine_tuning().lanes.unwrap_or_else(|| decode_lanes(w))
         } else {
             decode_lanes(w)
         };
