@@ -209,17 +209,27 @@ fn flag_constants() -> bool {
     *ON.get_or_init(|| std::env::var("AKARI_GPU_FLAG_CONSTANTS").as_deref() != Ok("0"))
 }
 
+/// A bit mask of switches from the environment variable `name`, all of `all` when unset.
+fn env_bits(name: &str, all: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(all, |b| b & all)
+}
+
 /// `SWIZZLE` of `gemv_decode.wgsl`: the workgroup-memory and quantised-output layouts that
 /// keep a warp's reads apart (all on by default; `AKARI_GPU_SWIZZLE`, a bit mask, for
 /// comparison).
 fn swizzle() -> u32 {
     static BITS: OnceLock<u32> = OnceLock::new();
-    *BITS.get_or_init(|| {
-        std::env::var("AKARI_GPU_SWIZZLE")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .map_or(7, |b| b & 7)
-    })
+    *BITS.get_or_init(|| env_bits("AKARI_GPU_SWIZZLE", 7))
+}
+
+/// `PREFETCH` of `gemv_decode.wgsl`: loads moved ahead of the steps they would wait behind
+/// (both on by default; `AKARI_GPU_PREFETCH`, a bit mask, for comparison).
+fn prefetch() -> u32 {
+    static BITS: OnceLock<u32> = OnceLock::new();
+    *BITS.get_or_init(|| env_bits("AKARI_GPU_PREFETCH", 3))
 }
 
 /// Inputs `gemv_decode.wgsl` stages in workgroup memory (`4 · STAGE`).
@@ -276,12 +286,15 @@ pub fn folds_combine(ctx: &GpuContext, w: &GpuMatrix, heads: usize, chunks: usiz
 struct CombineTuning {
     fold: bool,
     lanes: Option<u32>,
+    /// `MERGE_CHUNKS` set, so the merge's loops unroll (`AKARI_GPU_MERGE_UNROLL=0` off).
+    unroll: bool,
 }
 
 fn combine_tuning() -> &'static CombineTuning {
     static TUNING: OnceLock<CombineTuning> = OnceLock::new();
     TUNING.get_or_init(|| CombineTuning {
         fold: std::env::var("AKARI_GPU_FOLD_COMBINE").as_deref() != Ok("0"),
+        unroll: std::env::var("AKARI_GPU_MERGE_UNROLL").as_deref() != Ok("0"),
         lanes: std::env::var("AKARI_GPU_COMBINE_LANES")
             .ok()
             .and_then(|v| v.parse::<u32>().ok())
@@ -622,17 +635,20 @@ pub fn encode_tokens(
         } else {
             0
         };
-        let constants = vec![("LANES", lanes), ("UNITS", units), ("FLAGS", fixed)];
+        let mut constants = vec![("LANES", lanes), ("UNITS", units), ("FLAGS", fixed)];
+        if combined.is_some() && combine_tuning().unroll {
+            // A power of two, so a growing cache builds a handful of pipelines.
+            constants.push(("MERGE_CHUNKS", chunks.next_power_of_two()));
+        }
+        constants.push(("PREFETCH", prefetch()));
         let (shader, entry, constants) = match decode {
             Some("decode_f16") => {
                 // Its lanes read neighbouring vec4s already: the 16-apart layout would put
                 // them on one bank.
-                let mut constants = constants;
                 constants.push(("SWIZZLE", swizzle() & !1));
                 (&DECODE_F16, "decode_f16", constants)
             }
             Some(entry) => {
-                let mut constants = constants;
                 constants.push(("SWIZZLE", swizzle()));
                 (&DECODE, entry, constants)
             }

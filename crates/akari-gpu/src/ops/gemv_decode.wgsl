@@ -166,11 +166,31 @@ var<private> my_row: u32;
 var<private> my_lane: u32;
 var<private> live: bool;
 
+// The row's bias and the value it accumulates into, loaded by its lane 0 as soon as the row
+// is known, so that the epilogue, at the end of a chain of dependent steps, does not wait on
+// memory once more.
+var<private> row_bias: f32;
+var<private> row_acc: f32;
+
+// Loads moved ahead of what they would wait behind, bit by bit (a pipeline constant; the
+// Rust side sets both unless told otherwise): 1 the epilogue's bias and accumulator (above),
+// 2 a Q4_0 lane's one pair of blocks in the q/k/v and o projections (gemv_decode_quant.wgsl).
+override PREFETCH: u32 = 3u;
+
 // The thread's row in row group `g` (ROWS rows a group).
 fn set_row(g: u32, t: u32) {
     my_row = g * ROWS + t / LANES;
     my_lane = t % LANES;
     live = my_row < params.n;
+    if (PREFETCH & 1u) != 0u && my_lane == 0u && live {
+        let i = params.row0 + my_row;
+        if has(HAS_BIAS) {
+            row_bias = bias[i];
+        }
+        if has(ACCUMULATE) {
+            row_acc = y[i];
+        }
+    }
 }
 
 // Everything before the dot products: the thread's row (one row group a workgroup), and
@@ -293,11 +313,27 @@ const MAX_PARTIALS: u32 = 512u;
 // Per (head, chunk): (max, sum), then its weight e^(m − M) / Σ_c l_c·e^(m_c − M).
 var<workgroup> parts: array<vec2<f32>, MAX_PARTIALS>;
 
+// The merge's loops over chunks run to MERGE_CHUNKS, a power of two at least the number of
+// chunks that the Rust side fixes when it builds the pipeline, so that they unroll and their
+// loads (chunks past the real ones clamped to the last, weighted 0) are issued together: with
+// the count read from `params`, each iteration's load waited for the one before (at 2048
+// positions, 16 chunks, the o projection took 1.6 µs a layer longer than at 128).
+// 0 keeps the loops to `params.chunks`.
+override MERGE_CHUNKS: u32 = 0u;
+
+fn merge_chunks(chunks: u32) -> u32 {
+    if MERGE_CHUNKS > 0u {
+        return MERGE_CHUNKS;
+    }
+    return chunks;
+}
+
 fn combine_input(t: u32) {
     let hd4 = params.hd4;
     let chunks = params.chunks;
     let heads = params.k / (4u * hd4);
     let n = heads * chunks;
+    let loops = merge_chunks(chunks);
     for (var i = t; i < n; i += WG) {
         let ml = x[n * hd4 + i];
         parts[i] = ml.xy;
@@ -306,16 +342,14 @@ fn combine_input(t: u32) {
     if t < heads {
         let first = t * chunks;
         var mx = -1e30;
-        for (var c = 0u; c < chunks; c++) {
-            let p = parts[first + c];
-            if p.y > 0.0 {
-                mx = max(mx, p.x);
-            }
+        for (var c = 0u; c < loops; c++) {
+            let p = parts[first + min(c, chunks - 1u)];
+            mx = select(mx, max(mx, p.x), c < chunks && p.y > 0.0);
         }
         var total = 0.0;
-        for (var c = 0u; c < chunks; c++) {
-            let p = parts[first + c];
-            total += select(0.0, p.y * exp(p.x - mx), p.y > 0.0);
+        for (var c = 0u; c < loops; c++) {
+            let p = parts[first + min(c, chunks - 1u)];
+            total += select(0.0, p.y * exp(p.x - mx), c < chunks && p.y > 0.0);
         }
         for (var c = 0u; c < chunks; c++) {
             let p = parts[first + c];
@@ -327,8 +361,10 @@ fn combine_input(t: u32) {
         let first = (i / hd4) * chunks;
         let dv = i % hd4;
         var acc = vec4<f32>(0.0);
-        for (var c = 0u; c < chunks; c++) {
-            acc += parts[first + c].x * x[(first + c) * hd4 + dv];
+        for (var c = 0u; c < loops; c++) {
+            let cc = min(c, chunks - 1u);
+            let weight = select(0.0, parts[first + cc].x, c < chunks);
+            acc += weight * x[(first + cc) * hd4 + dv];
         }
         xs[xs_at(i)] = acc;
     }
@@ -363,11 +399,12 @@ fn epilogue(r: vec2<f32>) {
         return;
     }
     var o = r.x;
+    let early = (PREFETCH & 1u) != 0u;
     if has(HAS_BIAS) {
-        o += bias[i];
+        o += select(bias[i], row_bias, early);
     }
     if has(ACCUMULATE) {
-        o += y[i];
+        o += select(y[i], row_acc, early);
     }
     if !has(SPLIT) || i < params.split1 {
         y[i] = o;

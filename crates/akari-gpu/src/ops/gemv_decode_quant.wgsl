@@ -47,25 +47,31 @@ fn sum4(v: vec4<f32>) -> f32 {
 
 // Q4_0 pairs: 36 bytes = 9 words; d0 in the low half of word 0, block 0's nibbles in bytes
 // 2..18, d1 in the high half of word 4, block 1's nibbles in words 5..8.
+fn pair_words(row: u32, p: u32) -> array<u32, 9> {
+    let o = row * (params.row_bytes >> 2u) + p * 9u;
+    var a: array<u32, 9>;
+    for (var i = 0u; i < 9u; i++) {
+        a[i] = wl(o + i);
+    }
+    return a;
+}
+
+// Σ w·x over pair p, given its words.
+fn pair_q4_0(a: array<u32, 9>, p: u32) -> f32 {
+    let xq = p * 16u;
+    let d0 = unpack2x16float(a[0]).x;
+    let d1 = unpack2x16float(a[4]).y;
+    return d0 * nibbles((a[0] >> 16u) | (a[1] << 16u), (a[1] >> 16u) | (a[2] << 16u),
+            (a[2] >> 16u) | (a[3] << 16u), (a[3] >> 16u) | (a[4] << 16u), xq, 8.0)
+        + d1 * nibbles(a[5], a[6], a[7], a[8], xq + 8u, 8.0);
+}
+
 fn row_q4_0(row: u32, lane: u32) -> f32 {
     let pairs = params.k >> 6u;
-    let base = row * (params.row_bytes >> 2u);
     var acc = 0.0;
     for (var i = 0u; i < lane_units(pairs, lane); i++) {
         let p = lane_unit(pairs, lane, i);
-        let o = base + p * 9u;
-        let a0 = wl(o);
-        let a1 = wl(o + 1u);
-        let a2 = wl(o + 2u);
-        let a3 = wl(o + 3u);
-        let a4 = wl(o + 4u);
-        let xq = p * 16u;
-        let d0 = unpack2x16float(a0).x;
-        let d1 = unpack2x16float(a4).y;
-        let w = unit_weight(pairs, lane, i);
-        acc += w * d0 * nibbles((a0 >> 16u) | (a1 << 16u), (a1 >> 16u) | (a2 << 16u),
-            (a2 >> 16u) | (a3 << 16u), (a3 >> 16u) | (a4 << 16u), xq, 8.0);
-        acc += w * d1 * nibbles(wl(o + 5u), wl(o + 6u), wl(o + 7u), wl(o + 8u), xq + 8u, 8.0);
+        acc += unit_weight(pairs, lane, i) * pair_q4_0(pair_words(row, p), p);
     }
     return acc;
 }
@@ -140,13 +146,28 @@ fn row_dot(fmt: u32, row: u32, lane: u32) -> f32 {
 }
 
 // What each entry point runs: its row's dot product with W, then with W2 for GLU (`which`).
+// A Q4_0 row whose lanes take one pair each (the q/k/v and o projections) loads that pair
+// before the norm and the staging of the input, whose barriers and loads it would otherwise
+// wait behind: these small GEMVs are bound by their chain of round trips, not by bandwidth.
 fn run_rows(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
-    begin(wid, nwg, t);
+    set_row(wid.y * nwg.x + wid.x, t);
+    let early = (PREFETCH & 2u) != 0u && fmt == 1u && UNITS == 1u && !has(GLU);
+    var first: array<u32, 9>;
+    which = 0u;
+    if early && live {
+        first = pair_words(my_row, lane_unit(params.k >> 6u, my_lane, 0u));
+    }
+    norm_scale(t);
     stage_input(t);
     var v = vec2<f32>(0.0);
-    which = 0u;
     if live {
-        v.x = row_dot(fmt, my_row, my_lane);
+        if early {
+            let pairs = params.k >> 6u;
+            v.x = unit_weight(pairs, my_lane, 0u)
+                * pair_q4_0(first, lane_unit(pairs, my_lane, 0u));
+        } else {
+            v.x = row_dot(fmt, my_row, my_lane);
+        }
     }
     which = 1u;
     if live && has(GLU) {
