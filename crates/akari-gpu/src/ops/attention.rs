@@ -244,6 +244,15 @@ fn most_chunks() -> usize {
     })
 }
 
+/// Whether the decode attention loads a chunk's next tile while it scores the current one
+/// (`PIPELINE`; `AKARI_GPU_ATTENTION_PIPELINE=0` off, for comparison).
+fn pipeline_tiles() -> u32 {
+    static ON: OnceLock<bool> = OnceLock::new();
+    u32::from(
+        *ON.get_or_init(|| std::env::var("AKARI_GPU_ATTENTION_PIPELINE").as_deref() != Ok("0")),
+    )
+}
+
 /// Query heads one workgroup of `attention_decode.wgsl` attends (`G`, a divisor of the
 /// key/value group): one by default. Taking a whole group, so its keys and values are read
 /// once, measured slower on an H100 (DeepSeek-R1-Distill-Qwen-1.5B Q4_0, six heads a group:
@@ -288,7 +297,7 @@ fn encode_decode(
     let g = heads_per_workgroup(&d);
     let heads = check_dim(ctx, "attention heads", d.heads / g)?;
     let [hd4, groups] = decode_constants(&d);
-    let constants = [hd4, groups, ("G", g as u32)];
+    let constants = [hd4, groups, ("G", g as u32), ("PIPELINE", pipeline_tiles())];
     let n = d.pos + 1;
     // One chunk writes the result itself; past that the cache is split so every SM gets
     // work, and the chunks write partial results.

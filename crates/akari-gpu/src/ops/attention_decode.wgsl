@@ -92,6 +92,38 @@ fn head4(of_q: bool, o: u32, i: u32, pos: u32) -> vec4<f32> {
     return r;
 }
 
+override PIPELINE: bool = true;
+
+// A tile's keys (this thread's dims of its position) and values (its vec4 of its group's
+// positions) as the cache holds them. The values and keys are loaded together, before the
+// scores the values wait for: one round trip to memory a tile. Positions past `pos` are
+// clamped to it (its words are replaced by the new key and value where used).
+struct TileWords {
+    k: array<KvWord, MAX_PER_LANE>,
+    v: array<KvWord, MAX_PER_GROUP>,
+}
+
+fn tile_words(base: u32, cbase: u32, slot: u32, lane: u32, g: u32, dv: u32,
+              pos: u32) -> TileWords {
+    var w: TileWords;
+    if g < GROUPS {
+        for (var r = 0u; r < PER_GROUP; r++) {
+            let i = g + r * GROUPS;
+            if i < TILE {
+                w.v[r] = v_cache[cbase + min(base + i, pos) * HD4 + dv];
+            }
+        }
+    }
+    let ko = cbase + min(base + slot, pos) * HD4;
+    for (var i = 0u; i < PER_LANE; i++) {
+        let d = lane + i * TEAM;
+        if d < HD4 {
+            w.k[i] = k_cache[ko + d];
+        }
+    }
+    return w;
+}
+
 @compute @workgroup_size(WG)
 fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -136,20 +168,27 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
     for (var h = 0u; h < G; h++) {
         acc[h] = vec4<f32>(0.0);
     }
+    // With PIPELINE the next tile's words are loaded before this tile is scored, so a chunk of
+    // several tiles waits on memory once rather than once a tile.
+    var words = tile_words(start, cbase, slot, lane, g, dv, pos);
     for (var base = start; base < end; base += TILE) {
         let count = min(TILE, end - base);
         // The new position reads the cache too (being written there, its value unused).
         let j = min(base + slot, pos);
-        let ko = cbase + j * HD4;
-        // The values and keys are loaded together, before the scores the values wait for:
-        // one round trip to memory a tile.
+        if !PIPELINE && base != start {
+            words = tile_words(base, cbase, slot, lane, g, dv, pos);
+        }
+        let here = words;
+        if PIPELINE && base + TILE < end {
+            words = tile_words(base + TILE, cbase, slot, lane, g, dv, pos);
+        }
         var vals: array<vec4<f32>, MAX_PER_GROUP>;
         if g < GROUPS {
             for (var r = 0u; r < PER_GROUP; r++) {
                 let i = g + r * GROUPS;
                 if i < TILE {
                     let jj = min(base + i, pos);
-                    vals[r] = select(kv_get(v_cache[cbase + jj * HD4 + dv]), vn[dv], jj == pos);
+                    vals[r] = select(kv_get(here.v[r]), vn[dv], jj == pos);
                 }
             }
         }
@@ -157,7 +196,7 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
         for (var i = 0u; i < PER_LANE; i++) {
             let d = lane + i * TEAM;
             if d < HD4 {
-                keys[i] = select(kv_get(k_cache[ko + d]), kn[d], j == pos);
+                keys[i] = select(kv_get(here.k[i]), kn[d], j == pos);
             }
         }
         // Scores, four heads a round: each thread's part for its position through `sums`.
