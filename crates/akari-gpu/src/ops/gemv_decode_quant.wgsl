@@ -376,9 +376,9 @@ fn decode_q4_0_dot(@builtin(workgroup_id) wid: vec3<u32>,
 
 // GLU's output quantised for the next GEMV (down), as `quantize_input` would: with ROWS = 32
 // (the Rust side sets LANES = 8), row group g is the next input's block g, so the workgroup
-// that computed it writes it to y2 as 18 words (placed by `quantized_at`): low bytes of its 32 values (8 words), high
-// bytes (8 words), dx and 8 · Σ (256·hi + lo). The down GEMV then reads it as is
-// (`decode_q4_0_dotq`), with no quantisation of its own.
+// that computed it writes it to y2 as 18 words (placed by `quantized_at`): low bytes of its
+// 32 values (8 words), high bytes (8 words), dx and 8 · Σ (256·hi + lo). The down GEMV then
+// reads it as is (`decode_q4_0_dotq`), with no quantisation of its own.
 var<workgroup> out_vals: array<f32, 32>;
 var<workgroup> out_q: array<i32, 32>;
 
