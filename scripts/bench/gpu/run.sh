@@ -13,7 +13,7 @@
 # of name:binary:VAR=value,VAR=value (the last part may be empty), each run in turn, $ROUNDS
 # times (default 2), at each prompt length of $CONTEXTS (default "128 2048") and each model
 # of $KINDS (default q4_0); one line a run in $OUT/ab.txt. For example
-#   VARIANTS="main:.bench/akari: branch:.bench/akari-branch: preload:.bench/akari-branch:AKARI_GPU_PRELOAD=1"
+#   VARIANTS="main:.bench/akari: old:.bench/akari-old: noswizzle:.bench/akari:AKARI_GPU_SWIZZLE=0,AKARI_GPU_KV_CACHE=f32"
 #
 # `bench` runs `setup` first when its products are missing. Work files go to $WORK
 # (default /tmp/akari-gpu-bench), so a second call on the same machine reuses them.
