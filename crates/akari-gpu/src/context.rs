@@ -404,7 +404,8 @@ impl GpuContext {
         self.bytes_buffer(label, len.max(1) * 4)
     }
 
-    /// A storage buffer of `bytes` (rounded up to a word), contents undefined.
+    /// A storage buffer of `bytes` (rounded up to a word; contents zero, as in
+    /// [`GpuContext::f32_buffer`]).
     pub fn bytes_buffer(&self, label: &str, bytes: usize) -> Result<wgpu::Buffer, GpuError> {
         let size = bytes.max(4).next_multiple_of(4) as u64;
         let limit = self.caps.max_storage_buffer_binding_size;

@@ -94,15 +94,11 @@ fn dot_tuning() -> &'static DotTuning {
         let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
         DotTuning {
             on: var("AKARI_GPU_Q4_DOT") != Some(0),
-            lanes: var("AKARI_GPU_Q4_DOT_LANES")
-                .filter(|n| n.is_power_of_two() && (1..=256).contains(n))
-                .unwrap_or(4),
+            lanes: env_lanes("AKARI_GPU_Q4_DOT_LANES").unwrap_or(4),
             workgroups: var("AKARI_GPU_Q4_DOT_WORKGROUPS")
                 .filter(|&n| n > 0)
                 .unwrap_or(2048),
-            quantized_lanes: var("AKARI_GPU_Q4_DOTQ_LANES")
-                .filter(|n| n.is_power_of_two() && (1..=256).contains(n))
-                .unwrap_or(64),
+            quantized_lanes: env_lanes("AKARI_GPU_Q4_DOTQ_LANES").unwrap_or(64),
         }
     })
 }
@@ -112,12 +108,7 @@ fn dot_tuning() -> &'static DotTuning {
 fn decode_lanes(w: &GpuMatrix) -> u32 {
     static FIXED: OnceLock<Option<u32>> = OnceLock::new();
     // `AKARI_GPU_DECODE_LANES`, for tuning: one count for every matrix.
-    let fixed = FIXED.get_or_init(|| {
-        std::env::var("AKARI_GPU_DECODE_LANES")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .filter(|n| n.is_power_of_two() && (8..=256).contains(n))
-    });
+    let fixed = FIXED.get_or_init(|| env_lanes("AKARI_GPU_DECODE_LANES").filter(|&n| n >= 8));
     if let Some(n) = fixed {
         return *n;
     }
@@ -209,6 +200,15 @@ fn flag_constants() -> bool {
     *ON.get_or_init(|| std::env::var("AKARI_GPU_FLAG_CONSTANTS").as_deref() != Ok("0"))
 }
 
+/// Threads a row from the environment variable `name`, for tuning: a power of two that fits
+/// a workgroup, or none.
+fn env_lanes(name: &str) -> Option<u32> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| n.is_power_of_two() && (1..=256).contains(n))
+}
+
 /// A bit mask of switches from the environment variable `name`, all of `all` when unset.
 fn env_bits(name: &str, all: u32) -> u32 {
     std::env::var(name)
@@ -295,10 +295,7 @@ fn combine_tuning() -> &'static CombineTuning {
     TUNING.get_or_init(|| CombineTuning {
         fold: std::env::var("AKARI_GPU_FOLD_COMBINE").as_deref() != Ok("0"),
         unroll: std::env::var("AKARI_GPU_MERGE_UNROLL").as_deref() != Ok("0"),
-        lanes: std::env::var("AKARI_GPU_COMBINE_LANES")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .filter(|n| n.is_power_of_two() && (1..=256).contains(n)),
+        lanes: env_lanes("AKARI_GPU_COMBINE_LANES"),
     })
 }
 
