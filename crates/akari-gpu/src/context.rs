@@ -143,9 +143,15 @@ impl GpuContext {
         let adapter = GpuContext::adapter().await?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let wanted = wgpu::Features::SHADER_F16
+        let mut wanted = wgpu::Features::SHADER_F16
             | wgpu::Features::SUBGROUP
             | crate::profile::Profiler::wanted();
+        // `AKARI_GPU_SUBGROUPS=0` runs the kernels written for adapters without them.
+        if !cfg!(target_arch = "wasm32")
+            && std::env::var("AKARI_GPU_SUBGROUPS").as_deref() == Ok("0")
+        {
+            wanted.remove(wgpu::Features::SUBGROUP);
+        }
         let features = adapter.features() & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {

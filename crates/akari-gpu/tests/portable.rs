@@ -32,10 +32,16 @@ fn every_kernel_translates_to_hlsl_and_msl() {
     assert!(sources.len() >= 16, "{} kernel modules", sources.len());
     for (name, source) in sources {
         let (module, info) = module(name, source);
-        for model in [
-            naga::back::hlsl::ShaderModel::V5_1,
-            naga::back::hlsl::ShaderModel::V6_0,
-        ] {
+        // Wave intrinsics begin at shader model 6.0: wgpu offers subgroups only there.
+        let models: &[naga::back::hlsl::ShaderModel] = if name.ends_with("+subgroups") {
+            &[naga::back::hlsl::ShaderModel::V6_0]
+        } else {
+            &[
+                naga::back::hlsl::ShaderModel::V5_1,
+                naga::back::hlsl::ShaderModel::V6_0,
+            ]
+        };
+        for &model in models {
             let options = naga::back::hlsl::Options {
                 shader_model: model,
                 ..Default::default()

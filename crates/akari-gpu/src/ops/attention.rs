@@ -15,10 +15,28 @@ use crate::{GpuContext, GpuError, KvCacheDtype};
 
 /// The kernels that read or write the cache, built for one [`KvCacheDtype`]: each source
 /// starts with the file that defines the cache's element type (`kv_f16.wgsl`, `kv_f32.wgsl`).
+/// The decode kernel comes twice: finding a tile's largest score by subgroups, for adapters
+/// that have them, and without.
 pub(super) struct CacheKernels {
     pub(super) kv_store: Shader,
     pub(super) attention: Shader,
     pub(super) decode: Shader,
+    pub(super) decode_subgroups: Shader,
+}
+
+/// What a module using subgroup built-ins starts with: browsers require WGSL's `enable
+/// subgroups;`, which naga (natively) does not parse yet and does not need.
+#[cfg(target_arch = "wasm32")]
+macro_rules! enable_subgroups {
+    () => {
+        "enable subgroups;\n"
+    };
+}
+#[cfg(not(target_arch = "wasm32"))]
+macro_rules! enable_subgroups {
+    () => {
+        ""
+    };
 }
 
 macro_rules! cache_kernels {
@@ -44,6 +62,19 @@ macro_rules! cache_kernels {
                     include_str!("attention_common.wgsl"),
                     include_str!("attention_rope.wgsl"),
                     include_str!("attention_split.wgsl"),
+                    include_str!("attention_max.wgsl"),
+                    include_str!("attention_decode.wgsl")
+                ),
+            },
+            decode_subgroups: Shader {
+                name: concat!($kv, "+attention_decode.wgsl+subgroups"),
+                source: concat!(
+                    enable_subgroups!(),
+                    include_str!($kv),
+                    include_str!("attention_common.wgsl"),
+                    include_str!("attention_rope.wgsl"),
+                    include_str!("attention_split.wgsl"),
+                    include_str!("attention_max_subgroups.wgsl"),
                     include_str!("attention_decode.wgsl")
                 ),
             },
@@ -253,6 +284,13 @@ fn pipeline_tiles() -> u32 {
     )
 }
 
+/// Whether the decode attention loads a chunk's first tile before the query (`EARLY`;
+/// `AKARI_GPU_ATTENTION_EARLY=0` off, for comparison).
+fn early_tile() -> u32 {
+    static ON: OnceLock<bool> = OnceLock::new();
+    u32::from(*ON.get_or_init(|| std::env::var("AKARI_GPU_ATTENTION_EARLY").as_deref() != Ok("0")))
+}
+
 /// Query heads one workgroup of `attention_decode.wgsl` attends (`G`, a divisor of the
 /// key/value group): one by default. Taking a whole group, so its keys and values are read
 /// once, measured slower on an H100 (DeepSeek-R1-Distill-Qwen-1.5B Q4_0, six heads a group:
@@ -297,7 +335,13 @@ fn encode_decode(
     let g = heads_per_workgroup(&d);
     let heads = check_dim(ctx, "attention heads", d.heads / g)?;
     let [hd4, groups] = decode_constants(&d);
-    let constants = [hd4, groups, ("G", g as u32), ("PIPELINE", pipeline_tiles())];
+    let constants = [
+        hd4,
+        groups,
+        ("G", g as u32),
+        ("PIPELINE", pipeline_tiles()),
+        ("EARLY", early_tile()),
+    ];
     let n = d.pos + 1;
     // One chunk writes the result itself; past that the cache is split so every SM gets
     // work, and the chunks write partial results.
@@ -310,9 +354,15 @@ fn encode_decode(
     };
     let chunks = n.div_ceil(len);
     let out = if chunks == 1 { b.out } else { b.scratch };
+    let kernels = cache_kernels(b.kv_dtype);
+    let shader = if ctx.caps().subgroups {
+        &kernels.decode_subgroups
+    } else {
+        &kernels.decode
+    };
     ctx.dispatch_with(
         rec,
-        &cache_kernels(b.kv_dtype).decode,
+        shader,
         "attention_decode",
         &constants,
         &[b.q, b.k, b.v, b.k_cache, b.v_cache, out, b.step, table],

@@ -22,6 +22,14 @@
 // the end. Positions past the chunk are clamped to the new one and weighted 0, so no
 // branch stops the loads.
 //
+// The online softmax takes no serial step: the tile's largest score is found by an atomic
+// max in workgroup memory (`tile_max`, from attention_max_subgroups.wgsl when the adapter
+// has subgroups: one atomic a subgroup, or attention_max.wgsl: one a position), every thread
+// keeps the running max itself, and the thread that scores a position keeps that position's
+// running sum of exponents, summed over the tile's positions once at the end. The tile's
+// scratch (maxima, exponents) alternates between two halves, so a tile needs three
+// barriers.
+//
 // A workgroup may take G query heads of one key/value head (a pipeline constant; attention.rs
 // says why it is 1 by default), loading each key and value once for them: a thread keeps its
 // share of a position's key in registers and scores it against every head's query. Each head
@@ -59,12 +67,29 @@ const MAX_PER_GROUP: u32 = 16u;
 var<workgroup> qs: array<vec4<f32>, 256>;
 var<workgroup> kn: array<vec4<f32>, MAX_HD4>;
 var<workgroup> vn: array<vec4<f32>, MAX_HD4>;
-// Per head, the tile's scores, then their exponents [G, TILE].
-var<workgroup> scores: array<f32, 512>;
-// Per head: the running max, the running sum of exponents, and the tile's correction.
-var<workgroup> run_max: array<f32, MAX_G>;
-var<workgroup> run_sum: array<f32, MAX_G>;
-var<workgroup> corr: array<f32, MAX_G>;
+// Per head, the exponents of a tile's scores [2 halves, G, TILE] (tiles alternate halves).
+var<workgroup> probs: array<f32, 1024>;
+// Per head, a tile's largest score as `order_key` (halves as for `probs`).
+var<workgroup> tile_maxes: array<atomic<u32>, 16>; // 2 · MAX_G
+// Per head, each position slot's sum of exponents, at the end [G, TILE].
+var<workgroup> slot_sums: array<f32, 512>;
+
+// A u32 that orders as the f32 `f` does, for atomicMax (WGSL has no float atomics).
+fn order_key(f: f32) -> u32 {
+    let b = bitcast<u32>(f);
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+fn from_order_key(k: u32) -> f32 {
+    return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
+}
+
+// Below every score (masked positions score this too; none reaches a tile's max).
+const LOWEST: f32 = -1e30;
+
+// Whether a chunk's first tile is loaded before the query and the new key, whose loads then
+// wait on the same round trip to memory (`AKARI_GPU_ATTENTION_EARLY=0` turns it off).
+override EARLY: bool = true;
 
 // Value `i` of the query (`of_q`) or the new key: WGSL passes no storage pointers to
 // functions.
@@ -92,6 +117,9 @@ fn head4(of_q: bool, o: u32, i: u32, pos: u32) -> vec4<f32> {
     return r;
 }
 
+// Whether a tile's successor is loaded before the tile is scored, so that a chunk of several
+// tiles waits on memory once rather than once a tile (`AKARI_GPU_ATTENTION_PIPELINE=0`
+// turns it off). Two tiles ahead measured no better on an H100.
 override PIPELINE: bool = true;
 
 // A tile's keys (this thread's dims of its position) and values (its vec4 of its group's
@@ -135,7 +163,21 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
     let kvh = h0 / group;
     let pos = step[0];
     let cbase = kvh * params.max_seq * HD4;
+    let start = c * params.chunk_len;
+    let end = min(pos + 1u, start + params.chunk_len);
+    // Scoring: thread t takes dims lane, lane + TEAM, … of the tile's position `slot`.
+    let lane = t % TEAM;
+    let slot = t / TEAM;
+    // Summing values: thread t takes vec4 `dv` of every GROUPS-th position from `g`.
+    let g = t / HD4;
+    let dv = t % HD4;
 
+    // The first tile's words do not depend on the query, so they need not wait for it (the
+    // new position's words, being written below, are replaced where used).
+    var words: TileWords;
+    if EARLY {
+        words = tile_words(start, cbase, slot, lane, g, dv, pos);
+    }
     if t < HD4 {
         let kv = head4(false, kvh * hd, t, pos);
         let o = kvh * hd + 4u * t;
@@ -150,29 +192,28 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
     if t < G * HD4 {
         qs[t] = head4(true, (h0 + t / HD4) * hd, t % HD4, pos);
     }
-    if t < G {
-        run_max[t] = -1e30;
-        run_sum[t] = 0.0;
+    if t < 2u * MAX_G {
+        atomicStore(&tile_maxes[t], order_key(LOWEST));
     }
     workgroupBarrier();
+    if !EARLY {
+        words = tile_words(start, cbase, slot, lane, g, dv, pos);
+    }
 
-    let start = c * params.chunk_len;
-    let end = min(pos + 1u, start + params.chunk_len);
-    // Scoring: thread t takes dims lane, lane + TEAM, … of the tile's position `slot`.
-    let lane = t % TEAM;
-    let slot = t / TEAM;
-    // Summing values: thread t takes vec4 `dv` of every GROUPS-th position from `g`.
-    let g = t / HD4;
-    let dv = t % HD4;
+    // Per head: the running max (the same in every thread), this thread's position slot's
+    // running sum of exponents, and the sum of values (its group's share).
+    var run_max: array<f32, MAX_G>;
+    var slot_sum: array<f32, MAX_G>;
     var acc: array<vec4<f32>, MAX_G>;
     for (var h = 0u; h < G; h++) {
+        run_max[h] = LOWEST;
+        slot_sum[h] = 0.0;
         acc[h] = vec4<f32>(0.0);
     }
-    // With PIPELINE the next tile's words are loaded before this tile is scored, so a chunk of
-    // several tiles waits on memory once rather than once a tile.
-    var words = tile_words(start, cbase, slot, lane, g, dv, pos);
+    var half = 0u;
     for (var base = start; base < end; base += TILE) {
         let count = min(TILE, end - base);
+        let live = t < count;
         // The new position reads the cache too (being written there, its value unused).
         let j = min(base + slot, pos);
         if !PIPELINE && base != start {
@@ -199,7 +240,9 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
                 keys[i] = select(kv_get(here.k[i]), kn[d], j == pos);
             }
         }
-        // Scores, four heads a round: each thread's part for its position through `sums`.
+        // Scores, four heads a round: each thread's part for its position through `sums`;
+        // thread t < TILE ends with position t's score for each head.
+        var score: array<f32, MAX_G>;
         for (var r = 0u; r < G; r += 4u) {
             var d4 = vec4<f32>(0.0);
             for (var e = 0u; e < 4u; e++) {
@@ -221,62 +264,73 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
                 let s4 = (sums[i] + sums[i + 1u] + sums[i + 2u] + sums[i + 3u]) * params.scale;
                 for (var e = 0u; e < 4u; e++) {
                     if r + e < G {
-                        scores[(r + e) * TILE + t] = select(-1e30, s4[e], t < count);
+                        score[r + e] = select(LOWEST, s4[e], live);
                     }
                 }
             }
-            workgroupBarrier();
-        }
-        if t < G {
-            var tile_max = -1e30;
-            for (var i = 0u; i < TILE; i++) {
-                tile_max = max(tile_max, scores[t * TILE + i]);
+            // `sums` holds the next round's parts.
+            if r + 4u < G {
+                workgroupBarrier();
             }
-            let m = run_max[t];
-            let new_m = max(m, tile_max);
-            corr[t] = exp(m - new_m);
-            run_max[t] = new_m;
+        }
+        for (var h = 0u; h < G; h++) {
+            tile_max(half * MAX_G + h, score[h], live);
         }
         workgroupBarrier();
-        for (var e = t; e < G * TILE; e += WG) {
-            scores[e] = select(0.0, exp(scores[e] - run_max[e / TILE]), e % TILE < count);
+        var corr: array<f32, MAX_G>;
+        for (var h = 0u; h < G; h++) {
+            let m = max(run_max[h], from_order_key(atomicLoad(&tile_maxes[half * MAX_G + h])));
+            corr[h] = exp(run_max[h] - m);
+            run_max[h] = m;
+            if t < TILE {
+                let p = select(0.0, exp(score[h] - m), live);
+                slot_sum[h] = slot_sum[h] * corr[h] + p;
+                probs[(half * G + h) * TILE + t] = p;
+            }
+        }
+        // The other half's maxima were last read before this tile's first barrier; the next
+        // tile takes them.
+        if t < G {
+            atomicStore(&tile_maxes[(1u - half) * MAX_G + t], order_key(LOWEST));
         }
         workgroupBarrier();
-        if t < G {
-            var tile_sum = 0.0;
-            for (var i = 0u; i < TILE; i++) {
-                tile_sum += scores[t * TILE + i];
-            }
-            run_sum[t] = run_sum[t] * corr[t] + tile_sum;
-        }
         if g < GROUPS {
             for (var h = 0u; h < G; h++) {
                 var a = vec4<f32>(0.0);
                 for (var r = 0u; r < PER_GROUP; r++) {
                     let i = g + r * GROUPS;
                     if i < TILE {
-                        a += scores[h * TILE + i] * vals[r];
+                        a += probs[(half * G + h) * TILE + i] * vals[r];
                     }
                 }
                 acc[h] = acc[h] * corr[h] + a;
             }
         }
-        // `sums`, `scores` and `corr` are the next tile's.
-        workgroupBarrier();
+        half = 1u - half;
     }
 
+    if t < TILE {
+        for (var h = 0u; h < G; h++) {
+            slot_sums[h * TILE + t] = slot_sum[h];
+        }
+    }
     for (var h = 0u; h < G; h++) {
+        // Its barrier also makes `slot_sums` visible.
         let total = group_total(acc[h], t);
         let head = h0 + h;
         if t < HD4 {
+            var sum = 0.0;
+            for (var i = 0u; i < TILE; i++) {
+                sum += slot_sums[h * TILE + i];
+            }
             if nwg.z == 1u {
-                out[head * HD4 + t] = total / run_sum[h];
+                out[head * HD4 + t] = total / sum;
             } else {
                 let chunks = nwg.z;
                 out[(head * chunks + c) * HD4 + t] = total;
                 if t == 0u {
                     out[params.heads * chunks * HD4 + head * chunks + c] =
-                        vec4<f32>(run_max[h], run_sum[h], 0.0, 0.0);
+                        vec4<f32>(run_max[h], sum, 0.0, 0.0);
                 }
             }
         }
