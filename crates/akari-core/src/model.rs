@@ -274,9 +274,13 @@ impl<B: Backend> Model<B> {
     /// The logits of the hidden state `last`.
     fn head(&self, last: &B::Tensor) -> Result<B::Tensor> {
         let be = &self.backend;
-        let h = be.rms_norm(last, &self.norm, self.cfg.rms_norm_eps)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        be.matmul(&h, head, None)
+        // Through `norm_matmul_many`, so a backend can normalise inside the GEMV.
+        let [logits]: [B::Tensor; 1] = be
+            .norm_matmul_many(last, &self.norm, self.cfg.rms_norm_eps, &[(head, None)])?
+            .try_into()
+            .map_err(|_| Error::InvalidArgument("lm_head returned the wrong count".into()))?;
+        Ok(logits)
     }
 
     /// Feeds `tokens` and leaves the greedy selection `sel` pending on the device: the step

@@ -288,6 +288,10 @@ struct CombineTuning {
     lanes: Option<u32>,
     /// `MERGE_CHUNKS` set, so the merge's loops unroll (`AKARI_GPU_MERGE_UNROLL=0` off).
     unroll: bool,
+    /// What `MERGE_CHUNKS` rounds the chunk count up to a multiple of, so that a growing
+    /// cache builds a handful of pipelines: 4 (`AKARI_GPU_MERGE_ROUND`; 0 for the next power
+    /// of two, which at 2048 positions made 11 chunks' loops run to 16).
+    round: u32,
 }
 
 fn combine_tuning() -> &'static CombineTuning {
@@ -295,6 +299,10 @@ fn combine_tuning() -> &'static CombineTuning {
     TUNING.get_or_init(|| CombineTuning {
         fold: std::env::var("AKARI_GPU_FOLD_COMBINE").as_deref() != Ok("0"),
         unroll: std::env::var("AKARI_GPU_MERGE_UNROLL").as_deref() != Ok("0"),
+        round: std::env::var("AKARI_GPU_MERGE_ROUND")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4),
         lanes: env_lanes("AKARI_GPU_COMBINE_LANES"),
     })
 }
@@ -634,8 +642,11 @@ pub fn encode_tokens(
         };
         let mut constants = vec![("LANES", lanes), ("UNITS", units), ("FLAGS", fixed)];
         if combined.is_some() && combine_tuning().unroll {
-            // A power of two, so a growing cache builds a handful of pipelines.
-            constants.push(("MERGE_CHUNKS", chunks.next_power_of_two()));
+            let loops = match combine_tuning().round {
+                0 => chunks.next_power_of_two(),
+                n => chunks.next_multiple_of(n),
+            };
+            constants.push(("MERGE_CHUNKS", loops));
         }
         constants.push(("PREFETCH", prefetch()));
         let (shader, entry, constants) = match decode {

@@ -313,8 +313,8 @@ const MAX_PARTIALS: u32 = 512u;
 // Per (head, chunk): (max, sum), then its weight e^(m − M) / Σ_c l_c·e^(m_c − M).
 var<workgroup> parts: array<vec2<f32>, MAX_PARTIALS>;
 
-// The merge's loops over chunks run to MERGE_CHUNKS, a power of two at least the number of
-// chunks that the Rust side fixes when it builds the pipeline, so that they unroll and their
+// The merge's loops over chunks run to MERGE_CHUNKS, at least the number of chunks (rounded
+// up by the Rust side, which fixes it when it builds the pipeline), so that they unroll and their
 // loads (chunks past the real ones clamped to the last, weighted 0) are issued together: with
 // the count read from `params`, each iteration's load waited for the one before (at 2048
 // positions, 16 chunks, the o projection took 1.6 µs a layer longer than at 128).
