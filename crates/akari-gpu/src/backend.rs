@@ -990,23 +990,28 @@ impl Backend for GpuBackend {
         ws: &[(&GpuMatrix, Option<&GpuVector>)],
     ) -> Result<Vec<GpuTensor>> {
         self.settle(x)?;
-        // One token: each GEMV normalises its input itself (no rms_norm dispatch). Not a lone
-        // f16 matrix (the lm_head, which may be the embedding too): unlike the q/k/v copy and
-        // gate/up it holds no folded norm weight, and an f16 GEMV that normalises reads that
-        // weight beside every weight word (5 % slower on an H100 when q/k/v and gate/up did).
-        let lone_f16 = matches!(ws, [(w, _)] if w.format() == QuantFormat::F16);
-        if x.rows != 1
-            || norm.len != x.cols
-            || lone_f16
-            || !ws.iter().all(|(w, _)| gemv::fuses_norm(&self.ctx, w))
-        {
+        // One token: each GEMV normalises its input itself (no rms_norm dispatch).
+        let one_token = x.rows == 1
+            && norm.len == x.cols
+            && ws.iter().all(|(w, _)| gemv::fuses_norm(&self.ctx, w));
+        let fused = if one_token {
+            for (w, bias) in ws {
+                Self::check_matmul(x, w, *bias)?;
+            }
+            self.fused(ws, norm)?
+        } else {
+            None
+        };
+        // f16 rows outside the fused copy (the lm_head, which may be the embedding too) hold
+        // no folded norm weight, and an f16 GEMV that normalises reads that weight beside
+        // every weight word (5 % slower on an H100 when q/k/v and gate/up did): the norm's
+        // own pass is cheaper.
+        let unfolded_f16 =
+            fused.is_none() && ws.iter().any(|(w, _)| w.format() == QuantFormat::F16);
+        if !one_token || unfolded_f16 {
             let h = self.rms_norm(x, norm, eps)?;
             return self.matmul_many(&h, ws);
         }
-        for (w, bias) in ws {
-            Self::check_matmul(x, w, *bias)?;
-        }
-        let fused = self.fused(ws, norm)?;
         let norm = |folded| {
             Some(gemv::Norm {
                 weight: &norm.buffer,

@@ -275,20 +275,19 @@ fn most_chunks() -> usize {
     })
 }
 
-/// Whether the decode attention loads a chunk's next tile while it scores the current one
-/// (`PIPELINE`; `AKARI_GPU_ATTENTION_PIPELINE=0` off, for comparison).
-fn pipeline_tiles() -> u32 {
-    static ON: OnceLock<bool> = OnceLock::new();
-    u32::from(
-        *ON.get_or_init(|| std::env::var("AKARI_GPU_ATTENTION_PIPELINE").as_deref() != Ok("0")),
-    )
-}
-
-/// Whether the decode attention loads a chunk's first tile before the query (`EARLY`;
-/// `AKARI_GPU_ATTENTION_EARLY=0` off, for comparison).
-fn early_tile() -> u32 {
-    static ON: OnceLock<bool> = OnceLock::new();
-    u32::from(*ON.get_or_init(|| std::env::var("AKARI_GPU_ATTENTION_EARLY").as_deref() != Ok("0")))
+/// The decode attention's load-ordering switches, both on unless set to 0, for comparison:
+/// `PIPELINE` loads a chunk's next tile while it scores the current one
+/// (`AKARI_GPU_ATTENTION_PIPELINE`), `EARLY` its first tile before the query
+/// (`AKARI_GPU_ATTENTION_EARLY`).
+fn load_switches() -> [(&'static str, u32); 2] {
+    static ON: OnceLock<[(&'static str, u32); 2]> = OnceLock::new();
+    let on = |name: &str| u32::from(std::env::var(name).as_deref() != Ok("0"));
+    *ON.get_or_init(|| {
+        [
+            ("PIPELINE", on("AKARI_GPU_ATTENTION_PIPELINE")),
+            ("EARLY", on("AKARI_GPU_ATTENTION_EARLY")),
+        ]
+    })
 }
 
 /// Query heads one workgroup of `attention_decode.wgsl` attends (`G`, a divisor of the
@@ -335,13 +334,8 @@ fn encode_decode(
     let g = heads_per_workgroup(&d);
     let heads = check_dim(ctx, "attention heads", d.heads / g)?;
     let [hd4, groups] = decode_constants(&d);
-    let constants = [
-        hd4,
-        groups,
-        ("G", g as u32),
-        ("PIPELINE", pipeline_tiles()),
-        ("EARLY", early_tile()),
-    ];
+    let [pipeline, early] = load_switches();
+    let constants = [hd4, groups, ("G", g as u32), pipeline, early];
     let n = d.pos + 1;
     // One chunk writes the result itself; past that the cache is split so every SM gets
     // work, and the chunks write partial results.

@@ -152,19 +152,19 @@ fn row_dot(fmt: u32, row: u32, lane: u32) -> f32 {
 fn run_rows(fmt: u32, wid: vec3<u32>, nwg: vec3<u32>, t: u32) {
     set_row(wid.y * nwg.x + wid.x, t);
     let early = (PREFETCH & 2u) != 0u && fmt == 1u && UNITS == 1u && !has(GLU);
+    let pairs = params.k >> 6u;
+    let p0 = lane_unit(pairs, my_lane, 0u);
     var first: array<u32, 9>;
     which = 0u;
     if early && live {
-        first = pair_words(my_row, lane_unit(params.k >> 6u, my_lane, 0u));
+        first = pair_words(my_row, p0);
     }
     norm_scale(t);
     stage_input(t);
     var v = vec2<f32>(0.0);
     if live {
         if early {
-            let pairs = params.k >> 6u;
-            v.x = unit_weight(pairs, my_lane, 0u)
-                * pair_q4_0(first, lane_unit(pairs, my_lane, 0u));
+            v.x = unit_weight(pairs, my_lane, 0u) * pair_q4_0(first, p0);
         } else {
             v.x = row_dot(fmt, my_row, my_lane);
         }
