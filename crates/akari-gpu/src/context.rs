@@ -66,6 +66,9 @@ pub struct GpuContext {
     soft_gemm: bool,
     /// Prompts use `attention_rows` ([`GpuContext::set_soft_attention`]).
     soft_attention: bool,
+    /// The one-token GEMVs sum across threads with subgroups of this size
+    /// ([`GpuContext::set_subgroup_sums`]).
+    subgroup_sums: Option<u32>,
     /// What KV caches made from now on hold ([`GpuContext::set_kv_cache_dtype`]).
     kv_cache_dtype: KvCacheDtype,
     /// A lower size than the binding limit to split weight matrices at
@@ -209,6 +212,8 @@ impl GpuContext {
         let decode_kernels = env_switch("AKARI_GPU_DECODE_KERNELS", !caps.software);
         let soft_gemm = env_switch("AKARI_GPU_SOFT_GEMM", caps.software);
         let soft_attention = env_switch("AKARI_GPU_SOFT_ATTENTION", caps.software);
+        let subgroup_sums =
+            fixed_subgroup_size(&caps).filter(|_| env_switch("AKARI_GPU_GEMV_SUBGROUPS", true));
         let kv_cache_dtype = match std::env::var("AKARI_GPU_KV_CACHE").as_deref() {
             Ok("f32") => KvCacheDtype::F32,
             _ => KvCacheDtype::F16,
@@ -241,6 +246,7 @@ impl GpuContext {
             decode_kernels,
             soft_gemm,
             soft_attention,
+            subgroup_sums,
             kv_cache_dtype,
             matrix_limit: std::env::var("AKARI_GPU_MATRIX_BINDING_LIMIT")
                 .ok()
@@ -303,6 +309,20 @@ impl GpuContext {
 
     pub fn soft_attention(&self) -> bool {
         self.soft_attention
+    }
+
+    /// Whether the one-token GEMVs sum a row's threads, and the norm's workgroup, with
+    /// subgroup operations (`gemv_sums_subgroups.wgsl`) rather than trees through workgroup
+    /// memory (`gemv_sums.wgsl`). On by default where the adapter has subgroups of one fixed
+    /// size (Q4_0 decode on an H100: +3 %); turning it on elsewhere does nothing.
+    /// `AKARI_GPU_GEMV_SUBGROUPS=0` turns it off natively, and tests run both.
+    pub fn set_subgroup_sums(&mut self, on: bool) {
+        self.subgroup_sums = fixed_subgroup_size(&self.caps).filter(|_| on);
+    }
+
+    /// The subgroup size the one-token GEMVs sum with, when they do.
+    pub fn subgroup_sums(&self) -> Option<u32> {
+        self.subgroup_sums
     }
 
     /// What KV caches made from now on hold ([`KvCacheDtype`]: f16 unless
@@ -611,4 +631,15 @@ pub(crate) fn env_switch(name: &str, default: bool) -> bool {
         Ok("1") => true,
         _ => default,
     }
+}
+
+/// The adapter's subgroup size where it has subgroups of one fixed size, a power of two
+/// that divides a 256-thread workgroup (what `gemv_sums_subgroups.wgsl` assumes).
+fn fixed_subgroup_size(caps: &GpuCaps) -> Option<u32> {
+    let size = caps.subgroup_min_size;
+    (caps.subgroups
+        && size == caps.subgroup_max_size
+        && (4..=256).contains(&size)
+        && size.is_power_of_two())
+    .then_some(size)
 }

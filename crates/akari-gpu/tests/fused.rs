@@ -274,11 +274,22 @@ fn f16_gate_and_up_hold_the_norm_after_a_decode_step() {
 }
 
 /// GLU (Q4_0, one token) then the down projection, reading the GLU's quantised output,
-/// against the same down projection of a plain copy of that output.
+/// against the same down projection of a plain copy of that output; with the kernels'
+/// sums across threads by subgroups (where the adapter allows) and through workgroup memory.
 #[test]
 fn down_projection_reads_the_glu_output_quantised() {
-    let be = GpuBackend::with_context(context());
-    let (hidden, inter) = (64, 128);
+    for subgroups in [true, false] {
+        let mut ctx = context();
+        ctx.set_subgroup_sums(subgroups);
+        down_projection_check(ctx);
+    }
+}
+
+fn down_projection_check(ctx: GpuContext) {
+    let be = GpuBackend::with_context(ctx);
+    // Rows long enough that every lane of the GLU (8 a row) and of the down projection
+    // (64) holds blocks of its own.
+    let (hidden, inter) = (512, 2048);
     let q4 = |rows: usize, cols: usize, seed: u64| {
         let bytes = quantized(QuantFormat::Q4_0, rows, cols, seed);
         (

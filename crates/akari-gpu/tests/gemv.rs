@@ -107,8 +107,7 @@ fn input_rounding(
         .collect()
 }
 
-fn check(format: QuantFormat, rows: usize, cols: usize, with_bias: bool) {
-    let ctx = ctx();
+fn check(ctx: &GpuContext, format: QuantFormat, rows: usize, cols: usize, with_bias: bool) {
     let seed = (rows * 7919 + cols) as u64;
     let bytes = quantized(format, rows, cols, seed);
     let x = sample(cols, seed ^ 0xA5A5);
@@ -142,34 +141,34 @@ const ROWS: [usize; 4] = [1, 7, 333, 1000];
 // Up to 2048 columns the decode kernel stages the input in workgroup memory; 2560 is past it.
 const COLS: [usize; 5] = [32, 96, 576, 1536, 2560];
 
-fn check_all(format: QuantFormat) {
+fn check_all(ctx: &GpuContext, format: QuantFormat) {
     for rows in ROWS {
         for cols in COLS {
-            check(format, rows, cols, false);
+            check(ctx, format, rows, cols, false);
         }
     }
-    check(format, 333, 576, true);
-    check(format, 7, 96, true);
+    check(ctx, format, 333, 576, true);
+    check(ctx, format, 7, 96, true);
 }
 
 #[test]
 fn gemv_f32() {
-    check_all(QuantFormat::F32);
+    check_all(ctx(), QuantFormat::F32);
 }
 
 #[test]
 fn gemv_f16() {
-    check_all(QuantFormat::F16);
+    check_all(ctx(), QuantFormat::F16);
 }
 
 #[test]
 fn gemv_q8_0() {
-    check_all(QuantFormat::Q8_0);
+    check_all(ctx(), QuantFormat::Q8_0);
 }
 
 #[test]
 fn gemv_q4_0() {
-    check_all(QuantFormat::Q4_0);
+    check_all(ctx(), QuantFormat::Q4_0);
 }
 
 /// Vocabulary-sized Q4_0 matrices take the integer-dot kernel: one block, a row of 1536
@@ -177,22 +176,63 @@ fn gemv_q4_0() {
 /// groups than workgroups, so each loops over several.
 #[test]
 fn gemv_q4_0_integer_dot() {
+    integer_dot(ctx());
+}
+
+fn integer_dot(ctx: &GpuContext) {
     for cols in [32, 1536, 4096] {
-        check(QuantFormat::Q4_0, 16389, cols, true);
+        check(ctx, QuantFormat::Q4_0, 16389, cols, true);
     }
-    check(QuantFormat::Q4_0, 2048 * 32 * 2 + 5, 64, true);
+    check(ctx, QuantFormat::Q4_0, 2048 * 32 * 2 + 5, 64, true);
+}
+
+/// A context whose one-token GEMVs sum across threads through workgroup memory, where the
+/// default one uses subgroups (on adapters with a fixed subgroup size, lavapipe's among
+/// them).
+fn ctx_workgroup_sums() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new() {
+        Ok(mut c) => {
+            c.set_decode_kernels(true);
+            c.set_subgroup_sums(ctx().subgroup_sums().is_none());
+            c
+        }
+        Err(e) => panic!("no GPU device for the GPU tests: {e}"),
+    })
+}
+
+/// The decode kernels with the other way of summing across threads: every format, the
+/// integer-dot kernel and the fused norm (whose sum of squares spans the workgroup).
+#[test]
+fn decode_kernels_sum_the_other_way_too() {
+    let other = ctx_workgroup_sums();
+    eprintln!(
+        "subgroup sums: default {:?}, other {:?}",
+        ctx().subgroup_sums(),
+        other.subgroup_sums()
+    );
+    for format in [
+        QuantFormat::F16,
+        QuantFormat::Q8_0,
+        QuantFormat::Q4_0,
+        QuantFormat::Q4_1,
+    ] {
+        check_all(other, format);
+    }
+    integer_dot(other);
+    fused_norm_matches(other);
 }
 
 #[test]
 fn gemv_q4_1() {
-    check_all(QuantFormat::Q4_1);
+    check_all(ctx(), QuantFormat::Q4_1);
 }
 
 #[test]
 fn f16_rows_of_odd_length_start_mid_word() {
     // K odd: every other row starts 2 bytes into a word.
-    check(QuantFormat::F16, 5, 33, true);
-    check(QuantFormat::F32, 3, 17, false);
+    check(ctx(), QuantFormat::F16, 5, 33, true);
+    check(ctx(), QuantFormat::F32, 3, 17, false);
 }
 
 #[test]
@@ -227,7 +267,7 @@ fn rows_past_the_dispatch_limit_use_a_second_dimension() {
     let per_wg = akari_gpu::ops::gemv::ROWS_PER_WORKGROUP as usize;
     let rows =
         (ctx().caps().max_compute_workgroups_per_dimension as usize * per_wg + 3).min(1 << 21);
-    check(QuantFormat::Q4_0, rows, 32, true);
+    check(ctx(), QuantFormat::Q4_0, rows, 32, true);
 }
 
 /// The batched GEMV (one x row per token, several tokens per workgroup) and the tiled GEMM
@@ -355,8 +395,11 @@ fn fused_epilogues_match(ctx: &GpuContext) {
 /// normalised input, for every format the decode kernel takes.
 #[test]
 fn fused_norm_matches_the_reference() {
+    fused_norm_matches(ctx());
+}
+
+fn fused_norm_matches(ctx: &GpuContext) {
     use akari_gpu::ops::gemv::{fuses_norm, Norm};
-    let ctx = ctx();
     let mut checked = 0;
     // 128 columns: the input staged in workgroup memory; 2560: read from memory per row;
     // Q4_0 with 16389 rows: the integer-dot kernel, which quantises the normalised input;

@@ -24,21 +24,6 @@ pub(super) struct CacheKernels {
     pub(super) decode_subgroups: Shader,
 }
 
-/// What a module using subgroup built-ins starts with: browsers require WGSL's `enable
-/// subgroups;`, which naga (natively) does not parse yet and does not need.
-#[cfg(target_arch = "wasm32")]
-macro_rules! enable_subgroups {
-    () => {
-        "enable subgroups;\n"
-    };
-}
-#[cfg(not(target_arch = "wasm32"))]
-macro_rules! enable_subgroups {
-    () => {
-        ""
-    };
-}
-
 macro_rules! cache_kernels {
     ($kv:literal) => {
         CacheKernels {

@@ -48,21 +48,40 @@ pub(super) const GEMM_SOFT: Shader = Shader {
     ),
 };
 
-pub(super) const DECODE: Shader = Shader {
-    name: "gemv_decode_quant.wgsl",
-    source: concat!(
-        include_str!("gemv_decode.wgsl"),
-        include_str!("gemv_decode_quant.wgsl")
-    ),
-};
+/// A one-token kernel built twice: summing across threads through workgroup memory
+/// (`gemv_sums.wgsl`), and by subgroup operations (`gemv_sums_subgroups.wgsl`) for adapters
+/// whose subgroups have one fixed size.
+pub(super) struct DecodeShaders {
+    pub(super) shared: Shader,
+    pub(super) subgroups: Shader,
+}
 
-pub(super) const DECODE_F16: Shader = Shader {
-    name: "gemv_decode_f16.wgsl",
-    source: concat!(
-        include_str!("gemv_decode.wgsl"),
-        include_str!("gemv_decode_f16.wgsl")
-    ),
-};
+macro_rules! decode_shaders {
+    ($rows:literal) => {
+        DecodeShaders {
+            shared: Shader {
+                name: $rows,
+                source: concat!(
+                    include_str!("gemv_decode.wgsl"),
+                    include_str!("gemv_sums.wgsl"),
+                    include_str!($rows)
+                ),
+            },
+            subgroups: Shader {
+                name: concat!($rows, "+subgroups"),
+                source: concat!(
+                    enable_subgroups!(),
+                    include_str!("gemv_decode.wgsl"),
+                    include_str!("gemv_sums_subgroups.wgsl"),
+                    include_str!($rows)
+                ),
+            },
+        }
+    };
+}
+
+pub(super) const DECODE: DecodeShaders = decode_shaders!("gemv_decode_quant.wgsl");
+pub(super) const DECODE_F16: DecodeShaders = decode_shaders!("gemv_decode_f16.wgsl");
 
 /// The integer-dot Q4_0 kernel takes inputs of at most this many values (one quantised
 /// chunk in workgroup memory)…
@@ -649,16 +668,24 @@ pub fn encode_tokens(
             constants.push(("MERGE_CHUNKS", loops));
         }
         constants.push(("PREFETCH", prefetch()));
+        let sums =
+            |shaders: &'static DecodeShaders, constants: &mut Vec<_>| match ctx.subgroup_sums() {
+                Some(size) => {
+                    constants.push(("SG", size));
+                    &shaders.subgroups
+                }
+                None => &shaders.shared,
+            };
         let (shader, entry, constants) = match decode {
             Some("decode_f16") => {
                 // Its lanes read neighbouring vec4s already: the 16-apart layout would put
                 // them on one bank.
                 constants.push(("SWIZZLE", swizzle() & !1));
-                (&DECODE_F16, "decode_f16", constants)
+                (sums(&DECODE_F16, &mut constants), "decode_f16", constants)
             }
             Some(entry) => {
                 constants.push(("SWIZZLE", swizzle()));
-                (&DECODE, entry, constants)
+                (sums(&DECODE, &mut constants), entry, constants)
             }
             None => (&SHADER, entry_point(w.format()), vec![]),
         };

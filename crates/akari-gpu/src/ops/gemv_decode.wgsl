@@ -27,7 +27,8 @@
 //
 // Dispatch: one workgroup of WG threads per ROWS = WG / LANES rows (row groups numbered
 // `wid.y · nwg.x + wid.x`); a row's LANES threads take its pairs (blocks, 8-value groups)
-// `lane, lane + LANES, …` and sum their partials in shared memory.
+// `lane, lane + LANES, …` and sum their partials (gemv_sums.wgsl or, with subgroups,
+// gemv_sums_subgroups.wgsl).
 
 const WG: u32 = 256u;
 // Threads per row (16, 32 or 64, chosen by the Rust side from the row length) and rows per
@@ -159,8 +160,6 @@ fn xv(i: u32) -> vec4<f32> {
     return xg(i);
 }
 
-var<workgroup> partial: array<vec2<f32>, WG>;
-
 // Where this thread's row is, and whether it exists.
 var<private> my_row: u32;
 var<private> my_lane: u32;
@@ -267,16 +266,7 @@ fn norm_scale(t: u32) {
                 ss += dot(v, v);
             }
         }
-        partial[t] = vec2<f32>(ss, 0.0);
-        workgroupBarrier();
-        for (var s = WG / 2u; s > 0u; s >>= 1u) {
-            if t < s {
-                partial[t] += partial[t + s];
-            }
-            workgroupBarrier();
-        }
-        scale = 1.0 / sqrt(partial[0].x / f32(params.k) + params.eps);
-        workgroupBarrier();
+        scale = 1.0 / sqrt(workgroup_sum(ss, t) / f32(params.k) + params.eps);
     }
 }
 
@@ -370,24 +360,12 @@ fn combine_input(t: u32) {
     }
 }
 
-// Sums the row's partial dot products (`v`: with W, and with W2 for GLU) over its LANES
-// threads: the row's lane 0 finds the sums in partial[t].
-fn reduce_lanes(v: vec2<f32>, t: u32) {
-    partial[t] = v;
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if my_lane < s {
-            partial[t] += partial[t + s];
-        }
-        workgroupBarrier();
-    }
-}
-
-// Sums the row's partial dot products and applies the epilogue.
+// Sums the row's partial dot products (`v`: with W, and with W2 for GLU) and applies the
+// epilogue.
 fn finish(v: vec2<f32>, t: u32) {
-    reduce_lanes(v, t);
+    let r = lanes_sum(v, t);
     if my_lane == 0u && live {
-        epilogue(partial[t]);
+        epilogue(r);
     }
 }
 

@@ -385,11 +385,10 @@ var<workgroup> out_q: array<i32, 32>;
 fn finish_quantized(v: vec2<f32>, t: u32, g: u32) {
     // The output's blocks: one a row group (the matrix is never split here).
     let blocks = params.n / 32u;
-    reduce_lanes(v, t);
+    let r = lanes_sum(v, t);
     if my_lane == 0u {
         var o = 0.0;
         if live {
-            let r = partial[t];
             o = r.x / (1.0 + exp(-r.x)) * r.y;
             y[params.row0 + my_row] = o;
         }
@@ -421,7 +420,7 @@ fn finish_quantized(v: vec2<f32>, t: u32, g: u32) {
         }
         y2[quantized_at(g, 17u, blocks)] = bitcast<u32>(8.0 * f32(sum));
     }
-    // `partial` and `out_vals` are written again by the next row group.
+    // `out_vals` (and `partial`) are written again by the next row group.
     workgroupBarrier();
 }
 

@@ -6,6 +6,22 @@
 //! use and cached in the context, so a decode step that repeats the previous one's shapes
 //! creates no GPU objects at all.
 
+/// What a module using subgroup built-ins starts with: browsers require WGSL's `enable
+/// subgroups;`, which naga (natively) does not parse yet and does not need. A module built
+/// with it is named with a `+subgroups` suffix.
+#[cfg(target_arch = "wasm32")]
+macro_rules! enable_subgroups {
+    () => {
+        "enable subgroups;\n"
+    };
+}
+#[cfg(not(target_arch = "wasm32"))]
+macro_rules! enable_subgroups {
+    () => {
+        ""
+    };
+}
+
 pub mod attention;
 pub mod elementwise;
 pub mod embed;
@@ -48,8 +64,10 @@ pub fn sources() -> Vec<(&'static str, &'static str)> {
         &gemv::SHADER,
         &gemv::GEMM,
         &gemv::GEMM_SOFT,
-        &gemv::DECODE,
-        &gemv::DECODE_F16,
+        &gemv::DECODE.shared,
+        &gemv::DECODE.subgroups,
+        &gemv::DECODE_F16.shared,
+        &gemv::DECODE_F16.subgroups,
     ]
     .iter()
     .map(|s| (s.name, s.source))
