@@ -15,8 +15,9 @@ use crate::{GpuContext, GpuError, KvCacheDtype};
 
 /// The kernels that read or write the cache, built for one [`KvCacheDtype`]: each source
 /// starts with the file that defines the cache's element type (`kv_f16.wgsl`, `kv_f32.wgsl`).
-/// The decode kernel comes twice: finding a tile's largest score by subgroups, for adapters
-/// that have them, and without.
+/// The decode kernel comes twice: summing a position's score and finding a tile's largest
+/// by subgroups, for adapters whose subgroups hold at least a position's 4 threads, and
+/// through workgroup memory.
 pub(super) struct CacheKernels {
     pub(super) kv_store: Shader,
     pub(super) attention: Shader,
@@ -47,7 +48,7 @@ macro_rules! cache_kernels {
                     include_str!("attention_common.wgsl"),
                     include_str!("attention_rope.wgsl"),
                     include_str!("attention_split.wgsl"),
-                    include_str!("attention_max.wgsl"),
+                    include_str!("attention_reduce.wgsl"),
                     include_str!("attention_decode.wgsl")
                 ),
             },
@@ -59,7 +60,7 @@ macro_rules! cache_kernels {
                     include_str!("attention_common.wgsl"),
                     include_str!("attention_rope.wgsl"),
                     include_str!("attention_split.wgsl"),
-                    include_str!("attention_max_subgroups.wgsl"),
+                    include_str!("attention_reduce_subgroups.wgsl"),
                     include_str!("attention_decode.wgsl")
                 ),
             },
@@ -334,7 +335,7 @@ fn encode_decode(
     let chunks = n.div_ceil(len);
     let out = if chunks == 1 { b.out } else { b.scratch };
     let kernels = cache_kernels(b.kv_dtype);
-    let shader = if ctx.caps().subgroups {
+    let shader = if ctx.caps().subgroups && ctx.caps().subgroup_min_size >= 4 {
         &kernels.decode_subgroups
     } else {
         &kernels.decode

@@ -22,13 +22,14 @@
 // the end. Positions past the chunk are clamped to the new one and weighted 0, so no
 // branch stops the loads.
 //
-// The online softmax takes no serial step: the tile's largest score is found by an atomic
-// max in workgroup memory (`tile_max`, from attention_max_subgroups.wgsl when the adapter
-// has subgroups: one atomic a subgroup, or attention_max.wgsl: one a position), every thread
-// keeps the running max itself, and the thread that scores a position keeps that position's
-// running sum of exponents, summed over the tile's positions once at the end. The tile's
-// scratch (maxima, exponents) alternates between two halves, so a tile needs three
-// barriers.
+// The online softmax takes no serial step: a position's TEAM threads sum its score
+// (`position_score`) and the tile's largest score is found by an atomic max in workgroup
+// memory (`tile_max`); both come from attention_reduce_subgroups.wgsl where the adapter has
+// subgroups (shuffles; one atomic a subgroup) or attention_reduce.wgsl (through workgroup
+// memory; one atomic a position). Every thread keeps the running max itself, and each
+// position's first thread keeps that position's running sum of exponents, summed over the
+// tile's positions once at the end. The tile's scratch (maxima, exponents) alternates
+// between two halves, so a tile needs two barriers with subgroups, three without.
 //
 // A workgroup may take G query heads of one key/value head (a pipeline constant; attention.rs
 // says why it is 1 by default), loading each key and value once for them: a thread keeps its
@@ -212,7 +213,7 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
     var half = 0u;
     for (var base = start; base < end; base += TILE) {
         let count = min(TILE, end - base);
-        let live = t < count;
+        let live = slot < count;
         // The new position reads the cache too (being written there, its value unused).
         let j = min(base + slot, pos);
         if !PIPELINE && base != start {
@@ -239,8 +240,8 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
                 keys[i] = select(kv_get(here.k[i]), kn[d], j == pos);
             }
         }
-        // Scores, four heads a round: each thread's part for its position through `sums`;
-        // thread t < TILE ends with position t's score for each head.
+        // Scores, four heads a round: each thread's part for its position, summed over the
+        // position's threads (`position_score`), so each holds its position's scores.
         var score: array<f32, MAX_G>;
         for (var r = 0u; r < G; r += 4u) {
             var d4 = vec4<f32>(0.0);
@@ -256,24 +257,19 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
                     d4[e] = s;
                 }
             }
-            sums[t] = d4;
-            workgroupBarrier();
-            if t < TILE {
-                let i = TEAM * t;
-                let s4 = (sums[i] + sums[i + 1u] + sums[i + 2u] + sums[i + 3u]) * params.scale;
-                for (var e = 0u; e < 4u; e++) {
-                    if r + e < G {
-                        score[r + e] = select(LOWEST, s4[e], live);
-                    }
+            let s4 = position_score(d4, t) * params.scale;
+            for (var e = 0u; e < 4u; e++) {
+                if r + e < G {
+                    score[r + e] = select(LOWEST, s4[e], live);
                 }
             }
-            // `sums` holds the next round's parts.
+            // `sums` (without subgroups) holds the next round's parts.
             if r + 4u < G {
                 workgroupBarrier();
             }
         }
         for (var h = 0u; h < G; h++) {
-            tile_max(half * MAX_G + h, score[h], live);
+            tile_max(half * MAX_G + h, score[h], live && lane == 0u);
         }
         workgroupBarrier();
         var corr: array<f32, MAX_G>;
@@ -281,10 +277,10 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
             let m = max(run_max[h], from_order_key(atomicLoad(&tile_maxes[half * MAX_G + h])));
             corr[h] = exp(run_max[h] - m);
             run_max[h] = m;
-            if t < TILE {
+            if lane == 0u {
                 let p = select(0.0, exp(score[h] - m), live);
                 slot_sum[h] = slot_sum[h] * corr[h] + p;
-                probs[(half * G + h) * TILE + t] = p;
+                probs[(half * G + h) * TILE + slot] = p;
             }
         }
         // The other half's maxima were last read before this tile's first barrier; the next
@@ -308,9 +304,9 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>,
         half = 1u - half;
     }
 
-    if t < TILE {
+    if lane == 0u {
         for (var h = 0u; h < G; h++) {
-            slot_sums[h * TILE + t] = slot_sum[h];
+            slot_sums[h * TILE + slot] = slot_sum[h];
         }
     }
     for (var h = 0u; h < G; h++) {

@@ -300,8 +300,9 @@ fn stage_input(t: u32) {
 // as attention_combine.wgsl would, which saves that dispatch. Every workgroup merges them
 // itself: a few loads from L2 next to its rows of W.
 const MAX_PARTIALS: u32 = 512u;
-// Per (head, chunk): (max, sum), then its weight e^(m − M) / Σ_c l_c·e^(m_c − M).
+// Per (head, chunk): (max, sum), and its weight e^(m − M) / Σ_c l_c·e^(m_c − M).
 var<workgroup> parts: array<vec2<f32>, MAX_PARTIALS>;
+var<workgroup> weights: array<f32, MAX_PARTIALS>;
 
 // The merge's loops over chunks run to MERGE_CHUNKS, at least the number of chunks (rounded
 // up by the Rust side, which fixes it when it builds the pipeline), so that they unroll and their
@@ -329,8 +330,11 @@ fn combine_input(t: u32) {
         parts[i] = ml.xy;
     }
     workgroupBarrier();
-    if t < heads {
-        let first = t * chunks;
+    // A thread a (head, chunk) finds its head's max and sum itself, so no thread walks the
+    // chunks one exponent after another (a thread a head doing so: the o projection 421 µs
+    // a token against 404, profiled at 2048 positions on an H100).
+    for (var i = t; i < n; i += WG) {
+        let first = (i / chunks) * chunks;
         var mx = -1e30;
         for (var c = 0u; c < loops; c++) {
             let p = parts[first + min(c, chunks - 1u)];
@@ -341,10 +345,8 @@ fn combine_input(t: u32) {
             let p = parts[first + min(c, chunks - 1u)];
             total += select(0.0, p.y * exp(p.x - mx), c < chunks && p.y > 0.0);
         }
-        for (var c = 0u; c < chunks; c++) {
-            let p = parts[first + c];
-            parts[first + c].x = select(0.0, exp(p.x - mx) / total, p.y > 0.0);
-        }
+        let p = parts[i];
+        weights[i] = select(0.0, exp(p.x - mx) / total, p.y > 0.0);
     }
     workgroupBarrier();
     for (var i = t; i < params.k / 4u; i += WG) {
@@ -353,7 +355,7 @@ fn combine_input(t: u32) {
         var acc = vec4<f32>(0.0);
         for (var c = 0u; c < loops; c++) {
             let cc = min(c, chunks - 1u);
-            let weight = select(0.0, parts[first + cc].x, c < chunks);
+            let weight = select(0.0, weights[first + cc], c < chunks);
             acc += weight * x[(first + cc) * hd4 + dv];
         }
         xs[xs_at(i)] = acc;
